@@ -1,0 +1,21 @@
+//! The exarch archive engine: a deduplicating, compressing, encrypting store for opaque item blobs.
+//!
+//! It knows nothing about Exchange. A source (a directory, EWS, later Microsoft Graph) hands it items
+//! with a few searchable properties and a byte stream; the engine cuts the stream into content-defined
+//! chunks, stores each new chunk once (compressed and sealed) in pack files, indexes them in sorted
+//! on-disk tables, and records each snapshot in an rkyv manifest that is read without deserialising.
+//! The byte-level format is published in `format-spec/SPEC.md`.
+
+pub mod config;
+pub mod crypto;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod keyslot;
+pub mod manifest;
+pub mod pack;
+pub mod storage;
+
+pub use error::{Error, ErrorClass, Result};
+pub use id::Id;

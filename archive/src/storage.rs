@@ -1,0 +1,268 @@
+//! Where repository files live. The engine only ever puts, gets, lists and deletes whole files by
+//! kind and name, so a local directory, a NAS mount or (later) an object store can hold a repository.
+//!
+//! `LocalStorage` makes every write durable and atomic: write a temporary file, fsync it, rename it
+//! into place, fsync the directory. A killed writer leaves at worst a `*.tmp` file that no reader looks at.
+
+use crate::error::{Error, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The kinds of files a repository holds; each lives in its own directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 6] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
+    ];
+
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Pack => "data",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+/// Storage for repository files. Names are plain file names (hex ids, or `config`).
+pub trait Storage: Send + Sync {
+    /// Stores a whole file atomically and durably; replaces an existing file of that name.
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Stores a file only if none of that name exists; returns false if one did.
+    fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool>;
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset`; a short file is reported as damage, not padded.
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+    fn list(&self, kind: FileKind) -> Result<Vec<String>>;
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
+    /// A human-readable location for messages.
+    fn location(&self, kind: FileKind, name: &str) -> String;
+}
+
+/// A repository in a local directory (or a mounted network share).
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the directory layout for a new repository.
+    pub fn create_layout(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for kind in FileKind::ALL {
+            if kind != FileKind::Config {
+                let d = self.root.join(kind.dir());
+                fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            }
+        }
+        sync_dir(&self.root)
+    }
+
+    pub fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Config => self.root.join(name),
+            // Packs are spread over 256 subdirectories so no directory grows huge on a NAS.
+            FileKind::Pack => self.root.join("data").join(&name[..name.len().min(2)]).join(name),
+            k => self.root.join(k.dir()).join(name),
+        }
+    }
+
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
+        let dir = path.parent().expect("repository files have a parent directory");
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            if let Some(up) = dir.parent() {
+                sync_dir(up)?;
+            }
+        }
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+            unique_suffix()
+        ));
+        let result = (|| {
+            let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(path, e)
+        })?;
+        sync_dir(dir)
+    }
+}
+
+fn unique_suffix() -> String {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).expect("the operating system provides randomness");
+    format!("{}-{}", std::process::id(), hex::encode(b))
+}
+
+impl Storage for LocalStorage {
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.write_atomic(&self.path(kind, name), data)
+    }
+
+    fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        let path = self.path(kind, name);
+        if path.exists() {
+            return Ok(false);
+        }
+        self.write_atomic(&path, data)?;
+        Ok(true)
+    }
+
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(kind, name);
+        fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(format!("{} {}", kind.dir(), name)),
+            _ => Error::io(&path, e),
+        })
+    }
+
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = self.path(kind, name);
+        let mut f = File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::damaged(
+                format!("pack {name}"),
+                format!("missing file {}", path.display()),
+            ),
+            _ => Error::io(&path, e),
+        })?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&path, e))?;
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            let n = f.read(&mut buf[got..]).map_err(|e| Error::io(&path, e))?;
+            if n == 0 {
+                return Err(Error::damaged(
+                    format!("file {}", path.display()),
+                    format!("truncated: wanted {len} bytes at offset {offset}, file ends after {got}"),
+                ));
+            }
+            got += n;
+        }
+        Ok(buf)
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        let path = self.path(kind, name);
+        Ok(fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len())
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let dir = self.root.join(kind.dir());
+        let mut dirs = vec![dir];
+        while let Some(d) = dirs.pop() {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&d, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::io(&d, e))?;
+                let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if ft.is_dir() && kind == FileKind::Pack {
+                    dirs.push(entry.path());
+                } else if ft.is_file() && !name.starts_with('.') {
+                    if kind == FileKind::Config && name != "config" {
+                        continue;
+                    }
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        let path = self.path(kind, name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("has parent")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        Ok(self.path(kind, name).exists())
+    }
+
+    fn location(&self, kind: FileKind, name: &str) -> String {
+        self.path(kind, name).display().to_string()
+    }
+}
+
+/// Makes a rename or unlink in `dir` durable.
+#[cfg(unix)]
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let f = OpenOptions::new().read(true).open(dir).map_err(|e| Error::io(dir, e))?;
+    f.sync_all().map_err(|e| Error::io(dir, e))
+}
+
+/// Windows has no directory handles to fsync; NTFS journals renames itself.
+#[cfg(not(unix))]
+pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_delete() {
+        let t = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(t.path().join("r"));
+        s.create_layout().unwrap();
+        s.put(FileKind::Pack, "abcdef", b"hello").unwrap();
+        assert!(s.path(FileKind::Pack, "abcdef").ends_with("data/ab/abcdef"));
+        assert_eq!(s.get(FileKind::Pack, "abcdef").unwrap(), b"hello");
+        assert_eq!(s.get_range(FileKind::Pack, "abcdef", 1, 3).unwrap(), b"ell");
+        assert_eq!(s.list(FileKind::Pack).unwrap(), vec!["abcdef".to_string()]);
+        assert!(!s.put_new(FileKind::Pack, "abcdef", b"x").unwrap());
+        let err = s.get_range(FileKind::Pack, "abcdef", 3, 10).unwrap_err();
+        assert_eq!(err.class(), crate::ErrorClass::Damage);
+        s.delete(FileKind::Pack, "abcdef").unwrap();
+        assert!(s.list(FileKind::Pack).unwrap().is_empty());
+        // no temporary files left behind
+        assert_eq!(fs::read_dir(t.path().join("r/data/ab")).unwrap().count(), 0);
+    }
+}

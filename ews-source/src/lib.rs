@@ -1,0 +1,1 @@
+//! EWS source (see issue 4): not built yet.
