@@ -19,3 +19,13 @@ pub mod storage;
 
 pub use error::{Error, ErrorClass, Result};
 pub use id::Id;
+pub mod chunker;
+pub mod lock;
+pub mod repository;
+pub mod snapshot;
+pub mod time;
+
+pub use repository::{Context, InitOptions, Repository, SnapshotInfo};
+pub use storage::{FileKind, LocalStorage, Storage};
+pub mod backup;
+pub mod restore;

@@ -1,1 +1,67 @@
-fn main() {}
+//! `exarch`: brick-level Exchange mailbox backup. A thin layer over the `exarch-archive` engine.
+//!
+//! Exit codes (also in README.md): 0 ok, 1 error, 2 usage, 3 wrong passphrase / no key,
+//! 4 damage found.
+
+mod args;
+mod commands;
+mod output;
+mod secrets;
+
+use clap::Parser;
+use exarch_archive::ErrorClass;
+use std::process::ExitCode;
+
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_KEY: u8 = 3;
+pub const EXIT_DAMAGE: u8 = 4;
+
+/// An error that already decided its exit code (e.g. extract finished but some items were damaged).
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+impl std::error::Error for Exit {}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(Exit(code, _)) = cause.downcast_ref::<Exit>() {
+            return *code;
+        }
+        if let Some(e) = cause.downcast_ref::<exarch_archive::Error>() {
+            return match e.class() {
+                ErrorClass::WrongKey => EXIT_KEY,
+                ErrorClass::Damage => EXIT_DAMAGE,
+                ErrorClass::Usage => EXIT_USAGE,
+                ErrorClass::Failure => EXIT_ERROR,
+            };
+        }
+        if let Some(secrets::NoPassphrase) = cause.downcast_ref::<secrets::NoPassphrase>() {
+            return EXIT_KEY;
+        }
+    }
+    EXIT_ERROR
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed pipe (`exarch ls ... | head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("exarch: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Opening, creating and administering a repository.
+//!
+//! `Repository` holds the storage, the derived keys and the config. Everything that needs the index
+//! takes an `IndexTable` explicitly (see `index()`), so code that does not look chunks up never pays
+//! for loading it.
+
+use crate::config::{Config, CONFIG_MAGIC};
+use crate::crypto::{Entropy, Keys, MasterKey};
+use crate::envelope::{open_file, seal_file};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::IndexTable;
+use crate::keyslot::{KdfParams, KeySlot};
+use crate::lock::{LockGuard, DEFAULT_LEASE_SECS};
+use crate::manifest::{text, Summary};
+use crate::snapshot::{read_summary, Snapshot};
+use crate::storage::{FileKind, Storage};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How to create a repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    /// Label of the first key slot (who or what it is for).
+    pub label: String,
+    /// Overrides the default config (chunking, pack size, compression level); the id is always fresh.
+    pub config: Option<Config>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::default(),
+            label: "initial key".into(),
+            config: None,
+        }
+    }
+}
+
+/// Settings of an open repository handle that are not stored in the repository.
+pub struct Context {
+    pub entropy: Entropy,
+    /// Root of the local cache; the repository's cache lives in `<root>/<repository id>`.
+    pub cache_root: PathBuf,
+    /// Host name recorded in snapshots and locks.
+    pub host: String,
+    pub lease_secs: u64,
+}
+
+impl Context {
+    pub fn new(cache_root: impl Into<PathBuf>) -> Context {
+        Context {
+            entropy: Entropy::os(),
+            cache_root: cache_root.into(),
+            host: host_name(),
+            lease_secs: DEFAULT_LEASE_SECS,
+        }
+    }
+}
+
+/// This machine's name, for locks and snapshots.
+#[cfg(unix)]
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+#[cfg(not(unix))]
+pub fn host_name() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// One snapshot as listed: its summary, or why it could not be read.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    pub id: Id,
+    pub summary: std::result::Result<Summary, String>,
+}
+
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    keys: Arc<Keys>,
+    config: Config,
+    ctx: Arc<Context>,
+    /// Name of the key slot that opened this handle.
+    slot: String,
+}
+
+impl Repository {
+    /// Creates a repository in empty storage and opens it.
+    pub fn init(
+        storage: Arc<dyn Storage>,
+        passphrase: &[u8],
+        opts: InitOptions,
+        ctx: Context,
+    ) -> Result<Repository> {
+        if storage.exists(FileKind::Config, "config")? {
+            return Err(Error::AlreadyExists(PathBuf::from(
+                storage.location(FileKind::Config, "config"),
+            )));
+        }
+        let mut m = [0u8; 32];
+        ctx.entropy.fill(&mut m);
+        let master = MasterKey(m);
+        let mut rid = [0u8; 16];
+        ctx.entropy.fill(&mut rid);
+        let mut config = opts.config.unwrap_or_else(|| Config::new(String::new()));
+        config.id = hex::encode(rid);
+        config.check()?;
+        let created = if ctx.entropy.is_deterministic() {
+            0
+        } else {
+            crate::lock::now_unix()
+        };
+        let slot = KeySlot::create(
+            &master,
+            passphrase,
+            opts.kdf,
+            &opts.label,
+            created,
+            &ctx.entropy,
+        )?;
+        let keys = Keys::derive(master);
+        let cfg = seal_file(
+            &keys,
+            &ctx.entropy,
+            CONFIG_MAGIC,
+            config.zstd_level,
+            &serde_json::to_vec_pretty(&config).expect("config serialises"),
+        );
+        let slot_name = Id::of_content(&slot).to_hex();
+        storage.put(FileKind::Key, &slot_name, &slot)?;
+        // The config is written last: a repository exists once it has one.
+        storage.put(FileKind::Config, "config", &cfg)?;
+        Ok(Repository {
+            storage,
+            keys: Arc::new(keys),
+            config,
+            ctx: Arc::new(ctx),
+            slot: slot_name,
+        })
+    }
+
+    /// Opens a repository with a passphrase, trying every key slot.
+    pub fn open(storage: Arc<dyn Storage>, passphrase: &[u8], ctx: Context) -> Result<Repository> {
+        let raw_cfg = match storage.get(FileKind::Config, "config") {
+            Ok(c) => c,
+            Err(Error::NotFound(_)) => {
+                let loc = storage.location(FileKind::Config, "config");
+                return Err(Error::NotARepository(
+                    Path::new(&loc)
+                        .parent()
+                        .unwrap_or(Path::new(&loc))
+                        .to_path_buf(),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let slots = storage.list(FileKind::Key)?;
+        if slots.is_empty() {
+            return Err(Error::NoKeySlot);
+        }
+        let mut damaged = Vec::new();
+        for name in &slots {
+            let raw = storage.get(FileKind::Key, name)?;
+            let slot = match KeySlot::parse(&raw, name) {
+                Ok(s) => s,
+                Err(e) => {
+                    damaged.push(e);
+                    continue;
+                }
+            };
+            if let Some(master) = slot.unwrap_key(passphrase)? {
+                let keys = Keys::derive(master);
+                let body = open_file(&keys, CONFIG_MAGIC, &raw_cfg, "config")?;
+                let config: Config = serde_json::from_slice(&body)
+                    .map_err(|e| Error::damaged("config", e.to_string()))?;
+                config.check()?;
+                return Ok(Repository {
+                    storage,
+                    keys: Arc::new(keys),
+                    config,
+                    ctx: Arc::new(ctx),
+                    slot: name.clone(),
+                });
+            }
+        }
+        if damaged.len() == slots.len() {
+            return Err(damaged.remove(0));
+        }
+        Err(Error::WrongPassphrase { slots: slots.len() })
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.ctx.cache_root.join(&self.config.id)
+    }
+
+    /// The key slot that opened this handle.
+    pub fn current_slot(&self) -> &str {
+        &self.slot
+    }
+
+    /// Brings the local index table up to date and maps it.
+    pub fn index(&self) -> Result<IndexTable> {
+        IndexTable::sync(self.storage.as_ref(), &self.keys, &self.cache_dir())
+    }
+
+    /// Takes a shared (pack, verify, extract) or exclusive (prune) lock.
+    pub fn lock(&self, exclusive: bool, purpose: &str) -> Result<LockGuard> {
+        LockGuard::acquire(
+            self.storage.clone(),
+            &self.ctx.entropy,
+            exclusive,
+            purpose,
+            &self.ctx.host,
+            self.ctx.lease_secs,
+        )
+    }
+
+    /// Every snapshot with its summary (or why it cannot be read), oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let mut out: Vec<SnapshotInfo> = self
+            .storage
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter_map(|n| Id::from_hex(&n))
+            .map(|id| SnapshotInfo {
+                id,
+                summary: read_summary(self.storage.as_ref(), &self.keys, &id)
+                    .map_err(|e| e.to_string()),
+            })
+            .collect();
+        out.sort_by_key(|s| {
+            (
+                s.summary.as_ref().map(|s| s.time_ms).unwrap_or(i64::MIN),
+                s.id,
+            )
+        });
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix of 8+ hex digits; `mailbox` narrows `latest`.
+    pub fn resolve_snapshot(&self, spec: &str, mailbox: Option<&str>) -> Result<Id> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            let readable: Vec<(&Id, &Summary)> = all
+                .iter()
+                .filter_map(|s| s.summary.as_ref().ok().map(|m| (&s.id, m)))
+                .collect();
+            let mut boxes: Vec<String> = readable
+                .iter()
+                .map(|(_, m)| text(&m.mailbox).into_owned())
+                .collect();
+            boxes.sort();
+            boxes.dedup();
+            let want = match mailbox {
+                Some(m) => m.to_string(),
+                None if boxes.len() <= 1 => boxes
+                    .pop()
+                    .ok_or_else(|| Error::NotFound("any snapshot".into()))?,
+                None => return Err(Error::Usage(format!(
+                    "`latest` is ambiguous: the repository holds {} mailboxes; add --mailbox NAME",
+                    boxes.len()
+                ))),
+            };
+            return readable
+                .iter()
+                .filter(|(_, m)| text(&m.mailbox) == want)
+                .max_by_key(|(id, m)| (m.time_ms, **id))
+                .map(|(id, _)| **id)
+                .ok_or_else(|| Error::NotFound(format!("a snapshot of mailbox {want}")));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.len() < 8 || !spec_l.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!(
+                "`{spec}` is not a snapshot id: give `latest`, a full id or at least 8 hex digits"
+            )));
+        }
+        let hits: Vec<&SnapshotInfo> = all
+            .iter()
+            .filter(|s| s.id.to_hex().starts_with(&spec_l))
+            .collect();
+        match hits.len() {
+            0 => Err(Error::NotFound(format!("snapshot {spec}"))),
+            1 => Ok(hits[0].id),
+            n => Err(Error::Usage(format!(
+                "snapshot prefix {spec} matches {n} snapshots; give more digits"
+            ))),
+        }
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        Snapshot::load(self.storage.as_ref(), &self.keys, id)
+    }
+
+    /// All key slots with their names.
+    pub fn key_slots(&self) -> Result<Vec<(String, std::result::Result<KeySlot, String>)>> {
+        Ok(self
+            .storage
+            .list(FileKind::Key)?
+            .into_iter()
+            .map(|n| {
+                let s = self
+                    .storage
+                    .get(FileKind::Key, &n)
+                    .and_then(|raw| KeySlot::parse(&raw, &n))
+                    .map_err(|e| e.to_string());
+                (n, s)
+            })
+            .collect())
+    }
+
+    /// Adds a key slot for another passphrase; returns its name.
+    pub fn add_key(&self, passphrase: &[u8], label: &str, kdf: KdfParams) -> Result<String> {
+        let created = if self.ctx.entropy.is_deterministic() {
+            0
+        } else {
+            crate::lock::now_unix()
+        };
+        let raw = KeySlot::create(
+            self.keys.master(),
+            passphrase,
+            kdf,
+            label,
+            created,
+            &self.ctx.entropy,
+        )?;
+        let name = Id::of_content(&raw).to_hex();
+        self.storage.put(FileKind::Key, &name, &raw)?;
+        Ok(name)
+    }
+
+    /// Removes a key slot by name or unique prefix; the last slot cannot be removed.
+    pub fn remove_key(&self, spec: &str) -> Result<String> {
+        let names = self.storage.list(FileKind::Key)?;
+        let hits: Vec<&String> = names
+            .iter()
+            .filter(|n| n.starts_with(&spec.to_ascii_lowercase()))
+            .collect();
+        let name = match hits.as_slice() {
+            [one] if spec.len() >= 8 => (*one).clone(),
+            [] => return Err(Error::NotFound(format!("key slot {spec}"))),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "`{spec}` does not name exactly one key slot (give 8+ hex digits)"
+                )))
+            }
+        };
+        if names.len() == 1 {
+            return Err(Error::Usage(
+                "refusing to remove the only key slot: the repository could never be opened again"
+                    .into(),
+            ));
+        }
+        self.storage.delete(FileKind::Key, &name)?;
+        Ok(name)
+    }
+}

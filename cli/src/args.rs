@@ -1,0 +1,136 @@
+//! Command-line definition. Flag names follow restic where the meaning is the same.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "exarch", version, about = "Brick-level, full-fidelity Exchange mailbox backup", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository directory (local disk or NAS mount)
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        env = "EXARCH_REPOSITORY",
+        value_name = "DIR"
+    )]
+    pub repo: Option<PathBuf>,
+    /// Read the repository passphrase from this file (first line)
+    #[arg(long, global = true, env = "EXARCH_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Local cache directory (index tables); default: $XDG_CACHE_HOME/exarch or ~/.cache/exarch
+    #[arg(long, global = true, env = "EXARCH_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bar
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up a source into a new snapshot
+    Pack(PackArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List the items of a snapshot
+    Ls(LsArgs),
+    /// Write a snapshot's items back as files
+    Extract(ExtractArgs),
+    /// Manage key slots (passphrases)
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Label of the first key slot
+    #[arg(long, default_value = "initial key")]
+    pub label: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// Back up a directory tree: every regular file is one item, its folder being its directory
+    #[arg(long, value_name = "SRC")]
+    pub from_dir: PathBuf,
+    /// Name recorded as the snapshot's mailbox
+    #[arg(long)]
+    pub mailbox: String,
+    /// Snapshot time (RFC 3339), for imports and tests; default now
+    #[arg(long, value_name = "RFC3339")]
+    pub time: Option<String>,
+    /// Read every item, even those unchanged since the parent snapshot
+    #[arg(long)]
+    pub force: bool,
+    /// Compression/sealing threads (default: number of CPUs)
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this mailbox
+    #[arg(long)]
+    pub mailbox: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id, unique prefix (8+ hex digits) or `latest`
+    pub snapshot: String,
+    /// Mailbox for `latest` when the repository holds several
+    #[arg(long)]
+    pub mailbox: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// Snapshot id, unique prefix (8+ hex digits) or `latest`
+    pub snapshot: String,
+    /// Target directory
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Mailbox for `latest` when the repository holds several
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// Replace files that already exist in the target
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Parallel readers (default: number of CPUs)
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List key slots
+    List,
+    /// Add a key slot for another passphrase
+    Add {
+        #[arg(long, default_value = "added key")]
+        label: String,
+        /// Read the new passphrase from this file instead of prompting
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Remove a key slot (id or 8+ digit prefix); the last one cannot be removed
+    Remove { id: String },
+    /// Change the passphrase of the slot in use (adds a new slot, then removes the old one)
+    Passwd {
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,68 @@
+//! `exarch extract SNAPSHOT --to DIR`: every item back as a file, byte-identical, verified.
+
+use crate::args::{ExtractArgs, Global};
+use crate::output::{bytes, progress};
+use anyhow::Result;
+use exarch_archive::restore::{extract, ExtractOptions};
+use serde_json::json;
+
+pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
+    let repo = super::open(g)?;
+    let _lock = repo.lock(false, "extract")?;
+    let id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
+    let snap = repo.load_snapshot(&id)?;
+    let index = repo.index()?;
+    let started = std::time::Instant::now();
+    let pb = progress(snap.summary.bytes, g.quiet, "extract");
+    let opts = ExtractOptions {
+        overwrite: a.overwrite,
+        threads: super::threads(a.threads),
+    };
+    let (stats, failures) = extract(&repo, &index, snap.manifest(), &a.to, &opts, &|n| pb.inc(n))?;
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if g.json {
+        super::print_json(&json!({
+            "snapshot": id.to_hex(),
+            "to": a.to.display().to_string(),
+            "items": stats.items,
+            "bytes": stats.bytes,
+            "failed": failures,
+            "duration_secs": secs,
+        }))?;
+    } else {
+        println!(
+            "extracted {} items ({}) of snapshot {} to {} in {:.2} s",
+            stats.items,
+            bytes(stats.bytes),
+            id.short(),
+            a.to.display(),
+            secs
+        );
+        for f in &failures {
+            eprintln!("FAILED {}: {}", f.path, f.error);
+        }
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let damage = failures.iter().any(|f| f.damage);
+    let msg = format!(
+        "{} item(s) could not be extracted{}",
+        failures.len(),
+        if damage {
+            " because the repository is damaged (see above); run `exarch verify --read-data`"
+        } else {
+            ""
+        }
+    );
+    Err(crate::Exit(
+        if damage {
+            crate::EXIT_DAMAGE
+        } else {
+            crate::EXIT_ERROR
+        },
+        msg,
+    )
+    .into())
+}

@@ -1,0 +1,95 @@
+//! One module per verb; this one dispatches and holds what they share (opening the repository).
+
+mod extract;
+mod init;
+mod key;
+mod ls;
+mod pack;
+mod snapshots;
+
+use crate::args::{Cli, Command, Global};
+use crate::secrets;
+use anyhow::{Context as _, Result};
+use exarch_archive::{Context, LocalStorage, Repository, Storage};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => init::run(g, a),
+        Command::Pack(a) => pack::run(g, a),
+        Command::Snapshots(a) => snapshots::run(g, a),
+        Command::Ls(a) => ls::run(g, a),
+        Command::Extract(a) => extract::run(g, a),
+        Command::Key(k) => key::run(g, k),
+    }
+}
+
+pub fn repo_path(g: &Global) -> Result<PathBuf> {
+    g.repo.clone().ok_or_else(|| {
+        anyhow::Error::new(crate::Exit(
+            crate::EXIT_USAGE,
+            "no repository: pass --repo DIR or set EXARCH_REPOSITORY".into(),
+        ))
+    })
+}
+
+/// The local cache root: --cache-dir / EXARCH_CACHE_DIR, else the platform's cache directory.
+pub fn cache_root(g: &Global) -> PathBuf {
+    if let Some(d) = &g.cache_dir {
+        return d.clone();
+    }
+    platform_cache_dir().unwrap_or_else(|| std::env::temp_dir().join("exarch-cache"))
+}
+
+#[cfg(unix)]
+fn platform_cache_dir() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("exarch"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("exarch"))
+}
+
+#[cfg(windows)]
+fn platform_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("LOCALAPPDATA").map(|h| PathBuf::from(h).join("exarch").join("cache"))
+}
+
+pub fn storage(g: &Global) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(LocalStorage::new(repo_path(g)?)))
+}
+
+pub fn open(g: &Global) -> Result<Repository> {
+    let storage = storage(g)?;
+    // Fail on a missing repository before asking for a passphrase.
+    if !storage.exists(exarch_archive::FileKind::Config, "config")? {
+        return Err(exarch_archive::Error::NotARepository(repo_path(g)?).into());
+    }
+    let pass = secrets::repository_passphrase(g.password_file.as_deref(), false)?;
+    Repository::open(storage, pass.0.as_bytes(), Context::new(cache_root(g))).with_context(|| {
+        format!(
+            "opening repository {}",
+            repo_path(g)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )
+    })
+}
+
+pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    })
+    .max(1)
+}
