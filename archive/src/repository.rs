@@ -280,10 +280,12 @@ impl Repository {
                 None if boxes.len() <= 1 => boxes
                     .pop()
                     .ok_or_else(|| Error::NotFound("any snapshot".into()))?,
-                None => return Err(Error::Usage(format!(
+                None => {
+                    return Err(Error::Usage(format!(
                     "`latest` is ambiguous: the repository holds {} mailboxes; add --mailbox NAME",
                     boxes.len()
-                ))),
+                )))
+                }
             };
             return readable
                 .iter()
