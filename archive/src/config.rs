@@ -21,9 +21,9 @@ impl Default for ChunkerParams {
     /// Chosen by measurement on mailbox-like data; see format-spec/SPEC.md, "Chunking".
     fn default() -> Self {
         ChunkerParams {
-            min_size: 16 * 1024,
-            avg_size: 64 * 1024,
-            max_size: 256 * 1024,
+            min_size: 8 * 1024,
+            avg_size: 32 * 1024,
+            max_size: 128 * 1024,
         }
     }
 }
