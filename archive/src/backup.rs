@@ -414,7 +414,7 @@ fn run_packer(
     pack_size: usize,
 ) -> Result<PackerStats> {
     let mut stats = PackerStats::default();
-    let mut builder = PackBuilder::new(pack_size + pack_size / 8);
+    let mut builder = PackBuilder::new(0);
     let mut pending: BTreeMap<u64, SealedBlob> = BTreeMap::new();
     let mut next = 0u64;
     let mut locs: Vec<BlobLocation> = Vec::new();
@@ -427,7 +427,7 @@ fn run_packer(
         if builder.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(builder, PackBuilder::new(pack_size + pack_size / 8));
+        let full = std::mem::replace(builder, PackBuilder::new(0));
         let (id, bytes, entries) = full.finish(&keys, entropy);
         storage.put(FileKind::Pack, &id.to_hex(), &bytes)?;
         stats.bytes_stored += bytes.len() as u64;

@@ -11,6 +11,12 @@ use std::borrow::Cow;
 pub const COMPRESSION_NONE: u8 = 0;
 pub const COMPRESSION_ZSTD: u8 = 1;
 
+// zstd contexts are expensive to create (hundreds of KiB, zeroed); each worker thread keeps one.
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Upper bound on anything we decompress, so a forged length cannot exhaust memory.
 pub const MAX_DECOMPRESSED: usize = 1 << 31;
 
@@ -20,8 +26,15 @@ pub fn compress(level: i32, data: &[u8]) -> (u8, Cow<'_, [u8]>) {
     if data.len() < 64 {
         return (COMPRESSION_NONE, Cow::Borrowed(data));
     }
-    match zstd::bulk::compress(data, level) {
-        Ok(c) if c.len() < data.len() - data.len() / 32 => (COMPRESSION_ZSTD, Cow::Owned(c)),
+    let compressed = COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        slot.as_mut().and_then(|(_, c)| c.compress(data).ok())
+    });
+    match compressed {
+        Some(c) if c.len() < data.len() - data.len() / 32 => (COMPRESSION_ZSTD, Cow::Owned(c)),
         _ => (COMPRESSION_NONE, Cow::Borrowed(data)),
     }
 }
@@ -39,7 +52,13 @@ pub fn decompress(
                 .unwrap_or(MAX_DECOMPRESSED)
                 .min(MAX_DECOMPRESSED);
             if let Some(n) = expected_len {
-                zstd::bulk::decompress(data, n).map_err(|e| format!("zstd: {e}"))?
+                DECOMPRESSOR.with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+                    }
+                    slot.as_mut().expect("set above").decompress(data, n).map_err(|e| format!("zstd: {e}"))
+                })?
             } else {
                 let mut out = Vec::new();
                 let mut dec =
