@@ -55,9 +55,14 @@ pub fn decompress(
                 DECOMPRESSOR.with(|cell| {
                     let mut slot = cell.borrow_mut();
                     if slot.is_none() {
-                        *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+                        *slot = Some(
+                            zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?,
+                        );
                     }
-                    slot.as_mut().expect("set above").decompress(data, n).map_err(|e| format!("zstd: {e}"))
+                    slot.as_mut()
+                        .expect("set above")
+                        .decompress(data, n)
+                        .map_err(|e| format!("zstd: {e}"))
                 })?
             } else {
                 let mut out = Vec::new();

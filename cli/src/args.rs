@@ -32,7 +32,7 @@ pub struct Global {
     /// Print machine-readable JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
-    /// No progress bar
+    /// No progress bar and no summary (errors and --json output still print)
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 }

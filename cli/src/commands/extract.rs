@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
             "failed": failures,
             "duration_secs": secs,
         }))?;
-    } else {
+    } else if !g.quiet {
         println!(
             "extracted {} items ({}) of snapshot {} to {} in {:.2} s",
             stats.items,
@@ -39,6 +39,8 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
             a.to.display(),
             secs
         );
+    }
+    if !g.json {
         for f in &failures {
             eprintln!("FAILED {}: {}", f.path, f.error);
         }
@@ -51,7 +53,7 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
         "{} item(s) could not be extracted{}",
         failures.len(),
         if damage {
-            " because the repository is damaged (see above); run `exarch verify --read-data`"
+            " because the repository is damaged (see above); an older snapshot may hold good copies"
         } else {
             ""
         }

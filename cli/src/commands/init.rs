@@ -36,7 +36,7 @@ pub fn run(g: &Global, a: InitArgs) -> Result<()> {
             "id": repo.config().id,
             "key": repo.current_slot(),
         }))?;
-    } else {
+    } else if !g.quiet {
         println!(
             "created exarch repository {} at {}",
             repo.config().id,

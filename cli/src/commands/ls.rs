@@ -26,6 +26,13 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
             format!("{f}/{name}")
         }
     };
+    let short_time = |ms: i64| {
+        if ms == NO_TIME {
+            String::new()
+        } else {
+            exarch_archive::time::format_unix(ms.div_euclid(1000))
+        }
+    };
     let time = |ms: i64| {
         if ms == NO_TIME {
             String::new()
@@ -69,7 +76,7 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
             out,
             "{:>10}  {:<20}  {:<16}  {}  {}",
             i.size.to_native(),
-            time(i.received_ms.to_native()).replace(".000", ""),
+            short_time(i.received_ms.to_native()),
             text(&i.item_class),
             path_of(i.folder.to_native(), &text(&i.name)),
             text(&i.subject)

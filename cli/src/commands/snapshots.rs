@@ -49,7 +49,7 @@ pub fn run(g: &Global, a: SnapshotsArgs) -> Result<()> {
             Ok(m) => println!(
                 "{:<8}  {:<20}  {:<32}  {:>8}  {:>10}  {}",
                 s.id.short(),
-                format_unix_ms(m.time_ms).replace(".000", ""),
+                exarch_archive::time::format_unix(m.time_ms.div_euclid(1000)),
                 text(&m.mailbox),
                 m.items,
                 bytes(m.bytes),
