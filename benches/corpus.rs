@@ -41,14 +41,7 @@ const WORDS: &[&str] = &[
     "you",
     "will",
 ];
-const FOLDERS: &[&str] = &[
-    "Inbox",
-    "Sent Items",
-    "Archive/2025",
-    "Archive/2026",
-    "Projects/Alpha",
-    "Deleted Items",
-];
+const FOLDERS: &[&str] = &["Inbox", "Sent Items", "Archive/2025", "Archive/2026", "Projects/Alpha", "Deleted Items"];
 
 pub struct CorpusItem {
     pub folder: String,

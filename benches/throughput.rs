@@ -17,22 +17,13 @@ fn new_repo(dir: &std::path::Path) -> Repository {
     let s = LocalStorage::new(dir.join("repo"));
     s.create_layout().unwrap();
     // Cheap KDF: the benchmark measures the data path, not key derivation.
-    let opts = InitOptions {
-        kdf: KdfParams {
-            m_cost: 1024,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        ..InitOptions::default()
-    };
+    let opts = InitOptions { kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 }, ..InitOptions::default() };
     Repository::init(Arc::new(s), b"bench", opts, Context::new(dir.join("cache"))).unwrap()
 }
 
 fn pack_all(repo: &Repository, items: &[corpus::CorpusItem]) {
     let index = repo.index().unwrap();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let opts = BackupOptions {
         mailbox: "bench".into(),
         source: "bench".into(),
@@ -44,12 +35,7 @@ fn pack_all(repo: &Repository, items: &[corpus::CorpusItem]) {
     let mut b = Backup::start(repo, &index, opts).unwrap();
     for (i, it) in items.iter().enumerate() {
         let folder = b.folder_path(&[it.folder.as_str()]);
-        let meta = ItemMeta {
-            folder,
-            name: it.name.clone(),
-            source_id: i.to_string(),
-            ..ItemMeta::default()
-        };
+        let meta = ItemMeta { folder, name: it.name.clone(), source_id: i.to_string(), ..ItemMeta::default() };
         b.add_item(meta, &it.data).unwrap();
     }
     b.finish().unwrap();
@@ -58,9 +44,7 @@ fn pack_all(repo: &Repository, items: &[corpus::CorpusItem]) {
 fn bench(c: &mut Criterion) {
     // 4 mailboxes × 250 items: ~220 MiB of item bytes, attachments shared across mailboxes.
     let shared = corpus::shared_attachments(7, 12, 3 * 1024 * 1024);
-    let items: Vec<corpus::CorpusItem> = (0..4)
-        .flat_map(|m| corpus::mailbox(7, m, 250, &shared))
-        .collect();
+    let items: Vec<corpus::CorpusItem> = (0..4).flat_map(|m| corpus::mailbox(7, m, 250, &shared)).collect();
     let total: u64 = items.iter().map(|i| i.data.len() as u64).sum();
 
     let mut g = c.benchmark_group("archive");
@@ -87,19 +71,8 @@ fn bench(c: &mut Criterion) {
         b.iter_with_setup(
             || tempfile::tempdir().unwrap(),
             |out| {
-                let opts = exarch_archive::restore::ExtractOptions {
-                    overwrite: false,
-                    threads: 2,
-                };
-                exarch_archive::restore::extract(
-                    &repo,
-                    &index,
-                    snap.manifest(),
-                    out.path(),
-                    &opts,
-                    &|_| {},
-                )
-                .unwrap();
+                let opts = exarch_archive::restore::ExtractOptions { overwrite: false, threads: 2 };
+                exarch_archive::restore::extract(&repo, &index, snap.manifest(), out.path(), &opts, &|_| {}).unwrap();
                 out
             },
         )

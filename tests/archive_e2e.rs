@@ -30,24 +30,8 @@ fn pack_extract_round_trip_and_repack_dedups() {
     let repo = env.repo();
     let r = repo.to_str().unwrap();
     let (a, b) = two_mailboxes(&env);
-    let sa = env.json(&[
-        "pack",
-        "--repo",
-        r,
-        "--from-dir",
-        a.to_str().unwrap(),
-        "--mailbox",
-        "alice@example.com",
-    ]);
-    let sb = env.json(&[
-        "pack",
-        "--repo",
-        r,
-        "--from-dir",
-        b.to_str().unwrap(),
-        "--mailbox",
-        "bob@example.com",
-    ]);
+    let sa = env.json(&["pack", "--repo", r, "--from-dir", a.to_str().unwrap(), "--mailbox", "alice@example.com"]);
+    let sb = env.json(&["pack", "--repo", r, "--from-dir", b.to_str().unwrap(), "--mailbox", "bob@example.com"]);
     assert_eq!(sa["items"], 1000);
     assert_eq!(sb["items"], 1040);
     // shared attachments and the 40 copied items were stored once
@@ -55,16 +39,7 @@ fn pack_extract_round_trip_and_repack_dedups() {
 
     for (src, mb) in [(&a, "alice@example.com"), (&b, "bob@example.com")] {
         let out = env.path(&format!("out-{mb}"));
-        env.ok(&[
-            "extract",
-            "--repo",
-            r,
-            "latest",
-            "--mailbox",
-            mb,
-            "--to",
-            out.to_str().unwrap(),
-        ]);
+        env.extract_latest(mb, &out);
         assert_same_tree(src, &out);
     }
 
@@ -83,34 +58,18 @@ fn pack_extract_round_trip_and_repack_dedups() {
     assert_eq!(again["items_read"], 1000);
     assert_eq!(again["bytes_new"], 0);
     let grown = dir_size(&repo) - before;
-    assert!(
-        (grown as f64) < 0.01 * dir_size(&a) as f64,
-        "repacking added {grown} bytes"
-    );
+    assert!((grown as f64) < 0.01 * dir_size(&a) as f64, "repacking added {grown} bytes");
 
     // And with the parent shortcut nothing is read at all.
-    let quick = env.json(&[
-        "pack",
-        "--repo",
-        r,
-        "--from-dir",
-        a.to_str().unwrap(),
-        "--mailbox",
-        "alice@example.com",
-    ]);
+    let quick = env.json(&["pack", "--repo", r, "--from-dir", a.to_str().unwrap(), "--mailbox", "alice@example.com"]);
     assert_eq!(quick["items_carried"], 1000);
 
     let snaps = env.json(&["snapshots", "--repo", r]);
     let snaps = snaps.as_array().unwrap();
     assert_eq!(snaps.len(), 4);
     for s in snaps {
-        for field in [
-            "id", "mailbox", "time", "run_id", "parent", "items", "bytes",
-        ] {
-            assert!(
-                s.get(field).is_some(),
-                "snapshots --json lacks {field}: {s}"
-            );
+        for field in ["id", "mailbox", "time", "run_id", "parent", "items", "bytes"] {
+            assert!(s.get(field).is_some(), "snapshots --json lacks {field}: {s}");
         }
     }
     // `latest` without --mailbox is ambiguous with two mailboxes: a usage error
@@ -127,26 +86,11 @@ fn wrong_or_missing_passphrase_exits_3() {
     let env = Env::new();
     env.init();
     let r = env.repo();
-    let out = env
-        .cmd(&["snapshots", "--repo", r.to_str().unwrap()])
-        .env("EXARCH_PASSWORD", "wrong")
-        .output()
-        .unwrap();
+    let out = env.cmd(&["snapshots", "--repo", r.to_str().unwrap()]).env("EXARCH_PASSWORD", "wrong").output().unwrap();
     assert_eq!(code(&out), 3);
-    assert!(
-        stderr(&out).contains("passphrase opens none"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        !stderr(&out).contains("wrong"),
-        "the passphrase must not be echoed"
-    );
-    let out = env
-        .cmd(&["snapshots", "--repo", r.to_str().unwrap()])
-        .env_remove("EXARCH_PASSWORD")
-        .output()
-        .unwrap();
+    assert!(stderr(&out).contains("passphrase opens none"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("wrong"), "the passphrase must not be echoed");
+    let out = env.cmd(&["snapshots", "--repo", r.to_str().unwrap()]).env_remove("EXARCH_PASSWORD").output().unwrap();
     assert_eq!(code(&out), 3);
     assert!(stderr(&out).contains("EXARCH_PASSWORD"), "{}", stderr(&out));
     // not a repository at all: exit 1 and says what to do
@@ -163,15 +107,7 @@ fn small_repo(env: &Env) -> std::path::PathBuf {
     let src = env.path("src");
     let shared = corpus::shared_attachments(3, 2, 200 * 1024);
     corpus::write_tree(&src, &corpus::mailbox(3, 1, 60, &shared));
-    env.ok(&[
-        "pack",
-        "--repo",
-        env.repo().to_str().unwrap(),
-        "--from-dir",
-        src.to_str().unwrap(),
-        "--mailbox",
-        "m",
-    ]);
+    env.ok(&["pack", "--repo", env.repo().to_str().unwrap(), "--from-dir", src.to_str().unwrap(), "--mailbox", "m"]);
     src
 }
 
@@ -188,29 +124,15 @@ fn flipped_byte_in_pack_exits_4_names_pack_and_writes_no_wrong_bytes() {
     bytes[at] ^= 0x01;
     fs::write(pack, &bytes).unwrap();
     let out_dir = env.path("out");
-    let out = env.run(&[
-        "extract",
-        "--repo",
-        r.to_str().unwrap(),
-        "latest",
-        "--to",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = env.run(&["extract", "--repo", r.to_str().unwrap(), "latest", "--to", out_dir.to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     let pack_name = pack.file_name().unwrap().to_str().unwrap();
-    assert!(
-        stderr(&out).contains(pack_name),
-        "error does not name the pack: {}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains(pack_name), "error does not name the pack: {}", stderr(&out));
     // every file that was written is correct; the damaged one is absent, no partial files remain
     let written = util::tree(&out_dir);
     let original = util::tree(&src);
     assert!(written.len() < original.len());
-    assert!(
-        written.len() + 3 > original.len(),
-        "one flipped byte should cost about one item"
-    );
+    assert!(written.len() + 3 > original.len(), "one flipped byte should cost about one item");
     for (k, v) in &written {
         assert_eq!(&original[k], v, "{k} was written with wrong bytes");
     }
@@ -224,14 +146,7 @@ fn truncated_pack_exits_4() {
     let pack = &repo_files(&r, "data")[0];
     let bytes = fs::read(pack).unwrap();
     fs::write(pack, &bytes[..bytes.len() / 2]).unwrap();
-    let out = env.run(&[
-        "extract",
-        "--repo",
-        r.to_str().unwrap(),
-        "latest",
-        "--to",
-        env.path("out").to_str().unwrap(),
-    ]);
+    let out = env.run(&["extract", "--repo", r.to_str().unwrap(), "latest", "--to", env.path("out").to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
 }
@@ -244,25 +159,10 @@ fn corrupt_manifest_harms_only_its_snapshot() {
     let rs = r.to_str().unwrap();
     let src2 = env.path("src2");
     corpus::write_tree(&src2, &corpus::mailbox(4, 2, 30, &[]));
-    env.ok(&[
-        "pack",
-        "--repo",
-        rs,
-        "--from-dir",
-        src2.to_str().unwrap(),
-        "--mailbox",
-        "other",
-    ]);
+    env.ok(&["pack", "--repo", rs, "--from-dir", src2.to_str().unwrap(), "--mailbox", "other"]);
     let snaps = env.json(&["snapshots", "--repo", rs]);
-    let victim = snaps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["mailbox"] == "m")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let victim =
+        snaps.as_array().unwrap().iter().find(|s| s["mailbox"] == "m").unwrap()["id"].as_str().unwrap().to_string();
     let path = r.join("snapshots").join(&victim);
     let mut bytes = fs::read(&path).unwrap();
     let n = bytes.len();
@@ -273,25 +173,10 @@ fn corrupt_manifest_harms_only_its_snapshot() {
     assert!(stderr(&out).contains(&victim), "{}", stderr(&out));
     // the other mailbox is untouched
     let out_dir = env.path("out2");
-    env.ok(&[
-        "extract",
-        "--repo",
-        rs,
-        "latest",
-        "--mailbox",
-        "other",
-        "--to",
-        out_dir.to_str().unwrap(),
-    ]);
+    env.extract_latest("other", &out_dir);
     assert_same_tree(&src2, &out_dir);
     // and the listing still works
-    assert_eq!(
-        env.json(&["snapshots", "--repo", rs])
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(env.json(&["snapshots", "--repo", rs]).as_array().unwrap().len(), 2);
     let _ = src;
 }
 
@@ -306,16 +191,7 @@ fn killed_pack_leaves_a_usable_repository() {
     corpus::write_tree(&src, &corpus::mailbox(5, 1, 1500, &shared));
     for delay_ms in [50u64, 300, 900] {
         let mut child = env
-            .cmd(&[
-                "pack",
-                "--repo",
-                rs,
-                "--from-dir",
-                src.to_str().unwrap(),
-                "--mailbox",
-                "m",
-                "--force",
-            ])
+            .cmd(&["pack", "--repo", rs, "--from-dir", src.to_str().unwrap(), "--mailbox", "m", "--force"])
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
@@ -325,36 +201,15 @@ fn killed_pack_leaves_a_usable_repository() {
         env.ok(&["snapshots", "--repo", rs]);
     }
     // the lock of a killed process does not block (same host, process gone)
-    env.ok(&[
-        "pack",
-        "--repo",
-        rs,
-        "--from-dir",
-        src.to_str().unwrap(),
-        "--mailbox",
-        "m",
-    ]);
+    env.ok(&["pack", "--repo", rs, "--from-dir", src.to_str().unwrap(), "--mailbox", "m"]);
     let out = env.path("out");
-    env.ok(&[
-        "extract",
-        "--repo",
-        rs,
-        "latest",
-        "--mailbox",
-        "m",
-        "--to",
-        out.to_str().unwrap(),
-    ]);
+    env.extract_latest("m", &out);
     assert_same_tree(&src, &out);
     // no temporary files were left visible as repository files
     for kind in ["data", "index", "snapshots"] {
         for f in repo_files(&r, kind) {
             let name = f.file_name().unwrap().to_str().unwrap();
-            assert!(
-                name.starts_with('.') || name.len() == 64,
-                "stray file {}",
-                f.display()
-            );
+            assert!(name.starts_with('.') || name.len() == 64, "stray file {}", f.display());
         }
     }
 }
@@ -367,76 +222,36 @@ fn key_slots_add_list_passwd_remove() {
     let rs = r.to_str().unwrap();
     let newpw = env.path("new.pw");
     fs::write(&newpw, "second passphrase\n").unwrap();
-    env.ok(&[
-        "key",
-        "add",
-        "--repo",
-        rs,
-        "--label",
-        "recovery",
-        "--new-password-file",
-        newpw.to_str().unwrap(),
-    ]);
+    env.ok(&["key", "add", "--repo", rs, "--label", "recovery", "--new-password-file", newpw.to_str().unwrap()]);
     let keys = env.json(&["key", "list", "--repo", rs]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
     // the second passphrase opens the repository
-    let out = env
-        .cmd(&["snapshots", "--repo", rs])
-        .env("EXARCH_PASSWORD", "second passphrase")
-        .output()
-        .unwrap();
+    let out = env.cmd(&["snapshots", "--repo", rs]).env("EXARCH_PASSWORD", "second passphrase").output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // change the first passphrase: the old one stops working
     let third = env.path("third.pw");
     fs::write(&third, "third passphrase").unwrap();
-    env.ok(&[
-        "key",
-        "passwd",
-        "--repo",
-        rs,
-        "--new-password-file",
-        third.to_str().unwrap(),
-    ]);
+    env.ok(&["key", "passwd", "--repo", rs, "--new-password-file", third.to_str().unwrap()]);
     assert_eq!(code(&env.run(&["snapshots", "--repo", rs])), 3);
-    let out = env
-        .cmd(&["snapshots", "--repo", rs])
-        .env("EXARCH_PASSWORD", "third passphrase")
-        .output()
-        .unwrap();
+    let out = env.cmd(&["snapshots", "--repo", rs]).env("EXARCH_PASSWORD", "third passphrase").output().unwrap();
     assert_eq!(code(&out), 0);
     // remove the recovery key; the last key cannot be removed
-    let keys = env
-        .cmd(&["key", "list", "--repo", rs, "--json"])
-        .env("EXARCH_PASSWORD", "third passphrase")
-        .output()
-        .unwrap();
+    let keys =
+        env.cmd(&["key", "list", "--repo", rs, "--json"]).env("EXARCH_PASSWORD", "third passphrase").output().unwrap();
     let keys: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
-    let recovery = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["label"] == "recovery")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let recovery =
+        keys.as_array().unwrap().iter().find(|k| k["label"] == "recovery").unwrap()["id"].as_str().unwrap().to_string();
     let out = env
         .cmd(&["key", "remove", "--repo", rs, &recovery[..10]])
         .env("EXARCH_PASSWORD", "third passphrase")
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let keys = env
-        .cmd(&["key", "list", "--repo", rs, "--json"])
-        .env("EXARCH_PASSWORD", "third passphrase")
-        .output()
-        .unwrap();
+    let keys =
+        env.cmd(&["key", "list", "--repo", rs, "--json"]).env("EXARCH_PASSWORD", "third passphrase").output().unwrap();
     let keys: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
     let last = keys[0]["id"].as_str().unwrap().to_string();
-    let out = env
-        .cmd(&["key", "remove", "--repo", rs, &last])
-        .env("EXARCH_PASSWORD", "third passphrase")
-        .output()
-        .unwrap();
+    let out =
+        env.cmd(&["key", "remove", "--repo", rs, &last]).env("EXARCH_PASSWORD", "third passphrase").output().unwrap();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }

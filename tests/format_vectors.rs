@@ -35,9 +35,7 @@ fn snapshot_items(n: usize) -> Vec<(Vec<&'static str>, &'static str, Vec<u8>)> {
         .chain(b"This message compresses well. ".repeat(60))
         .collect::<Vec<u8>>();
     let mut big = vec![0u8; 200 * 1024];
-    blake3::Hasher::new_derive_key("exarch test vector attachment")
-        .finalize_xof()
-        .fill(&mut big);
+    blake3::Hasher::new_derive_key("exarch test vector attachment").finalize_xof().fill(&mut big);
     let mut items = vec![
         (vec!["Inbox"], "hello.eml", hello.clone()),
         (vec!["Inbox", "Projects"], "attachment.bin", big.clone()),
@@ -67,18 +65,10 @@ fn generate(dir: &Path) {
         lease_secs: 60,
     };
     let mut cfg = Config::new(String::new());
-    cfg.chunker = ChunkerParams {
-        min_size: 16 * 1024,
-        avg_size: 64 * 1024,
-        max_size: 256 * 1024,
-    };
+    cfg.chunker = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
     cfg.pack_size = 64 * 1024;
     let opts = InitOptions {
-        kdf: KdfParams {
-            m_cost: 1024,
-            t_cost: 1,
-            p_cost: 1,
-        },
+        kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 },
         label: "vector key".into(),
         config: Some(cfg),
     };
@@ -115,11 +105,7 @@ fn generate(dir: &Path) {
             };
             b.add_item(meta, &data).unwrap();
         }
-        b.skip(
-            1,
-            "AAMkADirtyItem=",
-            "ErrorItemCorrupt: the item could not be exported",
-        );
+        b.skip(1, "AAMkADirtyItem=", "ErrorItemCorrupt: the item could not be exported");
         let (id, _) = b.finish().unwrap();
         parent = Some(id);
     }
@@ -143,9 +129,7 @@ fn regenerated_repository_is_byte_identical() {
         let _ = std::fs::remove_dir_all(&expected);
         for n in 1..=2 {
             for (folders, name, data) in snapshot_items(n) {
-                let d = folders
-                    .iter()
-                    .fold(expected.join(format!("snapshot-{n}")), |p, f| p.join(f));
+                let d = folders.iter().fold(expected.join(format!("snapshot-{n}")), |p, f| p.join(f));
                 std::fs::create_dir_all(&d).unwrap();
                 std::fs::write(d.join(name), data).unwrap();
             }
@@ -158,25 +142,14 @@ fn regenerated_repository_is_byte_identical() {
         "the set of files changed: the format changed"
     );
     for (k, v) in &a {
-        assert!(
-            b[k] == *v,
-            "{k} differs from the published vector: the format changed (see SPEC.md)"
-        );
+        assert!(b[k] == *v, "{k} differs from the published vector: the format changed (see SPEC.md)");
     }
 }
 
 fn snapshot_ids_by_time(env: &util::Env, repo: &str) -> Vec<String> {
-    let v = env
-        .cmd(&["snapshots", "--repo", repo, "--json"])
-        .env("EXARCH_PASSWORD", PASSPHRASE)
-        .output()
-        .unwrap();
+    let v = env.cmd(&["snapshots", "--repo", repo, "--json"]).env("EXARCH_PASSWORD", PASSPHRASE).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
+    v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -200,10 +173,7 @@ fn cli_extracts_the_expected_files() {
             .output()
             .unwrap();
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        util::assert_same_tree(
-            &vectors().join(format!("expected/snapshot-{}", n + 1)),
-            &out,
-        );
+        util::assert_same_tree(&vectors().join(format!("expected/snapshot-{}", n + 1)), &out);
     }
 }
 
@@ -221,14 +191,7 @@ mod independent {
 
     fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Vec<u8> {
         let c = XChaCha20Poly1305::new(key.into());
-        c.decrypt(
-            XNonce::from_slice(&sealed[..24]),
-            Payload {
-                msg: &sealed[24..],
-                aad,
-            },
-        )
-        .expect("authentic")
+        c.decrypt(XNonce::from_slice(&sealed[..24]), Payload { msg: &sealed[24..], aad }).expect("authentic")
     }
 
     fn unflag(p: &[u8]) -> Vec<u8> {
@@ -254,17 +217,9 @@ mod independent {
     }
 
     /// Returns, per snapshot (by time), `folder/path/name` → bytes.
-    pub fn read(
-        repo: &Path,
-        passphrase: &str,
-    ) -> (Vec<HashMap<String, Vec<u8>>>, serde_json::Value) {
+    pub fn read(repo: &Path, passphrase: &str) -> (Vec<HashMap<String, Vec<u8>>>, serde_json::Value) {
         // 1. key slot → master key
-        let slot_path = std::fs::read_dir(repo.join("keys"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let slot_path = std::fs::read_dir(repo.join("keys")).unwrap().next().unwrap().unwrap().path();
         let slot = std::fs::read(slot_path).unwrap();
         assert_eq!(&slot[..8], b"EXRKEY01");
         assert_eq!(slot[8], 1);
@@ -273,16 +228,10 @@ mod independent {
         let label_len = u16::from_le_bytes([slot[61], slot[62]]) as usize;
         let header_end = 63 + label_len;
         let mut wrap = [0u8; 32];
-        Argon2::new(
-            Algorithm::Argon2id,
-            Version::V0x13,
-            Params::new(m, t, p, Some(32)).unwrap(),
-        )
-        .hash_password_into(passphrase.as_bytes(), salt, &mut wrap)
-        .unwrap();
-        let master: [u8; 32] = open(&wrap, &slot[..header_end], &slot[header_end..])
-            .try_into()
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(m, t, p, Some(32)).unwrap())
+            .hash_password_into(passphrase.as_bytes(), salt, &mut wrap)
             .unwrap();
+        let master: [u8; 32] = open(&wrap, &slot[..header_end], &slot[header_end..]).try_into().unwrap();
         let enc = blake3::derive_key("exarch 2026-11 repository v1 encryption key", &master);
         let chunk_key = blake3::derive_key("exarch 2026-11 repository v1 chunk id key", &master);
         let seed = blake3::derive_key("exarch 2026-11 repository v1 chunker seed", &master);
@@ -298,8 +247,7 @@ mod independent {
         let mut chunks_seen = serde_json::Map::new();
         // 2. config
         let cfg = std::fs::read(repo.join("config")).unwrap();
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&unflag(&open(&enc, b"EXRCONF1", &cfg[8..]))).unwrap();
+        let cfg: serde_json::Value = serde_json::from_slice(&unflag(&open(&enc, b"EXRCONF1", &cfg[8..]))).unwrap();
         assert_eq!(cfg["version"], 1);
         // 3. index: chunk id → (pack, offset, length, raw length, compression)
         let mut index = HashMap::new();
@@ -313,13 +261,7 @@ mod independent {
                 let pack = hex::encode(packs[u32le(e, 32) as usize]);
                 index.insert(
                     e[..32].to_vec(),
-                    (
-                        pack,
-                        u32le(e, 36) as usize,
-                        u32le(e, 40) as usize,
-                        u32le(e, 44),
-                        e[48],
-                    ),
+                    (pack, u32le(e, 36) as usize, u32le(e, 40) as usize, u32le(e, 44), e[48]),
                 );
             }
         }
@@ -332,20 +274,14 @@ mod independent {
             let summary = unflag(&open(&enc, b"EXRSNAP1\x01", &raw[12..12 + slen]));
             let root = summary.len() - 120;
             let time = i64::from_le_bytes(summary[root..root + 8].try_into().unwrap());
-            assert_eq!(
-                &summary[root + 52..root + 84],
-                blake3::hash(&raw[12 + slen..]).as_bytes()
-            );
+            assert_eq!(&summary[root + 52..root + 84], blake3::hash(&raw[12 + slen..]).as_bytes());
             assert_eq!(bytes_at(&summary, root + 92), b"vector@example.com");
             let m = unflag(&open(&enc, b"EXRSNAP1\x02", &raw[12 + slen..]));
             let root = m.len() - 32;
             let (fs, nf) = vec_at(&m, root, 28);
             let folder = |i: usize| -> (u32, String) {
                 let at = fs + 28 * i;
-                (
-                    u32le(&m, at),
-                    String::from_utf8(bytes_at(&m, at + 4)).unwrap(),
-                )
+                (u32le(&m, at), String::from_utf8(bytes_at(&m, at + 4)).unwrap())
             };
             let path_of = |mut i: u32| {
                 let mut parts = Vec::new();
@@ -372,18 +308,13 @@ mod independent {
                 for c in 0..nc {
                     let id = &m[cs + 32 * c..cs + 32 * c + 32];
                     let (pack, off, len, raw_len, comp) = &index[id];
-                    let packfile =
-                        std::fs::read(repo.join("data").join(&pack[..2]).join(pack)).unwrap();
+                    let packfile = std::fs::read(repo.join("data").join(&pack[..2]).join(pack)).unwrap();
                     assert_eq!(&blake3::hash(&packfile).to_hex().to_string(), pack);
                     let mut aad = id.to_vec();
                     aad.push(*comp);
                     aad.extend_from_slice(&raw_len.to_le_bytes());
                     let stored = open(&enc, &aad, &packfile[*off..*off + *len]);
-                    let chunk = if *comp == 1 {
-                        zstd::stream::decode_all(&stored[..]).unwrap()
-                    } else {
-                        stored
-                    };
+                    let chunk = if *comp == 1 { zstd::stream::decode_all(&stored[..]).unwrap() } else { stored };
                     assert_eq!(blake3::keyed_hash(&chunk_key, &chunk).as_bytes(), id);
                     chunks_seen.insert(
                         hex::encode(id),
@@ -409,18 +340,10 @@ fn independent_reader_follows_the_spec() {
     let (snaps, trace) = independent::read(&vectors().join("repo"), PASSPHRASE);
     let trace_file = vectors().join("vectors.json");
     if std::env::var_os("EXARCH_REGENERATE_VECTORS").is_some() {
-        std::fs::write(
-            &trace_file,
-            serde_json::to_string_pretty(&trace).unwrap() + "\n",
-        )
-        .unwrap();
+        std::fs::write(&trace_file, serde_json::to_string_pretty(&trace).unwrap() + "\n").unwrap();
     }
-    let published: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&trace_file).unwrap()).unwrap();
-    assert_eq!(
-        published, trace,
-        "vectors.json disagrees with what the reader derived"
-    );
+    let published: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace_file).unwrap()).unwrap();
+    assert_eq!(published, trace, "vectors.json disagrees with what the reader derived");
     assert_eq!(snaps.len(), 2);
     for (n, files) in snaps.iter().enumerate() {
         let expected = util::tree(&vectors().join(format!("expected/snapshot-{}", n + 1)));

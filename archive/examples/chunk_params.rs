@@ -24,28 +24,12 @@ fn main() {
         }
     }
     let total: usize = items.iter().map(Vec::len).sum();
-    println!(
-        "corpus: {} items, {:.1} MiB",
-        items.len(),
-        total as f64 / 1048576.0
-    );
-    println!(
-        "{:>22}  {:>12}  {:>9}  {:>10}",
-        "min/avg/max KiB", "unique MiB", "chunks", "MiB/s"
-    );
-    for (min, avg, max) in [
-        (4, 16, 64),
-        (8, 32, 128),
-        (16, 64, 256),
-        (32, 128, 512),
-        (64, 256, 1024),
-        (512, 1024, 8192),
-    ] {
-        let p = ChunkerParams {
-            min_size: min * 1024,
-            avg_size: avg * 1024,
-            max_size: max * 1024,
-        };
+    println!("corpus: {} items, {:.1} MiB", items.len(), total as f64 / 1048576.0);
+    println!("{:>22}  {:>12}  {:>9}  {:>10}", "min/avg/max KiB", "unique MiB", "chunks", "MiB/s");
+    for (min, avg, max) in
+        [(4, 16, 64), (8, 32, 128), (16, 64, 256), (32, 128, 512), (64, 256, 1024), (512, 1024, 8192)]
+    {
+        let p = ChunkerParams { min_size: min * 1024, avg_size: avg * 1024, max_size: max * 1024 };
         let c = Chunker::new(p, 0x1234_5678);
         let mut seen = HashSet::new();
         let mut unique = 0usize;

@@ -110,11 +110,7 @@ pub const IN_MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl<'r> Backup<'r> {
     /// Starts a backup. `index` must be current (`Repository::index`); chunks it lists are not stored again.
-    pub fn start(
-        repo: &'r Repository,
-        index: &'r IndexTable,
-        opts: BackupOptions,
-    ) -> Result<Backup<'r>> {
+    pub fn start(repo: &'r Repository, index: &'r IndexTable, opts: BackupOptions) -> Result<Backup<'r>> {
         let keys = repo.keys().clone();
         let chunker = Chunker::new(repo.config().chunker, keys.chunker_seed());
         let workers_n = opts.workers.max(1);
@@ -123,12 +119,7 @@ impl<'r> Backup<'r> {
         let level = repo.config().zstd_level;
         let mut workers = Vec::new();
         for i in 0..workers_n {
-            let (rx, tx, keys, ctx) = (
-                job_rx.clone(),
-                pk_tx.clone(),
-                keys.clone(),
-                repo.context().clone(),
-            );
+            let (rx, tx, keys, ctx) = (job_rx.clone(), pk_tx.clone(), keys.clone(), repo.context().clone());
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("seal-{i}"))
@@ -144,8 +135,7 @@ impl<'r> Backup<'r> {
             );
         }
         let packer = {
-            let (storage, keys, ctx) =
-                (repo.storage().clone(), keys.clone(), repo.context().clone());
+            let (storage, keys, ctx) = (repo.storage().clone(), keys.clone(), repo.context().clone());
             let pack_size = repo.config().pack_size as usize;
             std::thread::Builder::new()
                 .name("packer".into())
@@ -153,12 +143,7 @@ impl<'r> Backup<'r> {
                 .map_err(|e| Error::Other(format!("starting packer: {e}")))?
         };
         let mut manifest = Manifest::default();
-        manifest.folders.push(Folder {
-            parent: NO_PARENT,
-            name: vec![],
-            source_id: vec![],
-            folder_class: vec![],
-        });
+        manifest.folders.push(Folder { parent: NO_PARENT, name: vec![], source_id: vec![], folder_class: vec![] });
         Ok(Backup {
             repo,
             index,
@@ -198,8 +183,7 @@ impl<'r> Backup<'r> {
 
     /// The folder at a path of names below the root, created as needed.
     pub fn folder_path(&mut self, path: &[&str]) -> u32 {
-        path.iter()
-            .fold(0, |parent, name| self.folder(parent, name, "", ""))
+        path.iter().fold(0, |parent, name| self.folder(parent, name, "", ""))
     }
 
     fn is_stored(&self, id: &Id) -> bool {
@@ -213,11 +197,7 @@ impl<'r> Backup<'r> {
         self.seen.insert(id);
         self.stats.chunks_new += 1;
         self.stats.bytes_new += data.len() as u64;
-        let job = Job {
-            seq: self.seq,
-            id,
-            data: data.to_vec(),
-        };
+        let job = Job { seq: self.seq, id, data: data.to_vec() };
         self.seq += 1;
         let sent = self.jobs.as_ref().expect("backup is running").send(job);
         if sent.is_err() {
@@ -271,12 +251,7 @@ impl<'r> Backup<'r> {
         }
         self.stats.items_read += 1;
         self.stats.bytes_read += data.len() as u64;
-        self.record(
-            meta,
-            data.len() as u64,
-            *blake3::hash(data).as_bytes(),
-            chunks,
-        );
+        self.record(meta, data.len() as u64, *blake3::hash(data).as_bytes(), chunks);
         Ok(())
     }
 
@@ -302,13 +277,7 @@ impl<'r> Backup<'r> {
 
     /// Records an unchanged item from the parent snapshot without reading it. Returns false (and
     /// records nothing) if any of its chunks is no longer stored, so the caller must read it again.
-    pub fn carry_item(
-        &mut self,
-        meta: ItemMeta,
-        size: u64,
-        blob_hash: [u8; 32],
-        chunks: &[[u8; 32]],
-    ) -> bool {
+    pub fn carry_item(&mut self, meta: ItemMeta, size: u64, blob_hash: [u8; 32], chunks: &[[u8; 32]]) -> bool {
         if !chunks.iter().all(|c| self.is_stored(&Id(*c))) {
             return false;
         }
@@ -335,11 +304,7 @@ impl<'r> Backup<'r> {
     /// Makes everything submitted so far durable and indexed (a resumable run's checkpoint).
     pub fn checkpoint(&mut self) -> Result<()> {
         let (tx, rx) = bounded(1);
-        let sent = self
-            .to_packer
-            .as_ref()
-            .expect("backup is running")
-            .send(PackerMsg::Flush(self.seq, tx));
+        let sent = self.to_packer.as_ref().expect("backup is running").send(PackerMsg::Flush(self.seq, tx));
         match sent.ok().and_then(|_| rx.recv().ok()) {
             Some(r) => r,
             None => Err(self.pipeline_error()),
@@ -351,8 +316,7 @@ impl<'r> Backup<'r> {
         self.jobs = None;
         self.to_packer = None;
         for w in self.workers.drain(..) {
-            w.join()
-                .map_err(|_| Error::Other("a sealing worker panicked".into()))?;
+            w.join().map_err(|_| Error::Other("a sealing worker panicked".into()))?;
         }
         let ps = self
             .packer
@@ -378,16 +342,9 @@ impl<'r> Backup<'r> {
             host: ctx.host.as_bytes().to_vec(),
         };
         let manifest = std::mem::take(&mut self.manifest);
-        let (id, bytes) = snapshot::encode(
-            self.repo.keys(),
-            &ctx.entropy,
-            self.repo.config().zstd_level,
-            summary,
-            &manifest,
-        )?;
-        self.repo
-            .storage()
-            .put(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+        let (id, bytes) =
+            snapshot::encode(self.repo.keys(), &ctx.entropy, self.repo.config().zstd_level, summary, &manifest)?;
+        self.repo.storage().put(FileKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok((id, self.stats.clone()))
     }
 }
@@ -420,10 +377,7 @@ fn run_packer(
     let mut locs: Vec<BlobLocation> = Vec::new();
     let mut flushes: Vec<(u64, Sender<Result<()>>)> = Vec::new();
 
-    let store_pack = |builder: &mut PackBuilder,
-                      locs: &mut Vec<BlobLocation>,
-                      stats: &mut PackerStats|
-     -> Result<()> {
+    let store_pack = |builder: &mut PackBuilder, locs: &mut Vec<BlobLocation>, stats: &mut PackerStats| -> Result<()> {
         if builder.is_empty() {
             return Ok(());
         }
@@ -432,11 +386,7 @@ fn run_packer(
         storage.put(FileKind::Pack, &id.to_hex(), &bytes)?;
         stats.bytes_stored += bytes.len() as u64;
         stats.packs += 1;
-        locs.extend(
-            entries
-                .into_iter()
-                .map(|entry| BlobLocation { pack: id, entry }),
-        );
+        locs.extend(entries.into_iter().map(|entry| BlobLocation { pack: id, entry }));
         Ok(())
     };
     let store_index = |locs: &mut Vec<BlobLocation>, stats: &mut PackerStats| -> Result<()> {
@@ -468,8 +418,7 @@ fn run_packer(
         }
         while flushes.first().is_some_and(|(upto, _)| *upto <= next) {
             let (_, reply) = flushes.remove(0);
-            let r = store_pack(&mut builder, &mut locs, &mut stats)
-                .and_then(|_| store_index(&mut locs, &mut stats));
+            let r = store_pack(&mut builder, &mut locs, &mut stats).and_then(|_| store_index(&mut locs, &mut stats));
             let failed = r.as_ref().err().map(|e| e.to_string());
             let _ = reply.send(r);
             if let Some(e) = failed {

@@ -20,19 +20,13 @@ pub struct ChunkerParams {
 impl Default for ChunkerParams {
     /// Chosen by measurement on mailbox-like data; see format-spec/SPEC.md, "Chunking".
     fn default() -> Self {
-        ChunkerParams {
-            min_size: 8 * 1024,
-            avg_size: 32 * 1024,
-            max_size: 128 * 1024,
-        }
+        ChunkerParams { min_size: 8 * 1024, avg_size: 32 * 1024, max_size: 128 * 1024 }
     }
 }
 
 impl ChunkerParams {
     pub fn check(&self) -> Result<()> {
-        use fastcdc::v2020::{
-            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
-        };
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)
@@ -79,16 +73,10 @@ impl Config {
         }
         self.chunker.check()?;
         if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.pack_size) {
-            return Err(Error::Usage(format!(
-                "pack size {} out of range (64 KiB .. 1 GiB)",
-                self.pack_size
-            )));
+            return Err(Error::Usage(format!("pack size {} out of range (64 KiB .. 1 GiB)", self.pack_size)));
         }
         if !(1..=19).contains(&self.zstd_level) {
-            return Err(Error::Usage(format!(
-                "zstd level {} out of range (1..19)",
-                self.zstd_level
-            )));
+            return Err(Error::Usage(format!("zstd level {} out of range (1..19)", self.zstd_level)));
         }
         Ok(())
     }

@@ -51,12 +51,7 @@ impl Keys {
         let chunk_id_key = blake3::derive_key(CTX_CHUNK_ID, &master.0);
         let seed = blake3::derive_key(CTX_CHUNKER, &master.0);
         let chunker_seed = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
-        Keys {
-            master,
-            cipher,
-            chunk_id_key,
-            chunker_seed,
-        }
+        Keys { master, cipher, chunk_id_key, chunker_seed }
     }
 
     pub fn master(&self) -> &MasterKey {
@@ -85,21 +80,10 @@ impl Keys {
     }
 }
 
-pub(crate) fn seal_with(
-    cipher: &XChaCha20Poly1305,
-    entropy: &Entropy,
-    aad: &[u8],
-    plaintext: &[u8],
-) -> Vec<u8> {
+pub(crate) fn seal_with(cipher: &XChaCha20Poly1305, entropy: &Entropy, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let nonce = entropy.nonce(aad, plaintext);
     let ct = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
@@ -112,9 +96,7 @@ pub(crate) fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -
         return None;
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-        .ok()
+    cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
 }
 
 /// Source of keys, salts and nonces.
@@ -144,12 +126,7 @@ impl Entropy {
     /// Deterministic output for test vectors only. Never use for real data.
     #[cfg(feature = "test-mode")]
     pub fn deterministic_for_tests(seed: [u8; 32]) -> Entropy {
-        Entropy {
-            seeded: Some((
-                blake3::Hasher::new_keyed(&seed),
-                std::sync::atomic::AtomicU64::new(0),
-            )),
-        }
+        Entropy { seeded: Some((blake3::Hasher::new_keyed(&seed), std::sync::atomic::AtomicU64::new(0))) }
     }
 
     pub fn is_deterministic(&self) -> bool {
@@ -210,10 +187,7 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert!(
-                keys.open(b"aad", &bad).is_none(),
-                "flip at {i} went unnoticed"
-            );
+            assert!(keys.open(b"aad", &bad).is_none(), "flip at {i} went unnoticed");
         }
         assert!(keys.open(b"aad", &sealed[..sealed.len() - 1]).is_none());
         let other = Keys::derive(MasterKey([8u8; 32]));
@@ -233,9 +207,6 @@ mod tests {
     fn nonces_differ() {
         let e = Entropy::os();
         let k = Keys::derive(MasterKey([3u8; 32]));
-        assert_ne!(
-            k.seal(&e, b"", b"same")[..NONCE_LEN],
-            k.seal(&e, b"", b"same")[..NONCE_LEN]
-        );
+        assert_ne!(k.seal(&e, b"", b"same")[..NONCE_LEN], k.seal(&e, b"", b"same")[..NONCE_LEN]);
     }
 }

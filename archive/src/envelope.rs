@@ -40,37 +40,24 @@ pub fn compress(level: i32, data: &[u8]) -> (u8, Cow<'_, [u8]>) {
 }
 
 /// Reverses `compress`; `expected_len`, when known, is checked exactly.
-pub fn decompress(
-    flag: u8,
-    data: &[u8],
-    expected_len: Option<usize>,
-) -> std::result::Result<Vec<u8>, String> {
+pub fn decompress(flag: u8, data: &[u8], expected_len: Option<usize>) -> std::result::Result<Vec<u8>, String> {
     let out = match flag {
         COMPRESSION_NONE => data.to_vec(),
         COMPRESSION_ZSTD => {
-            let cap = expected_len
-                .unwrap_or(MAX_DECOMPRESSED)
-                .min(MAX_DECOMPRESSED);
+            let cap = expected_len.unwrap_or(MAX_DECOMPRESSED).min(MAX_DECOMPRESSED);
             if let Some(n) = expected_len {
                 DECOMPRESSOR.with(|cell| {
                     let mut slot = cell.borrow_mut();
                     if slot.is_none() {
-                        *slot = Some(
-                            zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?,
-                        );
+                        *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
                     }
-                    slot.as_mut()
-                        .expect("set above")
-                        .decompress(data, n)
-                        .map_err(|e| format!("zstd: {e}"))
+                    slot.as_mut().expect("set above").decompress(data, n).map_err(|e| format!("zstd: {e}"))
                 })?
             } else {
                 let mut out = Vec::new();
-                let mut dec =
-                    zstd::stream::read::Decoder::new(data).map_err(|e| format!("zstd: {e}"))?;
+                let mut dec = zstd::stream::read::Decoder::new(data).map_err(|e| format!("zstd: {e}"))?;
                 let mut limited = std::io::Read::take(&mut dec, cap as u64 + 1);
-                std::io::Read::read_to_end(&mut limited, &mut out)
-                    .map_err(|e| format!("zstd: {e}"))?;
+                std::io::Read::read_to_end(&mut limited, &mut out).map_err(|e| format!("zstd: {e}"))?;
                 if out.len() > cap {
                     return Err("decompressed size exceeds limit".into());
                 }
@@ -88,13 +75,7 @@ pub fn decompress(
 }
 
 /// Seals `body` as a whole file with the given magic.
-pub fn seal_file(
-    keys: &Keys,
-    entropy: &Entropy,
-    magic: &[u8; 8],
-    level: i32,
-    body: &[u8],
-) -> Vec<u8> {
+pub fn seal_file(keys: &Keys, entropy: &Entropy, magic: &[u8; 8], level: i32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + body.len() / 2 + 64);
     out.extend_from_slice(magic);
     out.extend_from_slice(&seal_section(keys, entropy, magic, level, body));
@@ -102,13 +83,7 @@ pub fn seal_file(
 }
 
 /// Seals one section (compression byte + body) with `aad`.
-pub fn seal_section(
-    keys: &Keys,
-    entropy: &Entropy,
-    aad: &[u8],
-    level: i32,
-    body: &[u8],
-) -> Vec<u8> {
+pub fn seal_section(keys: &Keys, entropy: &Entropy, aad: &[u8], level: i32, body: &[u8]) -> Vec<u8> {
     let (flag, data) = compress(level, body);
     let mut plain = Vec::with_capacity(1 + data.len());
     plain.push(flag);
@@ -119,24 +94,16 @@ pub fn seal_section(
 /// Opens a section sealed by `seal_section`; `what` names it in errors.
 pub fn open_section(keys: &Keys, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<u8>> {
     let plain = keys.open(aad, sealed).ok_or_else(|| {
-        Error::damaged(
-            what,
-            "authentication failed: altered, truncated or written under another key",
-        )
+        Error::damaged(what, "authentication failed: altered, truncated or written under another key")
     })?;
-    let (flag, data) = plain
-        .split_first()
-        .ok_or_else(|| Error::damaged(what, "empty plaintext"))?;
+    let (flag, data) = plain.split_first().ok_or_else(|| Error::damaged(what, "empty plaintext"))?;
     decompress(*flag, data, None).map_err(|e| Error::damaged(what, e))
 }
 
 /// Opens a whole file sealed by `seal_file`.
 pub fn open_file(keys: &Keys, magic: &[u8; 8], raw: &[u8], what: &str) -> Result<Vec<u8>> {
     if raw.len() < 8 || &raw[..8] != magic {
-        return Err(Error::damaged(
-            what,
-            format!("does not start with {}", String::from_utf8_lossy(magic)),
-        ));
+        return Err(Error::damaged(what, format!("does not start with {}", String::from_utf8_lossy(magic))));
     }
     open_section(keys, magic, &raw[8..], what)
 }

@@ -38,11 +38,7 @@ pub enum Error {
     #[error("{what}: damaged ({detail})")]
     Damaged { what: String, detail: String },
     #[error("unsupported {what} version {version}; this exarch reads version {supported}: upgrade exarch")]
-    UnsupportedVersion {
-        what: String,
-        version: u32,
-        supported: u32,
-    },
+    UnsupportedVersion { what: String, version: u32, supported: u32 },
     #[error("repository is locked: {0}")]
     Locked(String),
     #[error("{0}")]
@@ -64,17 +60,11 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     pub(crate) fn damaged(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Damaged {
-            what: what.into(),
-            detail: detail.into(),
-        }
+        Error::Damaged { what: what.into(), detail: detail.into() }
     }
 }
 

@@ -75,16 +75,11 @@ pub fn decode_index(body: &[u8], name: &str) -> Result<Vec<BlobLocation>> {
     if body.len() as u64 != 9 + np as u64 * 32 + ne as u64 * FILE_ENTRY_LEN as u64 {
         return Err(bad("length does not match counts"));
     }
-    let packs: Vec<Id> = body[9..9 + np * 32]
-        .chunks_exact(32)
-        .map(|c| Id::from_slice(c).expect("32"))
-        .collect();
+    let packs: Vec<Id> = body[9..9 + np * 32].chunks_exact(32).map(|c| Id::from_slice(c).expect("32")).collect();
     let mut out = Vec::with_capacity(ne);
     for c in body[9 + np * 32..].chunks_exact(FILE_ENTRY_LEN) {
         let pno = u(&c[32..36]) as usize;
-        let pack = *packs
-            .get(pno)
-            .ok_or_else(|| bad("entry names a pack outside the table"))?;
+        let pack = *packs.get(pno).ok_or_else(|| bad("entry names a pack outside the table"))?;
         let entry = PackEntry {
             id: Id::from_slice(&c[..32]).expect("32"),
             offset: u(&c[36..40]),
@@ -118,17 +113,10 @@ pub fn write_index_file(
     Ok(id)
 }
 
-pub fn read_index_file(
-    storage: &dyn Storage,
-    keys: &Keys,
-    name: &str,
-) -> Result<Vec<BlobLocation>> {
+pub fn read_index_file(storage: &dyn Storage, keys: &Keys, name: &str) -> Result<Vec<BlobLocation>> {
     let raw = storage.get(FileKind::Index, name)?;
     if Id::of_content(&raw).to_hex() != name {
-        return Err(Error::damaged(
-            format!("index {name}"),
-            "content does not match its name",
-        ));
+        return Err(Error::damaged(format!("index {name}"), "content does not match its name"));
     }
     let body = open_file(keys, INDEX_MAGIC, &raw, &format!("index {name}"))?;
     decode_index(&body, name)
@@ -166,20 +154,13 @@ pub struct IndexTable {
 }
 
 fn table_err(path: &Path, d: &str) -> Error {
-    Error::Other(format!(
-        "index cache {}: {d}; delete it and it will be rebuilt",
-        path.display()
-    ))
+    Error::Other(format!("index cache {}: {d}; delete it and it will be rebuilt", path.display()))
 }
 
 impl IndexTable {
     /// An empty table (for a new repository).
     pub fn empty() -> IndexTable {
-        IndexTable {
-            map: None,
-            count: 0,
-            covers: Vec::new(),
-        }
+        IndexTable { map: None, count: 0, covers: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -218,11 +199,7 @@ impl IndexTable {
             .lines()
             .map(str::to_string)
             .collect();
-        Ok(Some(IndexTable {
-            map: Some(map),
-            count,
-            covers,
-        }))
+        Ok(Some(IndexTable { map: Some(map), count, covers }))
     }
 
     fn fanout(&self, slot: usize) -> usize {
@@ -279,11 +256,7 @@ impl IndexTable {
         let (base, todo): (Option<IndexTable>, Vec<String>) = match old {
             Some(t) if t.covers == names => return Ok(t),
             Some(t) if t.covers.iter().all(|c| names.binary_search(c).is_ok()) => {
-                let todo = names
-                    .iter()
-                    .filter(|n| t.covers.binary_search(n).is_err())
-                    .cloned()
-                    .collect();
+                let todo = names.iter().filter(|n| t.covers.binary_search(n).is_err()).cloned().collect();
                 (Some(t), todo)
             }
             _ => (None, names.clone()),
@@ -319,8 +292,7 @@ impl IndexTable {
         }
         drop(base);
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        IndexTable::open_file(&path)?
-            .ok_or_else(|| table_err(&path, "freshly written table does not parse"))
+        IndexTable::open_file(&path)?.ok_or_else(|| table_err(&path, "freshly written table does not parse"))
     }
 }
 
@@ -341,11 +313,7 @@ impl RunFile {
         batch.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd).expect("randomness");
-        let path = dir.join(format!(
-            "run.{}.{}.tmp",
-            std::process::id(),
-            hex::encode(rnd)
-        ));
+        let path = dir.join(format!("run.{}.{}.tmp", std::process::id(), hex::encode(rnd)));
         let f = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -358,9 +326,7 @@ impl RunFile {
             encode_table_entry(l, &mut buf);
             w.write_all(&buf).map_err(|e| Error::io(&path, e))?;
         }
-        let f = w
-            .into_inner()
-            .map_err(|e| Error::io(&path, e.into_error()))?;
+        let f = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
         batch.clear();
         let map = map_file(&f, &path)?;
         Ok(RunFile { path, map })
@@ -373,12 +339,7 @@ impl Drop for RunFile {
     }
 }
 
-fn write_merged(
-    tmp: &Path,
-    base: Option<&IndexTable>,
-    runs: &[RunFile],
-    covers: &[String],
-) -> Result<()> {
+fn write_merged(tmp: &Path, base: Option<&IndexTable>, runs: &[RunFile], covers: &[String]) -> Result<()> {
     let f = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let io = |e| Error::io(tmp, e);
@@ -387,10 +348,7 @@ fn write_merged(
     let mut sources: Vec<&[u8]> = Vec::new();
     if let Some(b) = base.filter(|b| b.count > 0) {
         let start = TABLE_HEADER + FANOUT * 4;
-        sources.push(
-            &b.map.as_ref().expect("non-empty table has a map")
-                [start..start + b.count * TABLE_ENTRY],
-        );
+        sources.push(&b.map.as_ref().expect("non-empty table has a map")[start..start + b.count * TABLE_ENTRY]);
     }
     sources.extend(runs.iter().map(|r| &r.map[..]));
 
@@ -398,10 +356,7 @@ fn write_merged(
     let mut heap = BinaryHeap::new();
     for (s, src) in sources.iter().enumerate() {
         if let Some(e) = at(src, 0) {
-            heap.push(std::cmp::Reverse((
-                <[u8; 32]>::try_from(&e[..32]).expect("32"),
-                s,
-            )));
+            heap.push(std::cmp::Reverse((<[u8; 32]>::try_from(&e[..32]).expect("32"), s)));
         }
     }
     let mut fan = vec![0u32; FANOUT];
@@ -418,10 +373,7 @@ fn write_merged(
         }
         pos[s] += 1;
         if let Some(n) = at(sources[s], pos[s]) {
-            heap.push(std::cmp::Reverse((
-                <[u8; 32]>::try_from(&n[..32]).expect("32"),
-                s,
-            )));
+            heap.push(std::cmp::Reverse((<[u8; 32]>::try_from(&n[..32]).expect("32"), s)));
         }
     }
     let covers_off = (TABLE_HEADER + FANOUT * 4) as u64 + count * TABLE_ENTRY as u64;
@@ -497,10 +449,7 @@ mod tests {
         assert_eq!(t3.len(), 501);
         assert!(t3.get(&a[0].entry.id).is_none());
         // no temporary run files left
-        let leftovers: Vec<_> = fs::read_dir(&cache)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let leftovers: Vec<_> = fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("index.tbl")]);
     }
 

@@ -27,11 +27,7 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// RFC 9106's second recommended option (64 MiB, 3 passes); about 0.2 s on one core.
     fn default() -> Self {
-        KdfParams {
-            m_cost: 64 * 1024,
-            t_cost: 3,
-            p_cost: 1,
-        }
+        KdfParams { m_cost: 64 * 1024, t_cost: 3, p_cost: 1 }
     }
 }
 
@@ -45,10 +41,7 @@ impl KdfParams {
             || self.p_cost == 0
             || self.p_cost > 64
         {
-            return Err(Error::damaged(
-                "key slot",
-                format!("implausible Argon2id parameters {self:?}"),
-            ));
+            return Err(Error::damaged("key slot", format!("implausible Argon2id parameters {self:?}")));
         }
         Ok(())
     }
@@ -67,11 +60,7 @@ pub struct KeySlot {
     raw: Vec<u8>,
 }
 
-fn wrapping_cipher(
-    passphrase: &[u8],
-    params: KdfParams,
-    salt: &[u8; 32],
-) -> Result<XChaCha20Poly1305> {
+fn wrapping_cipher(passphrase: &[u8], params: KdfParams, salt: &[u8; 32]) -> Result<XChaCha20Poly1305> {
     params.check()?;
     let argon = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
@@ -80,9 +69,7 @@ fn wrapping_cipher(
             .map_err(|e| Error::Other(format!("Argon2 parameters: {e}")))?,
     );
     let mut k = [0u8; 32];
-    argon
-        .hash_password_into(passphrase, salt, &mut k)
-        .map_err(|e| Error::Other(format!("Argon2: {e}")))?;
+    argon.hash_password_into(passphrase, salt, &mut k).map_err(|e| Error::Other(format!("Argon2: {e}")))?;
     let c = XChaCha20Poly1305::new((&k).into());
     k.zeroize();
     Ok(c)
@@ -99,9 +86,7 @@ impl KeySlot {
         entropy: &Entropy,
     ) -> Result<Vec<u8>> {
         if label.len() > MAX_LABEL {
-            return Err(Error::Usage(format!(
-                "key label longer than {MAX_LABEL} bytes"
-            )));
+            return Err(Error::Usage(format!("key label longer than {MAX_LABEL} bytes")));
         }
         let mut salt = [0u8; 32];
         entropy.fill(&mut salt);
@@ -134,11 +119,7 @@ impl KeySlot {
         };
         let kdf = take(&mut p, 1)?[0];
         if kdf != KDF_ARGON2ID {
-            return Err(Error::UnsupportedVersion {
-                what: "key derivation".into(),
-                version: kdf as u32,
-                supported: 1,
-            });
+            return Err(Error::UnsupportedVersion { what: "key derivation".into(), version: kdf as u32, supported: 1 });
         }
         let u32at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
         let m_cost = u32at(take(&mut p, 4)?);
@@ -154,11 +135,7 @@ impl KeySlot {
             return Err(bad("wrapped key has the wrong length"));
         }
         Ok(KeySlot {
-            params: KdfParams {
-                m_cost,
-                t_cost,
-                p_cost,
-            },
+            params: KdfParams { m_cost, t_cost, p_cost },
             salt,
             created,
             label,
@@ -171,14 +148,12 @@ impl KeySlot {
     /// The master key if `passphrase` is the one this slot was made with.
     pub fn unwrap_key(&self, passphrase: &[u8]) -> Result<Option<MasterKey>> {
         let cipher = wrapping_cipher(passphrase, self.params, &self.salt)?;
-        Ok(
-            open_with(&cipher, &self.raw[..self.header_len], &self.sealed).map(|mut k| {
-                let mut m = [0u8; 32];
-                m.copy_from_slice(&k);
-                k.zeroize();
-                MasterKey(m)
-            }),
-        )
+        Ok(open_with(&cipher, &self.raw[..self.header_len], &self.sealed).map(|mut k| {
+            let mut m = [0u8; 32];
+            m.copy_from_slice(&k);
+            k.zeroize();
+            MasterKey(m)
+        }))
     }
 }
 
@@ -188,21 +163,9 @@ mod tests {
 
     #[test]
     fn wrap_unwrap_wrong_passphrase_and_tamper() {
-        let params = KdfParams {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-        };
+        let params = KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 };
         let e = Entropy::os();
-        let raw = KeySlot::create(
-            &MasterKey([9; 32]),
-            b"secret",
-            params,
-            "admin",
-            1700000000,
-            &e,
-        )
-        .unwrap();
+        let raw = KeySlot::create(&MasterKey([9; 32]), b"secret", params, "admin", 1700000000, &e).unwrap();
         let slot = KeySlot::parse(&raw, "x").unwrap();
         assert_eq!(slot.label, "admin");
         assert_eq!(slot.params, params);

@@ -45,11 +45,7 @@ impl LockInfo {
     fn describe(&self) -> String {
         format!(
             "{} lock held by {} on {} (pid {}) since {}, lease {} s",
-            if self.exclusive {
-                "an exclusive"
-            } else {
-                "a shared"
-            },
+            if self.exclusive { "an exclusive" } else { "a shared" },
             self.purpose,
             self.host,
             self.pid,
@@ -71,10 +67,7 @@ fn process_alive(_pid: u32) -> bool {
 }
 
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// A held lock; refreshed in the background and removed when dropped.
@@ -108,11 +101,7 @@ impl LockGuard {
         let mut rnd = [0u8; 16];
         entropy.fill(&mut rnd);
         let name = hex::encode(rnd);
-        storage.put(
-            FileKind::Lock,
-            &name,
-            &serde_json::to_vec(&info).expect("lock serialises"),
-        )?;
+        storage.put(FileKind::Lock, &name, &serde_json::to_vec(&info).expect("lock serialises"))?;
         for other in storage.list(FileKind::Lock)? {
             if other == name {
                 continue;
@@ -137,8 +126,7 @@ impl LockGuard {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let lost = Arc::new(AtomicBool::new(false));
         let refresher = {
-            let (storage, name, stop, lost) =
-                (storage.clone(), name.clone(), stop.clone(), lost.clone());
+            let (storage, name, stop, lost) = (storage.clone(), name.clone(), stop.clone(), lost.clone());
             std::thread::Builder::new()
                 .name("lock-refresh".into())
                 .spawn(move || {
@@ -148,20 +136,15 @@ impl LockGuard {
                         if *stopped {
                             return;
                         }
-                        let (g, _) = cv
-                            .wait_timeout(stopped, Duration::from_secs((lease_secs / 3).max(1)))
-                            .expect("lock mutex");
+                        let (g, _) =
+                            cv.wait_timeout(stopped, Duration::from_secs((lease_secs / 3).max(1))).expect("lock mutex");
                         stopped = g;
                         if *stopped {
                             return;
                         }
                         info.refreshed = now_unix();
                         if storage
-                            .put(
-                                FileKind::Lock,
-                                &name,
-                                &serde_json::to_vec(&info).expect("lock serialises"),
-                            )
+                            .put(FileKind::Lock, &name, &serde_json::to_vec(&info).expect("lock serialises"))
                             .is_err()
                         {
                             lost.store(true, Ordering::SeqCst);
@@ -170,13 +153,7 @@ impl LockGuard {
                 })
                 .map_err(|e| Error::Other(format!("starting lock refresher: {e}")))?
         };
-        Ok(LockGuard {
-            storage,
-            name,
-            stop,
-            lost,
-            refresher: Some(refresher),
-        })
+        Ok(LockGuard { storage, name, stop, lost, refresher: Some(refresher) })
     }
 
     /// True if a refresh failed, so others may have taken the lock as stale.
@@ -211,9 +188,7 @@ mod tests {
         let e = Entropy::os();
         let a = LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).unwrap();
         let b = LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).unwrap();
-        let err = LockGuard::acquire(s.clone(), &e, true, "prune", "h1", 60)
-            .err()
-            .unwrap();
+        let err = LockGuard::acquire(s.clone(), &e, true, "prune", "h1", 60).err().unwrap();
         assert!(err.to_string().contains("pack"), "{err}");
         drop(a);
         drop(b);
@@ -231,17 +206,12 @@ mod tests {
             refreshed: now_unix() - 1000,
             lease_secs: 120,
         };
-        s.put(FileKind::Lock, "stale", &serde_json::to_vec(&old).unwrap())
-            .unwrap();
+        s.put(FileKind::Lock, "stale", &serde_json::to_vec(&old).unwrap()).unwrap();
         let y = LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).unwrap();
         drop(y);
         // a fresh one from another host does
-        let live = LockInfo {
-            refreshed: now_unix(),
-            ..old
-        };
-        s.put(FileKind::Lock, "live", &serde_json::to_vec(&live).unwrap())
-            .unwrap();
+        let live = LockInfo { refreshed: now_unix(), ..old };
+        s.put(FileKind::Lock, "live", &serde_json::to_vec(&live).unwrap()).unwrap();
         assert!(LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).is_err());
     }
 }

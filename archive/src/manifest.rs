@@ -104,8 +104,7 @@ impl ArchivedManifest {
         let mut parts = Vec::new();
         let mut cur = idx;
         let mut guard = 0;
-        while cur != NO_PARENT && (cur as usize) < self.folders.len() && guard <= self.folders.len()
-        {
+        while cur != NO_PARENT && (cur as usize) < self.folders.len() && guard <= self.folders.len() {
             let f = &self.folders[cur as usize];
             if f.parent.to_native() != NO_PARENT {
                 parts.push(text(&f.name).into_owned());
@@ -126,10 +125,7 @@ mod tests {
     #[test]
     fn layout_is_as_published() {
         // These numbers are in format-spec/SPEC.md; change both together (and bump the version).
-        assert_eq!(
-            (size_of::<ArchivedSummary>(), align_of::<ArchivedSummary>()),
-            (120, 8)
-        );
+        assert_eq!((size_of::<ArchivedSummary>(), align_of::<ArchivedSummary>()), (120, 8));
         assert_eq!(offset_of!(ArchivedSummary, time_ms), 0);
         assert_eq!(offset_of!(ArchivedSummary, items), 8);
         assert_eq!(offset_of!(ArchivedSummary, bytes), 16);
@@ -142,29 +138,17 @@ mod tests {
         assert_eq!(offset_of!(ArchivedSummary, source), 100);
         assert_eq!(offset_of!(ArchivedSummary, host), 108);
 
-        assert_eq!(
-            (
-                size_of::<ArchivedManifest>(),
-                align_of::<ArchivedManifest>()
-            ),
-            (32, 4)
-        );
+        assert_eq!((size_of::<ArchivedManifest>(), align_of::<ArchivedManifest>()), (32, 4));
         assert_eq!(offset_of!(ArchivedManifest, items), 8);
         assert_eq!(offset_of!(ArchivedManifest, skipped), 16);
         assert_eq!(offset_of!(ArchivedManifest, source_state), 24);
 
-        assert_eq!(
-            (size_of::<ArchivedFolder>(), align_of::<ArchivedFolder>()),
-            (28, 4)
-        );
+        assert_eq!((size_of::<ArchivedFolder>(), align_of::<ArchivedFolder>()), (28, 4));
         assert_eq!(offset_of!(ArchivedFolder, name), 4);
         assert_eq!(offset_of!(ArchivedFolder, source_id), 12);
         assert_eq!(offset_of!(ArchivedFolder, folder_class), 20);
 
-        assert_eq!(
-            (size_of::<ArchivedItem>(), align_of::<ArchivedItem>()),
-            (112, 8)
-        );
+        assert_eq!((size_of::<ArchivedItem>(), align_of::<ArchivedItem>()), (112, 8));
         assert_eq!(offset_of!(ArchivedItem, size), 8);
         assert_eq!(offset_of!(ArchivedItem, folder), 16);
         assert_eq!(offset_of!(ArchivedItem, flags), 20);
@@ -177,34 +161,21 @@ mod tests {
         assert_eq!(offset_of!(ArchivedItem, sender), 96);
         assert_eq!(offset_of!(ArchivedItem, chunks), 104);
 
-        assert_eq!(
-            (size_of::<ArchivedSkipped>(), align_of::<ArchivedSkipped>()),
-            (20, 4)
-        );
+        assert_eq!((size_of::<ArchivedSkipped>(), align_of::<ArchivedSkipped>()), (20, 4));
     }
 
     #[test]
     fn round_trip_and_folder_paths() {
         let m = Manifest {
             folders: vec![
-                Folder {
-                    parent: NO_PARENT,
-                    name: vec![],
-                    source_id: vec![],
-                    folder_class: vec![],
-                },
+                Folder { parent: NO_PARENT, name: vec![], source_id: vec![], folder_class: vec![] },
                 Folder {
                     parent: 0,
                     name: b"Inbox".to_vec(),
                     source_id: b"f1".to_vec(),
                     folder_class: b"IPF.Note".to_vec(),
                 },
-                Folder {
-                    parent: 1,
-                    name: b"Projects".to_vec(),
-                    source_id: b"f2".to_vec(),
-                    folder_class: vec![],
-                },
+                Folder { parent: 1, name: b"Projects".to_vec(), source_id: b"f2".to_vec(), folder_class: vec![] },
             ],
             items: vec![],
             skipped: vec![],

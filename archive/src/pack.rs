@@ -51,39 +51,19 @@ pub fn seal_blob(keys: &Keys, entropy: &Entropy, level: i32, id: Id, data: &[u8]
     let (compression, stored) = compress(level, data);
     let raw_length = data.len() as u32;
     let bytes = keys.seal(entropy, &blob_aad(&id, compression, raw_length), &stored);
-    SealedBlob {
-        id,
-        compression,
-        raw_length,
-        bytes,
-    }
+    SealedBlob { id, compression, raw_length, bytes }
 }
 
 /// Opens a blob read from a pack and proves it is the chunk `entry.id` names.
 pub fn open_blob(keys: &Keys, pack: &Id, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
     let what = || format!("pack {pack}");
-    let stored = keys
-        .open(
-            &blob_aad(&entry.id, entry.compression, entry.raw_length),
-            sealed,
-        )
-        .ok_or_else(|| {
-            Error::damaged(
-                what(),
-                format!(
-                    "blob {} at offset {} failed authentication",
-                    entry.id.short(),
-                    entry.offset
-                ),
-            )
-        })?;
+    let stored = keys.open(&blob_aad(&entry.id, entry.compression, entry.raw_length), sealed).ok_or_else(|| {
+        Error::damaged(what(), format!("blob {} at offset {} failed authentication", entry.id.short(), entry.offset))
+    })?;
     let data = decompress(entry.compression, &stored, Some(entry.raw_length as usize))
         .map_err(|e| Error::damaged(what(), format!("blob {}: {e}", entry.id.short())))?;
     if keys.chunk_id(&data) != entry.id {
-        return Err(Error::damaged(
-            what(),
-            format!("blob {} does not hash to its id", entry.id.short()),
-        ));
+        return Err(Error::damaged(what(), format!("blob {} does not hash to its id", entry.id.short())));
     }
     Ok(data)
 }
@@ -97,10 +77,7 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn new(capacity: usize) -> Self {
-        PackBuilder {
-            buf: Vec::with_capacity(capacity),
-            entries: Vec::new(),
-        }
+        PackBuilder { buf: Vec::with_capacity(capacity), entries: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -127,8 +104,7 @@ impl PackBuilder {
         let header = encode_header(&self.entries);
         let sealed = keys.seal(entropy, PACK_MAGIC, &header);
         self.buf.extend_from_slice(&sealed);
-        self.buf
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(PACK_MAGIC);
         (Id::of_content(&self.buf), self.buf, self.entries)
     }
@@ -153,12 +129,8 @@ fn decode_header(h: &[u8], pack: &Id, body_len: u64) -> Result<Vec<PackEntry>> {
     if h.first() != Some(&PACK_HEADER_VERSION) {
         return Err(bad(format!("unknown header version {:?}", h.first())));
     }
-    let count = u32::from_le_bytes(
-        h.get(1..5)
-            .ok_or_else(|| bad("short header".into()))?
-            .try_into()
-            .expect("4"),
-    ) as usize;
+    let count =
+        u32::from_le_bytes(h.get(1..5).ok_or_else(|| bad("short header".into()))?.try_into().expect("4")) as usize;
     if h.len() != 5 + count * ENTRY_LEN {
         return Err(bad("header length does not match its entry count".into()));
     }
@@ -173,10 +145,7 @@ fn decode_header(h: &[u8], pack: &Id, body_len: u64) -> Result<Vec<PackEntry>> {
             compression: c[44],
         };
         if e.offset as u64 + e.length as u64 > body_len || (e.length as usize) < SEAL_OVERHEAD {
-            return Err(bad(format!(
-                "blob {} lies outside the pack body",
-                e.id.short()
-            )));
+            return Err(bad(format!("blob {} lies outside the pack body", e.id.short())));
         }
         out.push(e);
     }
@@ -188,29 +157,15 @@ pub fn read_header(storage: &dyn Storage, keys: &Keys, pack: &Id) -> Result<Vec<
     let name = pack.to_hex();
     let size = storage.size(FileKind::Pack, &name)?;
     if size < TRAILER_LEN as u64 {
-        return Err(Error::damaged(
-            format!("pack {pack}"),
-            "shorter than its trailer",
-        ));
+        return Err(Error::damaged(format!("pack {pack}"), "shorter than its trailer"));
     }
-    let trailer = storage.get_range(
-        FileKind::Pack,
-        &name,
-        size - TRAILER_LEN as u64,
-        TRAILER_LEN,
-    )?;
+    let trailer = storage.get_range(FileKind::Pack, &name, size - TRAILER_LEN as u64, TRAILER_LEN)?;
     if &trailer[4..] != PACK_MAGIC {
-        return Err(Error::damaged(
-            format!("pack {pack}"),
-            "trailer magic missing (truncated?)",
-        ));
+        return Err(Error::damaged(format!("pack {pack}"), "trailer magic missing (truncated?)"));
     }
     let hlen = u32::from_le_bytes(trailer[..4].try_into().expect("4")) as u64;
     if hlen + TRAILER_LEN as u64 > size {
-        return Err(Error::damaged(
-            format!("pack {pack}"),
-            "header length exceeds pack size",
-        ));
+        return Err(Error::damaged(format!("pack {pack}"), "header length exceeds pack size"));
     }
     let body_len = size - TRAILER_LEN as u64 - hlen;
     let sealed = storage.get_range(FileKind::Pack, &name, body_len, hlen as usize)?;
@@ -256,11 +211,7 @@ mod tests {
         let sealed = &bytes[wrong.offset as usize..(wrong.offset + wrong.length) as usize];
         assert!(open_blob(&keys, &id, &wrong, sealed).is_err());
         // truncated pack
-        s.put(FileKind::Pack, &id.to_hex(), &bytes[..bytes.len() - 3])
-            .unwrap();
-        assert_eq!(
-            read_header(&s, &keys, &id).unwrap_err().class(),
-            crate::ErrorClass::Damage
-        );
+        s.put(FileKind::Pack, &id.to_hex(), &bytes[..bytes.len() - 3]).unwrap();
+        assert_eq!(read_header(&s, &keys, &id).unwrap_err().class(), crate::ErrorClass::Damage);
     }
 }

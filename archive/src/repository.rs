@@ -30,11 +30,7 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions {
-            kdf: KdfParams::default(),
-            label: "initial key".into(),
-            config: None,
-        }
+        InitOptions { kdf: KdfParams::default(), label: "initial key".into(), config: None }
     }
 }
 
@@ -94,16 +90,9 @@ pub struct Repository {
 
 impl Repository {
     /// Creates a repository in empty storage and opens it.
-    pub fn init(
-        storage: Arc<dyn Storage>,
-        passphrase: &[u8],
-        opts: InitOptions,
-        ctx: Context,
-    ) -> Result<Repository> {
+    pub fn init(storage: Arc<dyn Storage>, passphrase: &[u8], opts: InitOptions, ctx: Context) -> Result<Repository> {
         if storage.exists(FileKind::Config, "config")? {
-            return Err(Error::AlreadyExists(PathBuf::from(
-                storage.location(FileKind::Config, "config"),
-            )));
+            return Err(Error::AlreadyExists(PathBuf::from(storage.location(FileKind::Config, "config"))));
         }
         let mut m = [0u8; 32];
         ctx.entropy.fill(&mut m);
@@ -113,19 +102,8 @@ impl Repository {
         let mut config = opts.config.unwrap_or_else(|| Config::new(String::new()));
         config.id = hex::encode(rid);
         config.check()?;
-        let created = if ctx.entropy.is_deterministic() {
-            0
-        } else {
-            crate::lock::now_unix()
-        };
-        let slot = KeySlot::create(
-            &master,
-            passphrase,
-            opts.kdf,
-            &opts.label,
-            created,
-            &ctx.entropy,
-        )?;
+        let created = if ctx.entropy.is_deterministic() { 0 } else { crate::lock::now_unix() };
+        let slot = KeySlot::create(&master, passphrase, opts.kdf, &opts.label, created, &ctx.entropy)?;
         let keys = Keys::derive(master);
         let cfg = seal_file(
             &keys,
@@ -138,13 +116,7 @@ impl Repository {
         storage.put(FileKind::Key, &slot_name, &slot)?;
         // The config is written last: a repository exists once it has one.
         storage.put(FileKind::Config, "config", &cfg)?;
-        Ok(Repository {
-            storage,
-            keys: Arc::new(keys),
-            config,
-            ctx: Arc::new(ctx),
-            slot: slot_name,
-        })
+        Ok(Repository { storage, keys: Arc::new(keys), config, ctx: Arc::new(ctx), slot: slot_name })
     }
 
     /// Opens a repository with a passphrase, trying every key slot.
@@ -153,12 +125,7 @@ impl Repository {
             Ok(c) => c,
             Err(Error::NotFound(_)) => {
                 let loc = storage.location(FileKind::Config, "config");
-                return Err(Error::NotARepository(
-                    Path::new(&loc)
-                        .parent()
-                        .unwrap_or(Path::new(&loc))
-                        .to_path_buf(),
-                ));
+                return Err(Error::NotARepository(Path::new(&loc).parent().unwrap_or(Path::new(&loc)).to_path_buf()));
             }
             Err(e) => return Err(e),
         };
@@ -179,8 +146,8 @@ impl Repository {
             if let Some(master) = slot.unwrap_key(passphrase)? {
                 let keys = Keys::derive(master);
                 let body = open_file(&keys, CONFIG_MAGIC, &raw_cfg, "config")?;
-                let config: Config = serde_json::from_slice(&body)
-                    .map_err(|e| Error::damaged("config", e.to_string()))?;
+                let config: Config =
+                    serde_json::from_slice(&body).map_err(|e| Error::damaged("config", e.to_string()))?;
                 config.check()?;
                 return Ok(Repository {
                     storage,
@@ -248,16 +215,10 @@ impl Repository {
             .filter_map(|n| Id::from_hex(&n))
             .map(|id| SnapshotInfo {
                 id,
-                summary: read_summary(self.storage.as_ref(), &self.keys, &id)
-                    .map_err(|e| e.to_string()),
+                summary: read_summary(self.storage.as_ref(), &self.keys, &id).map_err(|e| e.to_string()),
             })
             .collect();
-        out.sort_by_key(|s| {
-            (
-                s.summary.as_ref().map(|s| s.time_ms).unwrap_or(i64::MIN),
-                s.id,
-            )
-        });
+        out.sort_by_key(|s| (s.summary.as_ref().map(|s| s.time_ms).unwrap_or(i64::MIN), s.id));
         Ok(out)
     }
 
@@ -265,26 +226,19 @@ impl Repository {
     pub fn resolve_snapshot(&self, spec: &str, mailbox: Option<&str>) -> Result<Id> {
         let all = self.snapshots()?;
         if spec == "latest" {
-            let readable: Vec<(&Id, &Summary)> = all
-                .iter()
-                .filter_map(|s| s.summary.as_ref().ok().map(|m| (&s.id, m)))
-                .collect();
-            let mut boxes: Vec<String> = readable
-                .iter()
-                .map(|(_, m)| text(&m.mailbox).into_owned())
-                .collect();
+            let readable: Vec<(&Id, &Summary)> =
+                all.iter().filter_map(|s| s.summary.as_ref().ok().map(|m| (&s.id, m))).collect();
+            let mut boxes: Vec<String> = readable.iter().map(|(_, m)| text(&m.mailbox).into_owned()).collect();
             boxes.sort();
             boxes.dedup();
             let want = match mailbox {
                 Some(m) => m.to_string(),
-                None if boxes.len() <= 1 => boxes
-                    .pop()
-                    .ok_or_else(|| Error::NotFound("any snapshot".into()))?,
+                None if boxes.len() <= 1 => boxes.pop().ok_or_else(|| Error::NotFound("any snapshot".into()))?,
                 None => {
                     return Err(Error::Usage(format!(
-                    "`latest` is ambiguous: the repository holds {} mailboxes; add --mailbox NAME",
-                    boxes.len()
-                )))
+                        "`latest` is ambiguous: the repository holds {} mailboxes; add --mailbox NAME",
+                        boxes.len()
+                    )))
                 }
             };
             return readable
@@ -300,16 +254,11 @@ impl Repository {
                 "`{spec}` is not a snapshot id: give `latest`, a full id or at least 8 hex digits"
             )));
         }
-        let hits: Vec<&SnapshotInfo> = all
-            .iter()
-            .filter(|s| s.id.to_hex().starts_with(&spec_l))
-            .collect();
+        let hits: Vec<&SnapshotInfo> = all.iter().filter(|s| s.id.to_hex().starts_with(&spec_l)).collect();
         match hits.len() {
             0 => Err(Error::NotFound(format!("snapshot {spec}"))),
             1 => Ok(hits[0].id),
-            n => Err(Error::Usage(format!(
-                "snapshot prefix {spec} matches {n} snapshots; give more digits"
-            ))),
+            n => Err(Error::Usage(format!("snapshot prefix {spec} matches {n} snapshots; give more digits"))),
         }
     }
 
@@ -336,19 +285,8 @@ impl Repository {
 
     /// Adds a key slot for another passphrase; returns its name.
     pub fn add_key(&self, passphrase: &[u8], label: &str, kdf: KdfParams) -> Result<String> {
-        let created = if self.ctx.entropy.is_deterministic() {
-            0
-        } else {
-            crate::lock::now_unix()
-        };
-        let raw = KeySlot::create(
-            self.keys.master(),
-            passphrase,
-            kdf,
-            label,
-            created,
-            &self.ctx.entropy,
-        )?;
+        let created = if self.ctx.entropy.is_deterministic() { 0 } else { crate::lock::now_unix() };
+        let raw = KeySlot::create(self.keys.master(), passphrase, kdf, label, created, &self.ctx.entropy)?;
         let name = Id::of_content(&raw).to_hex();
         self.storage.put(FileKind::Key, &name, &raw)?;
         Ok(name)
@@ -357,23 +295,15 @@ impl Repository {
     /// Removes a key slot by name or unique prefix; the last slot cannot be removed.
     pub fn remove_key(&self, spec: &str) -> Result<String> {
         let names = self.storage.list(FileKind::Key)?;
-        let hits: Vec<&String> = names
-            .iter()
-            .filter(|n| n.starts_with(&spec.to_ascii_lowercase()))
-            .collect();
+        let hits: Vec<&String> = names.iter().filter(|n| n.starts_with(&spec.to_ascii_lowercase())).collect();
         let name = match hits.as_slice() {
             [one] if spec.len() >= 8 => (*one).clone(),
             [] => return Err(Error::NotFound(format!("key slot {spec}"))),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "`{spec}` does not name exactly one key slot (give 8+ hex digits)"
-                )))
-            }
+            _ => return Err(Error::Usage(format!("`{spec}` does not name exactly one key slot (give 8+ hex digits)"))),
         };
         if names.len() == 1 {
             return Err(Error::Usage(
-                "refusing to remove the only key slot: the repository could never be opened again"
-                    .into(),
+                "refusing to remove the only key slot: the repository could never be opened again".into(),
             ));
         }
         self.storage.delete(FileKind::Key, &name)?;

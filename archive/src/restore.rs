@@ -42,10 +42,7 @@ impl<'r> ItemReader<'r> {
 
     fn locate(&self, id: &Id) -> Result<BlobLocation> {
         self.index.get(id).ok_or_else(|| {
-            Error::damaged(
-                format!("chunk {}", id.short()),
-                "not in any index (its pack is missing or unindexed)",
-            )
+            Error::damaged(format!("chunk {}", id.short()), "not in any index (its pack is missing or unindexed)")
         })
     }
 
@@ -75,24 +72,15 @@ impl<'r> ItemReader<'r> {
                 run.push(next);
             }
             let start = first.entry.offset as u64;
-            let bytes = self.repo.storage().get_range(
-                FileKind::Pack,
-                &first.pack.to_hex(),
-                start,
-                (end - start) as usize,
-            )?;
+            let bytes =
+                self.repo.storage().get_range(FileKind::Pack, &first.pack.to_hex(), start, (end - start) as usize)?;
             for loc in &run {
                 let o = (loc.entry.offset as u64 - start) as usize;
-                let data = open_blob(
-                    self.repo.keys(),
-                    &loc.pack,
-                    &loc.entry,
-                    &bytes[o..o + loc.entry.length as usize],
-                )?;
+                let data =
+                    open_blob(self.repo.keys(), &loc.pack, &loc.entry, &bytes[o..o + loc.entry.length as usize])?;
                 hasher.update(&data);
                 n += data.len() as u64;
-                out.write_all(&data)
-                    .map_err(|e| Error::Other(format!("writing item: {e}")))?;
+                out.write_all(&data).map_err(|e| Error::Other(format!("writing item: {e}")))?;
             }
             i += run.len();
         }
@@ -159,12 +147,7 @@ pub fn extract(
     let reader = ItemReader::new(repo, index);
     // Folder paths once, not per item.
     let folder_dirs: Vec<PathBuf> = (0..manifest.folders.len() as u32)
-        .map(|i| {
-            manifest
-                .folder_path(i)
-                .iter()
-                .fold(to.to_path_buf(), |p, c| p.join(safe_component(c)))
-        })
+        .map(|i| manifest.folder_path(i).iter().fold(to.to_path_buf(), |p, c| p.join(safe_component(c))))
         .collect();
     let next = AtomicUsize::new(0);
     let items = AtomicU64::new(0);
@@ -177,15 +160,9 @@ pub fn extract(
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(safe_component(&text(&item.name)));
         if path.exists() && !opts.overwrite {
-            return Err(Error::Usage(format!(
-                "{} exists; not overwriting (use --overwrite)",
-                path.display()
-            )));
+            return Err(Error::Usage(format!("{} exists; not overwriting (use --overwrite)", path.display())));
         }
-        let tmp = dir.join(format!(
-            ".{}.exarch-partial",
-            safe_component(&text(&item.name))
-        ));
+        let tmp = dir.join(format!(".{}.exarch-partial", safe_component(&text(&item.name))));
         let result = (|| {
             let f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
@@ -227,12 +204,5 @@ pub fn extract(
         }
     });
     let failures = failures.into_inner().expect("failures");
-    Ok((
-        ExtractStats {
-            items: items.into_inner(),
-            bytes: bytes.into_inner(),
-            failed: failures.len() as u64,
-        },
-        failures,
-    ))
+    Ok((ExtractStats { items: items.into_inner(), bytes: bytes.into_inner(), failed: failures.len() as u64 }, failures))
 }

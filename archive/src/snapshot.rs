@@ -35,13 +35,12 @@ pub fn encode(
     mut summary: Summary,
     manifest: &Manifest,
 ) -> Result<(Id, Vec<u8>)> {
-    let m = rkyv::to_bytes::<rancor::Error>(manifest)
-        .map_err(|e| Error::Other(format!("serialising manifest: {e}")))?;
+    let m =
+        rkyv::to_bytes::<rancor::Error>(manifest).map_err(|e| Error::Other(format!("serialising manifest: {e}")))?;
     let sealed_manifest = seal_section(keys, entropy, &aad(SECTION_MANIFEST), level, &m);
     summary.manifest_hash = *blake3::hash(&sealed_manifest).as_bytes();
     summary.version = MANIFEST_VERSION;
-    let s = rkyv::to_bytes::<rancor::Error>(&summary)
-        .map_err(|e| Error::Other(format!("serialising summary: {e}")))?;
+    let s = rkyv::to_bytes::<rancor::Error>(&summary).map_err(|e| Error::Other(format!("serialising summary: {e}")))?;
     let sealed_summary = seal_section(keys, entropy, &aad(SECTION_SUMMARY), level, &s);
     let mut out = Vec::with_capacity(12 + sealed_summary.len() + sealed_manifest.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
@@ -63,21 +62,10 @@ fn open_summary(keys: &Keys, head: &[u8], name: &str) -> Result<(Summary, usize)
         return Err(Error::damaged(what, "does not start with EXRSNAP1"));
     }
     let slen = u32::from_le_bytes(head[8..12].try_into().expect("4")) as usize;
-    let sealed = head
-        .get(12..12 + slen)
-        .ok_or_else(|| Error::damaged(&what, "truncated summary"))?;
-    let body = open_section(
-        keys,
-        &aad(SECTION_SUMMARY),
-        sealed,
-        &format!("{what} (summary)"),
-    )?;
-    let summary = rkyv::from_bytes::<Summary, rancor::Error>(&aligned(&body)).map_err(|e| {
-        Error::damaged(
-            format!("{what} (summary)"),
-            format!("invalid structure: {e}"),
-        )
-    })?;
+    let sealed = head.get(12..12 + slen).ok_or_else(|| Error::damaged(&what, "truncated summary"))?;
+    let body = open_section(keys, &aad(SECTION_SUMMARY), sealed, &format!("{what} (summary)"))?;
+    let summary = rkyv::from_bytes::<Summary, rancor::Error>(&aligned(&body))
+        .map_err(|e| Error::damaged(format!("{what} (summary)"), format!("invalid structure: {e}")))?;
     if summary.version != MANIFEST_VERSION {
         return Err(Error::UnsupportedVersion {
             what: "snapshot manifest".into(),
@@ -94,17 +82,11 @@ pub fn read_summary(storage: &dyn Storage, keys: &Keys, id: &Id) -> Result<Summa
     let size = storage.size(FileKind::Snapshot, &name)?;
     let head = storage.get_range(FileKind::Snapshot, &name, 0, 12.min(size as usize))?;
     if head.len() < 12 {
-        return Err(Error::damaged(
-            format!("snapshot {name}"),
-            "shorter than its header",
-        ));
+        return Err(Error::damaged(format!("snapshot {name}"), "shorter than its header"));
     }
     let slen = u32::from_le_bytes(head[8..12].try_into().expect("4")) as u64;
     if 12 + slen > size {
-        return Err(Error::damaged(
-            format!("snapshot {name}"),
-            "summary runs past the end of the file",
-        ));
+        return Err(Error::damaged(format!("snapshot {name}"), "summary runs past the end of the file"));
     }
     let head = storage.get_range(FileKind::Snapshot, &name, 0, 12 + slen as usize)?;
     Ok(open_summary(keys, &head, &name)?.0)
@@ -128,30 +110,14 @@ impl Snapshot {
         let (summary, end) = open_summary(keys, &raw, &name)?;
         let sealed_manifest = &raw[end..];
         if *blake3::hash(sealed_manifest).as_bytes() != summary.manifest_hash {
-            return Err(Error::damaged(
-                format!("{what} (manifest)"),
-                "does not belong to its summary",
-            ));
+            return Err(Error::damaged(format!("{what} (manifest)"), "does not belong to its summary"));
         }
-        let body = open_section(
-            keys,
-            &aad(SECTION_MANIFEST),
-            sealed_manifest,
-            &format!("{what} (manifest)"),
-        )?;
+        let body = open_section(keys, &aad(SECTION_MANIFEST), sealed_manifest, &format!("{what} (manifest)"))?;
         let manifest = aligned(&body);
         drop(body);
-        rkyv::access::<ArchivedManifest, rancor::Error>(&manifest).map_err(|e| {
-            Error::damaged(
-                format!("{what} (manifest)"),
-                format!("invalid structure: {e}"),
-            )
-        })?;
-        Ok(Snapshot {
-            id: *id,
-            summary,
-            manifest,
-        })
+        rkyv::access::<ArchivedManifest, rancor::Error>(&manifest)
+            .map_err(|e| Error::damaged(format!("{what} (manifest)"), format!("invalid structure: {e}")))?;
+        Ok(Snapshot { id: *id, summary, manifest })
     }
 
     /// The manifest, read in place.
@@ -183,12 +149,7 @@ mod tests {
             host: b"h".to_vec(),
         };
         let manifest = Manifest {
-            folders: vec![Folder {
-                parent: NO_PARENT,
-                name: vec![],
-                source_id: vec![],
-                folder_class: vec![],
-            }],
+            folders: vec![Folder { parent: NO_PARENT, name: vec![], source_id: vec![], folder_class: vec![] }],
             items: vec![Item {
                 received_ms: 5,
                 size: 5,

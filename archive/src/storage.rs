@@ -21,14 +21,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 6] = [
-        FileKind::Config,
-        FileKind::Key,
-        FileKind::Pack,
-        FileKind::Index,
-        FileKind::Snapshot,
-        FileKind::Lock,
-    ];
+    pub const ALL: [FileKind; 6] =
+        [FileKind::Config, FileKind::Key, FileKind::Pack, FileKind::Index, FileKind::Snapshot, FileKind::Lock];
 
     pub fn dir(self) -> &'static str {
         match self {
@@ -90,19 +84,13 @@ impl LocalStorage {
         match kind {
             FileKind::Config => self.root.join(name),
             // Packs are spread over 256 subdirectories so no directory grows huge on a NAS.
-            FileKind::Pack => self
-                .root
-                .join("data")
-                .join(&name[..name.len().min(2)])
-                .join(name),
+            FileKind::Pack => self.root.join("data").join(&name[..name.len().min(2)]).join(name),
             k => self.root.join(k.dir()).join(name),
         }
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
-        let dir = path
-            .parent()
-            .expect("repository files have a parent directory");
+        let dir = path.parent().expect("repository files have a parent directory");
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             if let Some(up) = dir.parent() {
@@ -163,14 +151,12 @@ impl Storage for LocalStorage {
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = self.path(kind, name);
         let mut f = File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::damaged(
-                format!("pack {name}"),
-                format!("missing file {}", path.display()),
-            ),
+            std::io::ErrorKind::NotFound => {
+                Error::damaged(format!("pack {name}"), format!("missing file {}", path.display()))
+            }
             _ => Error::io(&path, e),
         })?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io(&path, e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&path, e))?;
         let mut buf = vec![0u8; len];
         let mut got = 0;
         while got < len {
@@ -178,9 +164,7 @@ impl Storage for LocalStorage {
             if n == 0 {
                 return Err(Error::damaged(
                     format!("file {}", path.display()),
-                    format!(
-                        "truncated: wanted {len} bytes at offset {offset}, file ends after {got}"
-                    ),
+                    format!("truncated: wanted {len} bytes at offset {offset}, file ends after {got}"),
                 ));
             }
             got += n;
@@ -242,10 +226,7 @@ impl Storage for LocalStorage {
 /// Makes a rename or unlink in `dir` durable.
 #[cfg(unix)]
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let f = OpenOptions::new()
-        .read(true)
-        .open(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let f = OpenOptions::new().read(true).open(dir).map_err(|e| Error::io(dir, e))?;
     f.sync_all().map_err(|e| Error::io(dir, e))
 }
 

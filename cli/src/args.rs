@@ -15,13 +15,7 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Repository directory (local disk or NAS mount)
-    #[arg(
-        long,
-        short = 'r',
-        global = true,
-        env = "EXARCH_REPOSITORY",
-        value_name = "DIR"
-    )]
+    #[arg(long, short = 'r', global = true, env = "EXARCH_REPOSITORY", value_name = "DIR")]
     pub repo: Option<PathBuf>,
     /// Read the repository passphrase from this file (first line)
     #[arg(long, global = true, env = "EXARCH_PASSWORD_FILE", value_name = "FILE")]

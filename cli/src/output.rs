@@ -25,8 +25,10 @@ pub fn progress(total: u64, quiet: bool, what: &str) -> ProgressBar {
     }
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
     );
     pb.set_prefix(what.to_string());
     pb

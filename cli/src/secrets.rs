@@ -28,8 +28,7 @@ impl std::fmt::Debug for Secret {
 }
 
 pub fn read_file(path: &Path) -> Result<Secret> {
-    let s = std::fs::read_to_string(path)
-        .with_context(|| format!("reading password file {}", path.display()))?;
+    let s = std::fs::read_to_string(path).with_context(|| format!("reading password file {}", path.display()))?;
     let line = s.lines().next().unwrap_or("").to_string();
     if line.is_empty() {
         anyhow::bail!("password file {} is empty", path.display());

@@ -15,9 +15,7 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Env { dir: tempfile::tempdir().unwrap() }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -62,6 +60,21 @@ impl Env {
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
+    /// Extracts the latest snapshot of `mailbox` to `to`, insisting on success.
+    pub fn extract_latest(&self, mailbox: &str, to: &Path) {
+        let repo = self.repo();
+        self.ok(&[
+            "extract",
+            "--repo",
+            repo.to_str().unwrap(),
+            "latest",
+            "--mailbox",
+            mailbox,
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+    }
+
     pub fn init(&self) {
         let repo = self.repo();
         self.ok(&["init", "--repo", repo.to_str().unwrap()]);
@@ -86,12 +99,7 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             } else {
-                let rel = e
-                    .path()
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('\\', "/");
+                let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
                 out.insert(rel, std::fs::read(e.path()).unwrap());
             }
         }
@@ -102,20 +110,12 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 /// Asserts two trees are identical, also with `diff -r` when the system has it.
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let (ta, tb) = (tree(a), tree(b));
-    assert_eq!(
-        ta.keys().collect::<Vec<_>>(),
-        tb.keys().collect::<Vec<_>>(),
-        "file lists differ"
-    );
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "file lists differ");
     for (k, v) in &ta {
         assert!(tb[k] == *v, "{k} differs");
     }
     if let Ok(out) = Command::new("diff").arg("-r").arg(a).arg(b).output() {
-        assert!(
-            out.status.success(),
-            "diff -r: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "diff -r: {}", String::from_utf8_lossy(&out.stdout));
     }
 }
 
@@ -125,8 +125,5 @@ pub fn dir_size(dir: &Path) -> u64 {
 
 /// Files of a repository kind directory (e.g. "data", "snapshots"), recursively.
 pub fn repo_files(repo: &Path, kind: &str) -> Vec<PathBuf> {
-    tree(&repo.join(kind))
-        .keys()
-        .map(|k| repo.join(kind).join(k))
-        .collect()
+    tree(&repo.join(kind)).keys().map(|k| repo.join(kind).join(k)).collect()
 }

@@ -14,10 +14,7 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
     let index = repo.index()?;
     let started = std::time::Instant::now();
     let pb = progress(snap.summary.bytes, g.quiet, "extract");
-    let opts = ExtractOptions {
-        overwrite: a.overwrite,
-        threads: super::threads(a.threads),
-    };
+    let opts = ExtractOptions { overwrite: a.overwrite, threads: super::threads(a.threads) };
     let (stats, failures) = extract(&repo, &index, snap.manifest(), &a.to, &opts, &|n| pb.inc(n))?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -58,13 +55,5 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
             ""
         }
     );
-    Err(crate::Exit(
-        if damage {
-            crate::EXIT_DAMAGE
-        } else {
-            crate::EXIT_ERROR
-        },
-        msg,
-    )
-    .into())
+    Err(crate::Exit(if damage { crate::EXIT_DAMAGE } else { crate::EXIT_ERROR }, msg).into())
 }

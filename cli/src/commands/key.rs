@@ -39,10 +39,7 @@ pub fn run(g: &Global, k: KeyCommand) -> Result<()> {
                 }
             }
         }
-        KeyCommand::Add {
-            label,
-            new_password_file,
-        } => {
+        KeyCommand::Add { label, new_password_file } => {
             let p = secrets::new_passphrase(new_password_file.as_deref())?;
             let name = repo.add_key(p.0.as_bytes(), &label, KdfParams::default())?;
             println!("added key slot {}", &name[..8]);
@@ -63,11 +60,7 @@ pub fn run(g: &Global, k: KeyCommand) -> Result<()> {
                 .unwrap_or_default();
             let name = repo.add_key(p.0.as_bytes(), &label, KdfParams::default())?;
             repo.remove_key(&old)?;
-            println!(
-                "passphrase changed: key slot {} replaced by {}",
-                &old[..8],
-                &name[..8]
-            );
+            println!("passphrase changed: key slot {} replaced by {}", &old[..8], &name[..8]);
         }
     }
     Ok(())

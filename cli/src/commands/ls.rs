@@ -12,14 +12,9 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
     let id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
     let snap = repo.load_snapshot(&id)?;
     let m = snap.manifest();
-    let folders: Vec<String> = (0..m.folders.len() as u32)
-        .map(|i| m.folder_path(i).join("/"))
-        .collect();
+    let folders: Vec<String> = (0..m.folders.len() as u32).map(|i| m.folder_path(i).join("/")).collect();
     let path_of = |folder: u32, name: &str| {
-        let f = folders
-            .get(folder as usize)
-            .map(String::as_str)
-            .unwrap_or("?");
+        let f = folders.get(folder as usize).map(String::as_str).unwrap_or("?");
         if f.is_empty() {
             name.to_string()
         } else {
@@ -86,10 +81,7 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
         writeln!(
             out,
             "SKIPPED  {}  {}: {}",
-            folders
-                .get(s.folder.to_native() as usize)
-                .map(String::as_str)
-                .unwrap_or("?"),
+            folders.get(s.folder.to_native() as usize).map(String::as_str).unwrap_or("?"),
             text(&s.source_id),
             text(&s.error)
         )?;

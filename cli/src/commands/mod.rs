@@ -68,12 +68,7 @@ pub fn open(g: &Global) -> Result<Repository> {
     }
     let pass = secrets::repository_passphrase(g.password_file.as_deref(), false)?;
     Repository::open(storage, pass.0.as_bytes(), Context::new(cache_root(g))).with_context(|| {
-        format!(
-            "opening repository {}",
-            repo_path(g)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        )
+        format!("opening repository {}", repo_path(g).map(|p| p.display().to_string()).unwrap_or_default())
     })
 }
 
@@ -86,10 +81,5 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
 }
 
 pub fn threads(n: Option<usize>) -> usize {
-    n.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    })
-    .max(1)
+    n.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1)
 }

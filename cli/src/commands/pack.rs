@@ -37,31 +37,17 @@ fn walk(root: &Path) -> Result<Vec<FileEntry>> {
         let mut subdirs = Vec::new();
         for e in entries {
             let name = e.file_name().into_string().map_err(|n| {
-                anyhow::anyhow!(
-                    "file name {:?} in {} is not valid Unicode; rename it to back it up",
-                    n,
-                    dir.display()
-                )
+                anyhow::anyhow!("file name {:?} in {} is not valid Unicode; rename it to back it up", n, dir.display())
             })?;
-            let ft = e
-                .file_type()
-                .with_context(|| format!("inspecting {}", e.path().display()))?;
+            let ft = e.file_type().with_context(|| format!("inspecting {}", e.path().display()))?;
             let mut r = rel.clone();
             r.push(name);
             if ft.is_dir() {
                 subdirs.push((e.path(), r));
             } else if ft.is_file() {
-                let md = e
-                    .metadata()
-                    .with_context(|| format!("inspecting {}", e.path().display()))?;
+                let md = e.metadata().with_context(|| format!("inspecting {}", e.path().display()))?;
                 let (change_key, mtime_ms) = change_key(&md);
-                out.push(FileEntry {
-                    path: e.path(),
-                    rel: r,
-                    size: md.len(),
-                    change_key,
-                    mtime_ms,
-                });
+                out.push(FileEntry { path: e.path(), rel: r, size: md.len(), change_key, mtime_ms });
             }
         }
         // Depth-first in name order: push in reverse so the first name is visited first.
@@ -75,10 +61,7 @@ fn change_key(md: &fs::Metadata) -> (String, i64) {
     use std::os::unix::fs::MetadataExt;
     let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
     let ctime_ns = md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128;
-    (
-        format!("{}:{mtime_ns}:{ctime_ns}:{}", md.len(), md.ino()),
-        (mtime_ns / 1_000_000) as i64,
-    )
+    (format!("{}:{mtime_ns}:{ctime_ns}:{}", md.len(), md.ino()), (mtime_ns / 1_000_000) as i64)
 }
 
 #[cfg(not(unix))]
@@ -89,10 +72,7 @@ fn change_key(md: &fs::Metadata) -> (String, i64) {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
-    (
-        format!("{}:{mtime_ns}", md.len()),
-        (mtime_ns / 1_000_000) as i64,
-    )
+    (format!("{}:{mtime_ns}", md.len()), (mtime_ns / 1_000_000) as i64)
 }
 
 pub fn run(g: &Global, a: PackArgs) -> Result<()> {
@@ -106,10 +86,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         None => now_ms(),
     };
     if !a.from_dir.is_dir() {
-        bail!(crate::Exit(
-            crate::EXIT_USAGE,
-            format!("--from-dir {}: not a directory", a.from_dir.display())
-        ));
+        bail!(crate::Exit(crate::EXIT_USAGE, format!("--from-dir {}: not a directory", a.from_dir.display())));
     }
     let repo = super::open(g)?;
     let _lock = repo.lock(false, "pack")?;
@@ -123,10 +100,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         Some(id) if !a.force => match repo.load_snapshot(&id) {
             Ok(s) => Some(s),
             Err(e) => {
-                eprintln!(
-                    "warning: parent snapshot {} unreadable ({e}); reading every file",
-                    id.short()
-                );
+                eprintln!("warning: parent snapshot {} unreadable ({e}); reading every file", id.short());
                 None
             }
         },
@@ -134,24 +108,12 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     };
     let previous: HashMap<&[u8], usize> = parent
         .as_ref()
-        .map(|p| {
-            p.manifest()
-                .items
-                .iter()
-                .enumerate()
-                .map(|(i, it)| (&it.source_id[..], i))
-                .collect()
-        })
+        .map(|p| p.manifest().items.iter().enumerate().map(|(i, it)| (&it.source_id[..], i)).collect())
         .unwrap_or_default();
 
     let mut run_id = [0u8; 16];
     repo.context().entropy.fill(&mut run_id);
-    let source = format!(
-        "dir:{}",
-        fs::canonicalize(&a.from_dir)
-            .unwrap_or(a.from_dir.clone())
-            .display()
-    );
+    let source = format!("dir:{}", fs::canonicalize(&a.from_dir).unwrap_or(a.from_dir.clone()).display());
     let opts = BackupOptions {
         mailbox: a.mailbox.clone(),
         source,
@@ -163,10 +125,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     let mut backup = Backup::start(&repo, &index, opts)?;
     let pb = progress(files.iter().map(|f| f.size).sum(), g.quiet, "pack");
     for f in &files {
-        let dirs: Vec<&str> = f.rel[..f.rel.len() - 1]
-            .iter()
-            .map(String::as_str)
-            .collect();
+        let dirs: Vec<&str> = f.rel[..f.rel.len() - 1].iter().map(String::as_str).collect();
         let folder = backup.folder_path(&dirs);
         let source_id = f.rel.join("/");
         let name = f.rel.last().expect("a file has a name").clone();
@@ -185,23 +144,16 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
             (Some(&i), Some(p)) => {
                 let old = &p.manifest().items[i];
                 text(&old.change_key) == f.change_key.as_str()
-                    && backup.carry_item(
-                        meta.clone(),
-                        old.size.to_native(),
-                        old.blob_hash,
-                        &old.chunks,
-                    )
+                    && backup.carry_item(meta.clone(), old.size.to_native(), old.blob_hash, &old.chunks)
             }
             _ => false,
         };
         if !carried {
             if f.size > IN_MEMORY_LIMIT {
-                let file = fs::File::open(&f.path)
-                    .with_context(|| format!("opening {}", f.path.display()))?;
+                let file = fs::File::open(&f.path).with_context(|| format!("opening {}", f.path.display()))?;
                 backup.add_item_reader(meta, std::io::BufReader::with_capacity(1 << 20, file))?;
             } else {
-                let data =
-                    fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
+                let data = fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
                 backup.add_item(meta, &data)?;
             }
         }
@@ -209,29 +161,11 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     }
     let (id, stats) = backup.finish()?;
     pb.finish_and_clear();
-    report(
-        g,
-        &id,
-        &a.mailbox,
-        time_ms,
-        &stats,
-        started.elapsed().as_secs_f64(),
-    )
+    report(g, &id, &a.mailbox, time_ms, &stats, started.elapsed().as_secs_f64())
 }
 
-fn report(
-    g: &Global,
-    id: &Id,
-    mailbox: &str,
-    time_ms: i64,
-    s: &BackupStats,
-    secs: f64,
-) -> Result<()> {
-    let dedup = if s.bytes_new == 0 {
-        None
-    } else {
-        Some(s.bytes as f64 / s.bytes_new as f64)
-    };
+fn report(g: &Global, id: &Id, mailbox: &str, time_ms: i64, s: &BackupStats, secs: f64) -> Result<()> {
+    let dedup = if s.bytes_new == 0 { None } else { Some(s.bytes as f64 / s.bytes_new as f64) };
     if g.json {
         return super::print_json(&json!({
             "snapshot": id.to_hex(),
@@ -252,33 +186,14 @@ fn report(
             "duration_secs": secs,
         }));
     }
-    println!(
-        "snapshot {} saved: mailbox {mailbox}, {} items",
-        id.short(),
-        s.items
-    );
-    println!(
-        "  items      {} read, {} unchanged since the parent snapshot",
-        s.items_read, s.items_carried
-    );
-    println!(
-        "  data       {} in items, {} read, {} new",
-        bytes(s.bytes),
-        bytes(s.bytes_read),
-        bytes(s.bytes_new)
-    );
-    println!(
-        "  stored     {} in {} pack(s) after compression and encryption",
-        bytes(s.bytes_stored),
-        s.packs
-    );
+    println!("snapshot {} saved: mailbox {mailbox}, {} items", id.short(), s.items);
+    println!("  items      {} read, {} unchanged since the parent snapshot", s.items_read, s.items_carried);
+    println!("  data       {} in items, {} read, {} new", bytes(s.bytes), bytes(s.bytes_read), bytes(s.bytes_new));
+    println!("  stored     {} in {} pack(s) after compression and encryption", bytes(s.bytes_stored), s.packs);
     match dedup {
         Some(d) => println!("  dedup      {d:.2}x"),
         None => println!("  dedup      everything was already stored"),
     }
-    println!(
-        "  duration   {secs:.2} s ({}/s)",
-        bytes((s.bytes_read as f64 / secs.max(1e-9)) as u64)
-    );
+    println!("  duration   {secs:.2} s ({}/s)", bytes((s.bytes_read as f64 / secs.max(1e-9)) as u64));
     Ok(())
 }

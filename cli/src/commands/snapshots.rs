@@ -40,10 +40,7 @@ pub fn run(g: &Global, a: SnapshotsArgs) -> Result<()> {
             .collect();
         return super::print_json(&v);
     }
-    println!(
-        "{:<8}  {:<20}  {:<32}  {:>8}  {:>10}  host",
-        "ID", "Time", "Mailbox", "Items", "Size"
-    );
+    println!("{:<8}  {:<20}  {:<32}  {:>8}  {:>10}  host", "ID", "Time", "Mailbox", "Items", "Size");
     for s in &shown {
         match &s.summary {
             Ok(m) => println!(
