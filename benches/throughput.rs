@@ -32,11 +32,11 @@ fn pack_all(repo: &Repository, items: &[corpus::CorpusItem]) {
         run_id: [0; 16],
         workers,
     };
-    let mut b = Backup::start(repo, &index, opts).unwrap();
+    let mut b = Backup::start(repo, Arc::new(index), opts).unwrap();
     for (i, it) in items.iter().enumerate() {
         let folder = b.folder_path(&[it.folder.as_str()]);
         let meta = ItemMeta { folder, name: it.name.clone(), source_id: i.to_string(), ..ItemMeta::default() };
-        b.add_item(meta, &it.data).unwrap();
+        b.add_item(meta, it.data.clone()).unwrap();
     }
     b.finish().unwrap();
 }

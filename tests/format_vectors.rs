@@ -67,6 +67,7 @@ fn generate(dir: &Path) {
     let mut cfg = Config::new(String::new());
     cfg.chunker = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
     cfg.pack_size = 64 * 1024;
+    cfg.zstd_level = 3;
     let opts = InitOptions {
         kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 },
         label: "vector key".into(),
@@ -84,9 +85,10 @@ fn generate(dir: &Path) {
             time_ms: 1_795_000_000_000 + n as i64 * 86_400_000,
             parent,
             run_id,
-            workers: 2,
+            // one worker: blob order in packs, and so every byte, is a function of the input
+            workers: 1,
         };
-        let mut b = Backup::start(&repo, &index, opts).unwrap();
+        let mut b = Backup::start(&repo, Arc::new(index), opts).unwrap();
         for (folders, name, data) in snapshot_items(n) {
             let folder = b.folder_path(&folders);
             let mut id = folders.join("/");
@@ -103,7 +105,7 @@ fn generate(dir: &Path) {
                 received_ms: 1_790_000_000_000,
                 flags: 0,
             };
-            b.add_item(meta, &data).unwrap();
+            b.add_item(meta, data).unwrap();
         }
         b.skip(1, "AAMkADirtyItem=", "ErrorItemCorrupt: the item could not be exported");
         let (id, _) = b.finish().unwrap();

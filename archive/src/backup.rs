@@ -1,8 +1,9 @@
 //! Writing a snapshot: the chunk → hash → compress → seal → pack pipeline.
 //!
-//! The calling thread cuts each item into chunks and hashes them (cheap, sequential); chunks not
-//! already stored go to worker threads that compress and seal them (the expensive part, in
-//! parallel); one packer thread appends sealed blobs to packs in submission order, stores full packs,
+//! The calling thread cuts each item into chunks and hashes the whole item (sequential by nature);
+//! worker threads compute each chunk's keyed id, claim the chunks not yet stored, and compress and
+//! seal those (the expensive part, in parallel); one packer thread puts blobs into packs in
+//! submission order, records every item's chunk ids, stores full packs,
 //! and writes index files. Channels are bounded, so memory is a few packs' worth whatever the input.
 //! Order of durability: packs, then index files naming them, then the snapshot naming the chunks.
 
@@ -20,7 +21,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// What a source knows about an item besides its bytes.
@@ -70,15 +71,38 @@ pub struct BackupStats {
     pub index_files: u64,
 }
 
+/// Work for a sealing worker. `seq` orders results in packs; `item` says whose chunk ids they are.
 struct Job {
     seq: u64,
+    item: usize,
+    work: Work,
+}
+
+enum Work {
+    /// A whole item of at most `WHOLE_ITEM_MAX` bytes: the worker cuts it too, so chunking runs
+    /// in parallel across items.
+    Item(Vec<u8>),
+    /// One chunk (at position `pos`) of a larger item, cut by the calling thread.
+    Chunk { pos: usize, data: Vec<u8> },
+}
+
+/// Items up to this size travel to workers whole; bounds memory in flight to a few of them.
+const WHOLE_ITEM_MAX: usize = 4 * 1024 * 1024;
+
+/// One chunk's outcome: its id, and its sealed blob if this run is the first to store it.
+struct Stored {
+    pos: usize,
     id: Id,
-    data: Vec<u8>,
+    blob: Option<SealedBlob>,
 }
 
 enum PackerMsg {
-    Blob(u64, SealedBlob),
-    /// Store the open pack and pending index entries once every blob before `seq` has arrived.
+    Chunks {
+        seq: u64,
+        item: usize,
+        chunks: Vec<Stored>,
+    },
+    /// Store the open pack and pending index entries once every job before `seq` has arrived.
     Flush(u64, Sender<Result<()>>),
 }
 
@@ -87,20 +111,47 @@ struct PackerStats {
     bytes_stored: u64,
     packs: u64,
     index_files: u64,
+    chunks_new: u64,
+    bytes_new: u64,
+}
+
+/// What the packer hands back: its counters and the chunk ids of every item read in this run.
+struct PackerOutput {
+    stats: PackerStats,
+    chunk_ids: Vec<Vec<[u8; 32]>>,
+}
+
+/// Chunks known to be stored: the repository's index plus what this run has claimed. Shared by
+/// the workers, so a chunk that two items (or two mailboxes) carry is sealed once.
+struct Known {
+    index: Arc<IndexTable>,
+    claimed: Mutex<HashSet<Id>>,
+}
+
+impl Known {
+    fn contains(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.claimed.lock().expect("claimed set").contains(id)
+    }
+
+    /// True if the caller is the first to claim `id` and must store it.
+    fn claim(&self, id: Id) -> bool {
+        !self.index.contains(&id) && self.claimed.lock().expect("claimed set").insert(id)
+    }
 }
 
 pub struct Backup<'r> {
     repo: &'r Repository,
-    index: &'r IndexTable,
     opts: BackupOptions,
     chunker: Chunker,
-    seen: HashSet<Id>,
+    known: Arc<Known>,
     seq: u64,
     jobs: Option<Sender<Job>>,
     to_packer: Option<Sender<PackerMsg>>,
     workers: Vec<JoinHandle<()>>,
-    packer: Option<JoinHandle<Result<PackerStats>>>,
+    packer: Option<JoinHandle<Result<PackerOutput>>>,
     manifest: Manifest,
+    /// For each item read in this run: its index in `manifest.items` (its chunk ids arrive at finish).
+    read_items: Vec<usize>,
     folder_names: HashMap<(u32, String), u32>,
     stats: BackupStats,
 }
@@ -109,24 +160,40 @@ pub struct Backup<'r> {
 pub const IN_MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl<'r> Backup<'r> {
-    /// Starts a backup. `index` must be current (`Repository::index`); chunks it lists are not stored again.
-    pub fn start(repo: &'r Repository, index: &'r IndexTable, opts: BackupOptions) -> Result<Backup<'r>> {
+    /// Starts a backup. `index` must be current (`Repository::index`); chunks it lists are not stored
+    /// again. With more than one worker, blobs land in packs in an order that depends on timing;
+    /// with one worker the repository's bytes are a function of the input (test vectors).
+    pub fn start(repo: &'r Repository, index: Arc<IndexTable>, opts: BackupOptions) -> Result<Backup<'r>> {
         let keys = repo.keys().clone();
         let chunker = Chunker::new(repo.config().chunker, keys.chunker_seed());
+        let known = Arc::new(Known { index, claimed: Mutex::new(HashSet::new()) });
         let workers_n = opts.workers.max(1);
-        let (job_tx, job_rx) = bounded::<Job>(workers_n * 8);
-        let (pk_tx, pk_rx) = bounded::<PackerMsg>(workers_n * 8);
+        let (job_tx, job_rx) = bounded::<Job>(workers_n * 2);
+        let (pk_tx, pk_rx) = bounded::<PackerMsg>(workers_n * 4);
         let level = repo.config().zstd_level;
         let mut workers = Vec::new();
         for i in 0..workers_n {
-            let (rx, tx, keys, ctx) = (job_rx.clone(), pk_tx.clone(), keys.clone(), repo.context().clone());
+            let (rx, tx, keys, ctx, known) =
+                (job_rx.clone(), pk_tx.clone(), keys.clone(), repo.context().clone(), known.clone());
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("seal-{i}"))
                     .spawn(move || {
-                        for job in rx {
-                            let blob = seal_blob(&keys, &ctx.entropy, level, job.id, &job.data);
-                            if tx.send(PackerMsg::Blob(job.seq, blob)).is_err() {
+                        let store = |pos: usize, data: &[u8]| {
+                            let id = keys.chunk_id(data);
+                            let blob = known.claim(id).then(|| seal_blob(&keys, &ctx.entropy, level, id, data));
+                            Stored { pos, id, blob }
+                        };
+                        for Job { seq, item, work } in rx {
+                            let chunks = match work {
+                                Work::Item(data) => chunker
+                                    .cuts(&data)
+                                    .enumerate()
+                                    .map(|(pos, (o, l))| store(pos, &data[o..o + l]))
+                                    .collect(),
+                                Work::Chunk { pos, data } => vec![store(pos, &data)],
+                            };
+                            if tx.send(PackerMsg::Chunks { seq, item, chunks }).is_err() {
                                 return; // the packer failed; finish() reports why
                             }
                         }
@@ -139,23 +206,23 @@ impl<'r> Backup<'r> {
             let pack_size = repo.config().pack_size as usize;
             std::thread::Builder::new()
                 .name("packer".into())
-                .spawn(move || run_packer(pk_rx, storage, keys, &ctx.entropy, pack_size))
+                .spawn(move || run_packer(pk_rx, storage, keys, ctx, pack_size))
                 .map_err(|e| Error::Other(format!("starting packer: {e}")))?
         };
         let mut manifest = Manifest::default();
         manifest.folders.push(Folder { parent: NO_PARENT, name: vec![], source_id: vec![], folder_class: vec![] });
         Ok(Backup {
             repo,
-            index,
             opts,
             chunker,
-            seen: HashSet::new(),
+            known,
             seq: 0,
             jobs: Some(job_tx),
             to_packer: Some(pk_tx),
             workers,
             packer: Some(packer),
             manifest,
+            read_items: Vec::new(),
             folder_names: HashMap::new(),
             stats: BackupStats::default(),
         })
@@ -186,21 +253,10 @@ impl<'r> Backup<'r> {
         path.iter().fold(0, |parent, name| self.folder(parent, name, "", ""))
     }
 
-    fn is_stored(&self, id: &Id) -> bool {
-        self.seen.contains(id) || self.index.contains(id)
-    }
-
-    fn submit(&mut self, id: Id, data: &[u8]) -> Result<()> {
-        if self.is_stored(&id) {
-            return Ok(());
-        }
-        self.seen.insert(id);
-        self.stats.chunks_new += 1;
-        self.stats.bytes_new += data.len() as u64;
-        let job = Job { seq: self.seq, id, data: data.to_vec() };
+    fn submit(&mut self, item: usize, work: Work) -> Result<()> {
+        let job = Job { seq: self.seq, item, work };
         self.seq += 1;
-        let sent = self.jobs.as_ref().expect("backup is running").send(job);
-        if sent.is_err() {
+        if self.jobs.as_ref().expect("backup is running").send(job).is_err() {
             return Err(self.pipeline_error());
         }
         Ok(())
@@ -219,7 +275,7 @@ impl<'r> Backup<'r> {
         }
     }
 
-    fn record(&mut self, meta: ItemMeta, size: u64, blob_hash: [u8; 32], chunks: Vec<[u8; 32]>) {
+    fn record(&mut self, meta: ItemMeta, size: u64, blob_hash: [u8; 32], chunks: Vec<[u8; 32]>) -> usize {
         self.stats.items += 1;
         self.stats.bytes += size;
         self.manifest.items.push(Item {
@@ -236,49 +292,55 @@ impl<'r> Backup<'r> {
             sender: meta.sender.into_bytes(),
             chunks,
         });
+        self.manifest.items.len() - 1
     }
 
     /// Stores an item held in memory.
-    pub fn add_item(&mut self, meta: ItemMeta, data: &[u8]) -> Result<()> {
-        let keys = self.repo.keys().clone();
-        let mut chunks = Vec::new();
-        let cuts: Vec<(usize, usize)> = self.chunker.cuts(data).collect();
-        for (o, l) in cuts {
-            let c = &data[o..o + l];
-            let id = keys.chunk_id(c);
-            chunks.push(id.0);
-            self.submit(id, c)?;
+    pub fn add_item(&mut self, meta: ItemMeta, data: Vec<u8>) -> Result<()> {
+        let item = self.read_items.len();
+        let size = data.len();
+        let slot = self.record(meta, size as u64, *blake3::hash(&data).as_bytes(), Vec::new());
+        self.read_items.push(slot);
+        if size <= WHOLE_ITEM_MAX {
+            self.submit(item, Work::Item(data))?;
+        } else {
+            let cuts: Vec<(usize, usize)> = self.chunker.cuts(&data).collect();
+            for (pos, (o, l)) in cuts.into_iter().enumerate() {
+                self.submit(item, Work::Chunk { pos, data: data[o..o + l].to_vec() })?;
+            }
         }
         self.stats.items_read += 1;
-        self.stats.bytes_read += data.len() as u64;
-        self.record(meta, data.len() as u64, *blake3::hash(data).as_bytes(), chunks);
+        self.stats.bytes_read += size as u64;
         Ok(())
     }
 
     /// Stores an item read from a stream (for items too large to hold in memory).
     pub fn add_item_reader(&mut self, meta: ItemMeta, reader: impl Read) -> Result<()> {
-        let keys = self.repo.keys().clone();
+        let item = self.read_items.len();
+        let what = meta.source_id.clone();
+        let slot = self.record(meta, 0, [0; 32], Vec::new());
+        self.read_items.push(slot);
         let mut hasher = blake3::Hasher::new();
-        let mut chunks = Vec::new();
         let mut size = 0u64;
-        for c in self.chunker.stream(reader) {
-            let c = c.map_err(|e| Error::Other(format!("reading item {}: {e}", meta.source_id)))?;
+        for (pos, c) in self.chunker.stream(reader).enumerate() {
+            let c = c.map_err(|e| Error::Other(format!("reading item {what}: {e}")))?;
             hasher.update(&c);
             size += c.len() as u64;
-            let id = keys.chunk_id(&c);
-            chunks.push(id.0);
-            self.submit(id, &c)?;
+            self.submit(item, Work::Chunk { pos, data: c })?;
         }
+        let rec = &mut self.manifest.items[slot];
+        rec.size = size;
+        rec.blob_hash = *hasher.finalize().as_bytes();
+        self.stats.bytes += size;
         self.stats.items_read += 1;
         self.stats.bytes_read += size;
-        self.record(meta, size, *hasher.finalize().as_bytes(), chunks);
         Ok(())
     }
 
     /// Records an unchanged item from the parent snapshot without reading it. Returns false (and
     /// records nothing) if any of its chunks is no longer stored, so the caller must read it again.
     pub fn carry_item(&mut self, meta: ItemMeta, size: u64, blob_hash: [u8; 32], chunks: &[[u8; 32]]) -> bool {
-        if !chunks.iter().all(|c| self.is_stored(&Id(*c))) {
+        if !chunks.iter().all(|c| self.known.contains(&Id(*c))) {
             return false;
         }
         self.stats.items_carried += 1;
@@ -318,15 +380,23 @@ impl<'r> Backup<'r> {
         for w in self.workers.drain(..) {
             w.join().map_err(|_| Error::Other("a sealing worker panicked".into()))?;
         }
-        let ps = self
+        let out = self
             .packer
             .take()
             .expect("packer running")
             .join()
             .map_err(|_| Error::Other("the packer thread panicked".into()))??;
+        let mut chunk_ids = out.chunk_ids;
+        chunk_ids.resize_with(self.read_items.len(), Vec::new);
+        for (slot, ids) in self.read_items.iter().zip(chunk_ids) {
+            self.manifest.items[*slot].chunks = ids;
+        }
+        let ps = out.stats;
         self.stats.bytes_stored = ps.bytes_stored;
         self.stats.packs = ps.packs;
         self.stats.index_files = ps.index_files;
+        self.stats.chunks_new = ps.chunks_new;
+        self.stats.bytes_new = ps.bytes_new;
         let ctx = self.repo.context();
         let summary = Summary {
             time_ms: self.opts.time_ms,
@@ -363,73 +433,133 @@ impl Drop for Backup<'_> {
     }
 }
 
+enum WriterMsg {
+    Pack(PackBuilder),
+    /// Store the index for every pack sent so far, then reply.
+    Flush(Sender<Result<()>>),
+}
+
+/// Seals pack headers, stores packs and writes index files. A thread of its own, so that the
+/// fsync of one pack overlaps with filling the next instead of stalling the whole pipeline.
+fn run_writer(
+    rx: Receiver<WriterMsg>,
+    storage: Arc<dyn Storage>,
+    keys: Arc<Keys>,
+    entropy: &Entropy,
+) -> Result<PackerStats> {
+    let mut stats = PackerStats::default();
+    let mut locs: Vec<BlobLocation> = Vec::new();
+    let store_index = |locs: &mut Vec<BlobLocation>, stats: &mut PackerStats| -> Result<()> {
+        if !locs.is_empty() {
+            write_index_file(storage.as_ref(), &keys, entropy, locs)?;
+            stats.index_files += 1;
+            locs.clear();
+        }
+        Ok(())
+    };
+    for msg in rx {
+        match msg {
+            WriterMsg::Pack(builder) => {
+                let (id, bytes, entries) = builder.finish(&keys, entropy);
+                storage.put(FileKind::Pack, &id.to_hex(), &bytes)?;
+                stats.bytes_stored += bytes.len() as u64;
+                stats.packs += 1;
+                locs.extend(entries.into_iter().map(|entry| BlobLocation { pack: id, entry }));
+                if locs.len() >= MAX_ENTRIES_PER_FILE {
+                    store_index(&mut locs, &mut stats)?;
+                }
+            }
+            WriterMsg::Flush(reply) => {
+                let r = store_index(&mut locs, &mut stats);
+                let failed = r.as_ref().err().map(|e| e.to_string());
+                let _ = reply.send(r);
+                if let Some(e) = failed {
+                    return Err(Error::Other(e));
+                }
+            }
+        }
+    }
+    store_index(&mut locs, &mut stats)?;
+    Ok(stats)
+}
+
+/// Puts blobs into packs in submission order and records every item's chunk ids.
 fn run_packer(
     rx: Receiver<PackerMsg>,
     storage: Arc<dyn Storage>,
     keys: Arc<Keys>,
-    entropy: &Entropy,
+    ctx: Arc<crate::repository::Context>,
     pack_size: usize,
-) -> Result<PackerStats> {
-    let mut stats = PackerStats::default();
-    let mut builder = PackBuilder::new(0);
-    let mut pending: BTreeMap<u64, SealedBlob> = BTreeMap::new();
-    let mut next = 0u64;
-    let mut locs: Vec<BlobLocation> = Vec::new();
-    let mut flushes: Vec<(u64, Sender<Result<()>>)> = Vec::new();
+) -> Result<PackerOutput> {
+    let (wtx, wrx) = bounded::<WriterMsg>(1);
+    let writer = std::thread::Builder::new()
+        .name("pack-writer".into())
+        .spawn(move || run_writer(wrx, storage, keys, &ctx.entropy))
+        .map_err(|e| Error::Other(format!("starting pack writer: {e}")))?;
+    let result = fill_packs(rx, &wtx, pack_size);
+    drop(wtx);
+    let written = writer.join().map_err(|_| Error::Other("the pack writer panicked".into()))?;
+    let (mut stats, chunk_ids) = result?;
+    let w = written?;
+    stats.bytes_stored = w.bytes_stored;
+    stats.packs = w.packs;
+    stats.index_files = w.index_files;
+    Ok(PackerOutput { stats, chunk_ids })
+}
 
-    let store_pack = |builder: &mut PackBuilder, locs: &mut Vec<BlobLocation>, stats: &mut PackerStats| -> Result<()> {
-        if builder.is_empty() {
-            return Ok(());
-        }
-        let full = std::mem::replace(builder, PackBuilder::new(0));
-        let (id, bytes, entries) = full.finish(&keys, entropy);
-        storage.put(FileKind::Pack, &id.to_hex(), &bytes)?;
-        stats.bytes_stored += bytes.len() as u64;
-        stats.packs += 1;
-        locs.extend(entries.into_iter().map(|entry| BlobLocation { pack: id, entry }));
-        Ok(())
-    };
-    let store_index = |locs: &mut Vec<BlobLocation>, stats: &mut PackerStats| -> Result<()> {
-        if locs.is_empty() {
-            return Ok(());
-        }
-        write_index_file(storage.as_ref(), &keys, entropy, locs)?;
-        stats.index_files += 1;
-        locs.clear();
-        Ok(())
-    };
+fn fill_packs(
+    rx: Receiver<PackerMsg>,
+    writer: &Sender<WriterMsg>,
+    pack_size: usize,
+) -> Result<(PackerStats, Vec<Vec<[u8; 32]>>)> {
+    let mut stats = PackerStats::default();
+    let mut chunk_ids: Vec<Vec<[u8; 32]>> = Vec::new();
+    let mut builder = PackBuilder::new(0);
+    let mut pending: BTreeMap<u64, (usize, Vec<Stored>)> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut flushes: Vec<(u64, Sender<Result<()>>)> = Vec::new();
+    let writer_gone = || Error::Other("the pack writer stopped".into());
 
     for msg in rx {
         match msg {
-            PackerMsg::Blob(seq, blob) => {
-                pending.insert(seq, blob);
+            PackerMsg::Chunks { seq, item, chunks } => {
+                pending.insert(seq, (item, chunks));
             }
             PackerMsg::Flush(upto, reply) => flushes.push((upto, reply)),
         }
-        while let Some(blob) = pending.remove(&next) {
+        while let Some((item, chunks)) = pending.remove(&next) {
             next += 1;
-            builder.add(blob);
-            if builder.len() >= pack_size {
-                store_pack(&mut builder, &mut locs, &mut stats)?;
-                if locs.len() >= MAX_ENTRIES_PER_FILE {
-                    store_index(&mut locs, &mut stats)?;
+            if chunk_ids.len() <= item {
+                chunk_ids.resize_with(item + 1, Vec::new);
+            }
+            for Stored { pos, id, blob } in chunks {
+                let ids = &mut chunk_ids[item];
+                if ids.len() <= pos {
+                    ids.resize(pos + 1, [0; 32]);
+                }
+                ids[pos] = id.0;
+                let Some(blob) = blob else { continue };
+                stats.chunks_new += 1;
+                stats.bytes_new += blob.raw_length as u64;
+                builder.add(blob);
+                if builder.len() >= pack_size {
+                    writer.send(WriterMsg::Pack(std::mem::take(&mut builder))).map_err(|_| writer_gone())?;
                 }
             }
         }
         while flushes.first().is_some_and(|(upto, _)| *upto <= next) {
             let (_, reply) = flushes.remove(0);
-            let r = store_pack(&mut builder, &mut locs, &mut stats).and_then(|_| store_index(&mut locs, &mut stats));
-            let failed = r.as_ref().err().map(|e| e.to_string());
-            let _ = reply.send(r);
-            if let Some(e) = failed {
-                return Err(Error::Other(e));
+            if !builder.is_empty() {
+                writer.send(WriterMsg::Pack(std::mem::take(&mut builder))).map_err(|_| writer_gone())?;
             }
+            writer.send(WriterMsg::Flush(reply)).map_err(|_| writer_gone())?;
         }
     }
     if !pending.is_empty() {
-        return Err(Error::Other("backup pipeline lost blobs".into()));
+        return Err(Error::Other("backup pipeline lost chunks".into()));
     }
-    store_pack(&mut builder, &mut locs, &mut stats)?;
-    store_index(&mut locs, &mut stats)?;
-    Ok(stats)
+    if !builder.is_empty() {
+        writer.send(WriterMsg::Pack(builder)).map_err(|_| writer_gone())?;
+    }
+    Ok((stats, chunk_ids))
 }

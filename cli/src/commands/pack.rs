@@ -122,7 +122,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         run_id,
         workers: super::threads(a.threads),
     };
-    let mut backup = Backup::start(&repo, &index, opts)?;
+    let mut backup = Backup::start(&repo, std::sync::Arc::new(index), opts)?;
     let pb = progress(files.iter().map(|f| f.size).sum(), g.quiet, "pack");
     for f in &files {
         let dirs: Vec<&str> = f.rel[..f.rel.len() - 1].iter().map(String::as_str).collect();
@@ -154,7 +154,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
                 backup.add_item_reader(meta, std::io::BufReader::with_capacity(1 << 20, file))?;
             } else {
                 let data = fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
-                backup.add_item(meta, &data)?;
+                backup.add_item(meta, data)?;
             }
         }
         pb.inc(f.size);
@@ -185,6 +185,9 @@ fn report(g: &Global, id: &Id, mailbox: &str, time_ms: i64, s: &BackupStats, sec
             "dedup_ratio": dedup,
             "duration_secs": secs,
         }));
+    }
+    if g.quiet {
+        return Ok(());
     }
     println!("snapshot {} saved: mailbox {mailbox}, {} items", id.short(), s.items);
     println!("  items      {} read, {} unchanged since the parent snapshot", s.items_read, s.items_carried);
