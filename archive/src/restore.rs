@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexTable};
 use crate::manifest::{text, ArchivedItem, ArchivedManifest};
-use crate::pack::open_blob;
+use crate::pack::{open_blob, open_blob_checked};
 use crate::repository::Repository;
 use crate::storage::FileKind;
 use serde::Serialize;
@@ -22,6 +22,11 @@ use std::sync::Mutex;
 pub struct ItemReader<'r> {
     repo: &'r Repository,
     index: &'r IndexTable,
+}
+
+thread_local! {
+    /// Read buffer reused across runs, so restores do not fault in fresh pages for every read.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl<'r> ItemReader<'r> {
@@ -72,16 +77,22 @@ impl<'r> ItemReader<'r> {
                 run.push(next);
             }
             let start = first.entry.offset as u64;
-            let bytes =
-                self.repo.storage().get_range(FileKind::Pack, &first.pack.to_hex(), start, (end - start) as usize)?;
-            for loc in &run {
-                let o = (loc.entry.offset as u64 - start) as usize;
-                let data =
-                    open_blob(self.repo.keys(), &loc.pack, &loc.entry, &bytes[o..o + loc.entry.length as usize])?;
-                hasher.update(&data);
-                n += data.len() as u64;
-                out.write_all(&data).map_err(|e| Error::Other(format!("writing item: {e}")))?;
-            }
+            READ_BUF.with(|cell| -> Result<()> {
+                let mut bytes = cell.borrow_mut();
+                bytes.clear();
+                bytes.resize((end - start) as usize, 0);
+                self.repo.storage().read_into(FileKind::Pack, &first.pack.to_hex(), start, &mut bytes)?;
+                for loc in &run {
+                    let o = (loc.entry.offset as u64 - start) as usize;
+                    // The whole-item hash below covers what a per-chunk id check would.
+                    let sealed = &bytes[o..o + loc.entry.length as usize];
+                    let data = open_blob_checked(self.repo.keys(), &loc.pack, &loc.entry, sealed, false)?;
+                    hasher.update(&data);
+                    n += data.len() as u64;
+                    out.write_all(&data).map_err(|e| Error::Other(format!("writing item: {e}")))?;
+                }
+                Ok(())
+            })?;
             i += run.len();
         }
         if *hasher.finalize().as_bytes() != item.blob_hash || n != item.size.to_native() {

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The kinds of files a repository holds; each lives in its own directory.
@@ -49,6 +49,12 @@ pub trait Storage: Send + Sync {
     fn list(&self, kind: FileKind) -> Result<Vec<String>>;
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
+    /// Reads exactly `buf.len()` bytes at `offset` into `buf` (lets hot paths reuse a buffer).
+    fn read_into(&self, kind: FileKind, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let v = self.get_range(kind, name, offset, buf.len())?;
+        buf.copy_from_slice(&v);
+        Ok(())
+    }
     /// A human-readable location for messages.
     fn location(&self, kind: FileKind, name: &str) -> String;
 }
@@ -149,27 +155,27 @@ impl Storage for LocalStorage {
     }
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.read_into(kind, name, offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(&self, kind: FileKind, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
         let path = self.path(kind, name);
-        let mut f = File::open(&path).map_err(|e| match e.kind() {
+        let f = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
-                Error::damaged(format!("pack {name}"), format!("missing file {}", path.display()))
+                Error::damaged(format!("{} {name}", kind.dir()), format!("missing file {}", path.display()))
             }
             _ => Error::io(&path, e),
         })?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&path, e))?;
-        let mut buf = vec![0u8; len];
-        let mut got = 0;
-        while got < len {
-            let n = f.read(&mut buf[got..]).map_err(|e| Error::io(&path, e))?;
-            if n == 0 {
-                return Err(Error::damaged(
-                    format!("file {}", path.display()),
-                    format!("truncated: wanted {len} bytes at offset {offset}, file ends after {got}"),
-                ));
-            }
-            got += n;
+        let got = read_at(&f, offset, buf).map_err(|e| Error::io(&path, e))?;
+        if got < buf.len() {
+            return Err(Error::damaged(
+                format!("file {}", path.display()),
+                format!("truncated: wanted {} bytes at offset {offset}, file ends after {got}", buf.len()),
+            ));
         }
-        Ok(buf)
+        Ok(())
     }
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
@@ -221,6 +227,37 @@ impl Storage for LocalStorage {
     fn location(&self, kind: FileKind, name: &str) -> String {
         self.path(kind, name).display().to_string()
     }
+}
+
+/// Positioned read that fills `buf` unless the file ends first; returns the bytes read.
+#[cfg(unix)]
+fn read_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(windows)]
+fn read_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::windows::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match f.seek_read(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Makes a rename or unlink in `dir` durable.
