@@ -17,7 +17,8 @@ exarch="$root/target/release/exarch"
 echo "corpus: $(find "$work/corpus" -type f | wc -l) files, $(du -sh "$work/corpus" | cut -f1); $(restic version | head -1); $(nproc) cores"
 cat "$work"/corpus/*/*/* "$work"/corpus/*/*/*/* >/dev/null 2>&1 || true   # same warm page cache for both
 
-measure() { # label command... -> appends "seconds peak_kib" to $work/$label
+measure() { # label command... -> appends "seconds peak_kib" to $work/$label (after flushing earlier writes)
+  sync
   /usr/bin/time -f "%e %M" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
   cat "$work/t" >>"$work/$label"
 }
