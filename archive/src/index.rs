@@ -151,6 +151,8 @@ pub struct IndexTable {
     map: Option<Mmap>,
     count: usize,
     covers: Vec<String>,
+    /// Index files left out because they are damaged, with the reason.
+    skipped: Vec<(String, String)>,
 }
 
 fn table_err(path: &Path, d: &str) -> Error {
@@ -160,7 +162,7 @@ fn table_err(path: &Path, d: &str) -> Error {
 impl IndexTable {
     /// An empty table (for a new repository).
     pub fn empty() -> IndexTable {
-        IndexTable { map: None, count: 0, covers: Vec::new() }
+        IndexTable { map: None, count: 0, covers: Vec::new(), skipped: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -174,6 +176,12 @@ impl IndexTable {
     /// Index files this table was built from.
     pub fn covers(&self) -> &[String] {
         &self.covers
+    }
+
+    /// Damaged index files that were left out (name, reason). Chunks only they listed are missing
+    /// from the table: reads of them fail as damage, and backups store such chunks again.
+    pub fn skipped(&self) -> &[(String, String)] {
+        &self.skipped
     }
 
     fn open_file(path: &Path) -> Result<Option<IndexTable>> {
@@ -199,7 +207,7 @@ impl IndexTable {
             .lines()
             .map(str::to_string)
             .collect();
-        Ok(Some(IndexTable { map: Some(map), count, covers }))
+        Ok(Some(IndexTable { map: Some(map), count, covers, skipped: Vec::new() }))
     }
 
     fn fanout(&self, slot: usize) -> usize {
@@ -220,6 +228,11 @@ impl IndexTable {
 
     /// Finds a chunk: fan-out on the first two bytes, then binary search in a tiny range.
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
+        self.position(id).map(|i| self.entry(i))
+    }
+
+    /// The chunk's position in the table (0..len), for compact per-chunk bitmaps.
+    pub fn position(&self, id: &Id) -> Option<usize> {
         if self.count == 0 {
             return None;
         }
@@ -231,7 +244,7 @@ impl IndexTable {
             match self.entry_bytes(mid)[..32].cmp(&id.0[..]) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(self.entry(mid)),
+                std::cmp::Ordering::Equal => return Some(mid),
             }
         }
         None
@@ -268,8 +281,17 @@ impl IndexTable {
         // Sorted runs of new entries, each written to a temporary file.
         let mut runs: Vec<RunFile> = Vec::new();
         let mut batch: Vec<BlobLocation> = Vec::new();
-        for name in &todo {
-            batch.extend(read_index_file(storage, keys, name)?);
+        let mut skipped = Vec::new();
+        let mut read = Vec::new();
+        for name in todo {
+            match read_index_file(storage, keys, &name) {
+                Ok(locs) => {
+                    batch.extend(locs);
+                    read.push(name);
+                }
+                Err(e) if e.class() == crate::ErrorClass::Damage => skipped.push((name, e.to_string())),
+                Err(e) => return Err(e),
+            }
             if batch.len() >= RUN_ENTRIES {
                 runs.push(RunFile::write(cache_dir, &mut batch)?);
             }
@@ -277,11 +299,17 @@ impl IndexTable {
         if !batch.is_empty() {
             runs.push(RunFile::write(cache_dir, &mut batch)?);
         }
+        if read.is_empty() {
+            // Nothing new that opens: the table stays as it was.
+            let mut t = base.unwrap_or_else(IndexTable::empty);
+            t.skipped = skipped;
+            return Ok(t);
+        }
         let mut covers = match &base {
             Some(b) => b.covers.clone(),
             None => Vec::new(),
         };
-        covers.extend(todo);
+        covers.extend(read);
         covers.sort();
         let tmp = cache_dir.join(format!("index.tbl.{}.tmp", std::process::id()));
         let result = write_merged(&tmp, base.as_ref(), &runs, &covers);
@@ -292,7 +320,10 @@ impl IndexTable {
         }
         drop(base);
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        IndexTable::open_file(&path)?.ok_or_else(|| table_err(&path, "freshly written table does not parse"))
+        let mut t =
+            IndexTable::open_file(&path)?.ok_or_else(|| table_err(&path, "freshly written table does not parse"))?;
+        t.skipped = skipped;
+        Ok(t)
     }
 }
 

@@ -29,3 +29,4 @@ pub use repository::{Context, InitOptions, Repository, SnapshotInfo};
 pub use storage::{FileKind, LocalStorage, Storage};
 pub mod backup;
 pub mod restore;
+pub mod verify;

@@ -43,6 +43,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Write a snapshot's items back as files
     Extract(ExtractArgs),
+    /// Check the repository's integrity (exit 4 when anything is damaged)
+    Verify(VerifyArgs),
     /// Manage key slots (passphrases)
     #[command(subcommand)]
     Key(KeyCommand),
@@ -106,6 +108,19 @@ pub struct ExtractArgs {
     /// Parallel readers (default: number of CPUs)
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Also read every blob and check every item's whole hash
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read the blobs of slice N of M of the packs (e.g. 2/7: seven runs cover everything)
+    #[arg(long, value_name = "N/M")]
+    pub read_data_subset: Option<String>,
+    /// Without a passphrase: only check that every file's content matches its name
+    #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
+    pub no_key: bool,
 }
 
 #[derive(Subcommand, Debug)]

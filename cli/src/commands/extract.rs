@@ -12,6 +12,7 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
     let id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
     let snap = repo.load_snapshot(&id)?;
     let index = repo.index()?;
+    super::warn_skipped_index(&index);
     let started = std::time::Instant::now();
     let pb = progress(snap.summary.bytes, g.quiet, "extract");
     let opts = ExtractOptions { overwrite: a.overwrite, threads: super::threads(a.threads) };

@@ -6,6 +6,7 @@ mod key;
 mod ls;
 mod pack;
 mod snapshots;
+mod verify;
 
 use crate::args::{Cli, Command, Global};
 use crate::secrets;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Ls(a) => ls::run(g, a),
         Command::Extract(a) => extract::run(g, a),
+        Command::Verify(a) => verify::run(g, a),
         Command::Key(k) => key::run(g, k),
     }
 }
@@ -82,4 +84,11 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 pub fn threads(n: Option<usize>) -> usize {
     n.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1)
+}
+
+/// Damaged index files are left out of the index; say so, since affected items will fail.
+pub fn warn_skipped_index(index: &exarch_archive::index::IndexTable) {
+    for (name, why) in index.skipped() {
+        eprintln!("warning: index file {} left out: {why}; run `exarch verify`", &name[..name.len().min(16)]);
+    }
 }

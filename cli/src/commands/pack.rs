@@ -93,6 +93,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let files = walk(&a.from_dir)?;
     let index = repo.index()?;
+    super::warn_skipped_index(&index);
 
     // The parent: the latest readable snapshot of this mailbox.
     let parent_id = repo.resolve_snapshot("latest", Some(&a.mailbox)).ok();
