@@ -125,17 +125,23 @@ struct PackerOutput {
 /// the workers, so a chunk that two items (or two mailboxes) carry is sealed once.
 struct Known {
     index: Arc<IndexTable>,
+    /// Packs a prune has marked for deletion: still readable, but nothing new may depend on them.
+    marked: HashSet<Id>,
     claimed: Mutex<HashSet<Id>>,
 }
 
 impl Known {
+    fn indexed(&self, id: &Id) -> bool {
+        self.index.get(id).is_some_and(|l| !self.marked.contains(&l.pack))
+    }
+
     fn contains(&self, id: &Id) -> bool {
-        self.index.contains(id) || self.claimed.lock().expect("claimed set").contains(id)
+        self.indexed(id) || self.claimed.lock().expect("claimed set").contains(id)
     }
 
     /// True if the caller is the first to claim `id` and must store it.
     fn claim(&self, id: Id) -> bool {
-        !self.index.contains(&id) && self.claimed.lock().expect("claimed set").insert(id)
+        !self.indexed(&id) && self.claimed.lock().expect("claimed set").insert(id)
     }
 }
 
@@ -166,7 +172,8 @@ impl<'r> Backup<'r> {
     pub fn start(repo: &'r Repository, index: Arc<IndexTable>, opts: BackupOptions) -> Result<Backup<'r>> {
         let keys = repo.keys().clone();
         let chunker = Chunker::new(repo.config().chunker, keys.chunker_seed());
-        let known = Arc::new(Known { index, claimed: Mutex::new(HashSet::new()) });
+        let marked = crate::prune::marked_packs(repo)?;
+        let known = Arc::new(Known { index, marked, claimed: Mutex::new(HashSet::new()) });
         let workers_n = opts.workers.max(1);
         let (job_tx, job_rx) = bounded::<Job>(workers_n * 2);
         let (pk_tx, pk_rx) = bounded::<PackerMsg>(workers_n * 4);

@@ -28,5 +28,7 @@ pub mod time;
 pub use repository::{Context, InitOptions, Repository, SnapshotInfo};
 pub use storage::{FileKind, LocalStorage, Storage};
 pub mod backup;
+pub mod prune;
 pub mod restore;
+pub mod retention;
 pub mod verify;

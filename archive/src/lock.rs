@@ -1,7 +1,8 @@
 //! Repository locks with leases.
 //!
 //! A lock is a small JSON file in `locks/`. Writers (`pack`) and readers (`verify`, `extract`) take
-//! shared locks; `prune` takes an exclusive one. A holder rewrites its lock every `lease / 3`; a lock
+//! shared locks; `prune` takes a prune lock, which excludes other prunes but not backups (deletion
+//! is two-phase, see `prune.rs`); `prune --delete-now` takes an exclusive lock. A holder rewrites its lock every `lease / 3`; a lock
 //! whose `refreshed` time is older than its lease is stale and ignored, so a host that died (or lost
 //! the NAS) cannot block others for longer than one lease, and no one has to guess. On the same host a
 //! lock whose process is gone is stale at once.
@@ -20,9 +21,23 @@ use std::time::Duration;
 
 pub const DEFAULT_LEASE_SECS: u64 = 120;
 
+/// What a lock excludes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// Backups, restores, checks: any number at once.
+    Shared,
+    /// Garbage collection: one at a time, alongside shared holders.
+    Prune,
+    /// Nothing else at all.
+    Exclusive,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LockInfo {
     pub exclusive: bool,
+    /// A prune lock (excludes other prunes only).
+    #[serde(default)]
+    pub prune: bool,
     pub host: String,
     pub pid: u32,
     /// What holds it (`pack`, `prune`, ...).
@@ -45,7 +60,13 @@ impl LockInfo {
     fn describe(&self) -> String {
         format!(
             "{} lock held by {} on {} (pid {}) since {}, lease {} s",
-            if self.exclusive { "an exclusive" } else { "a shared" },
+            if self.exclusive {
+                "an exclusive"
+            } else if self.prune {
+                "a prune"
+            } else {
+                "a shared"
+            },
             self.purpose,
             self.host,
             self.pid,
@@ -66,6 +87,20 @@ fn process_alive(_pid: u32) -> bool {
     true
 }
 
+/// Every lock that is not stale, with its file name.
+pub fn live_locks(storage: &dyn Storage, this_host: &str) -> Result<Vec<(String, LockInfo)>> {
+    let now = now_unix();
+    Ok(storage
+        .list(FileKind::Lock)?
+        .into_iter()
+        .filter_map(|n| {
+            let raw = storage.get(FileKind::Lock, &n).ok()?;
+            let info = serde_json::from_slice::<LockInfo>(&raw).ok()?;
+            (!info.is_stale(now, this_host)).then_some((n, info))
+        })
+        .collect())
+}
+
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -83,14 +118,17 @@ impl LockGuard {
     pub fn acquire(
         storage: Arc<dyn Storage>,
         entropy: &Entropy,
-        exclusive: bool,
+        kind: LockKind,
         purpose: &str,
         host: &str,
         lease_secs: u64,
     ) -> Result<LockGuard> {
         let now = now_unix();
+        let exclusive = kind == LockKind::Exclusive;
+        let prune = kind == LockKind::Prune;
         let mut info = LockInfo {
             exclusive,
+            prune,
             host: host.to_string(),
             pid: std::process::id(),
             purpose: purpose.to_string(),
@@ -115,7 +153,7 @@ impl LockGuard {
             if o.is_stale(now_unix(), host) {
                 continue;
             }
-            if exclusive || o.exclusive {
+            if exclusive || o.exclusive || (prune && o.prune) {
                 let _ = storage.delete(FileKind::Lock, &name);
                 return Err(Error::Locked(format!(
                     "{} (locks/{other}); wait for it to finish, or remove that file if you are sure the process is gone",
@@ -156,6 +194,11 @@ impl LockGuard {
         Ok(LockGuard { storage, name, stop, lost, refresher: Some(refresher) })
     }
 
+    /// The lock file's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// True if a refresh failed, so others may have taken the lock as stale.
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
@@ -186,19 +229,25 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let s: Arc<dyn Storage> = Arc::new(LocalStorage::new(t.path()));
         let e = Entropy::os();
-        let a = LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).unwrap();
-        let b = LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).unwrap();
-        let err = LockGuard::acquire(s.clone(), &e, true, "prune", "h1", 60).err().unwrap();
+        use LockKind::*;
+        let a = LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).unwrap();
+        let b = LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).unwrap();
+        // a prune runs beside backups, but not beside another prune
+        let p = LockGuard::acquire(s.clone(), &e, Prune, "prune", "h1", 60).unwrap();
+        assert!(LockGuard::acquire(s.clone(), &e, Prune, "prune", "h1", 60).is_err());
+        drop(p);
+        let err = LockGuard::acquire(s.clone(), &e, Exclusive, "prune", "h1", 60).err().unwrap();
         assert!(err.to_string().contains("pack"), "{err}");
         drop(a);
         drop(b);
         assert!(s.list(FileKind::Lock).unwrap().is_empty());
-        let x = LockGuard::acquire(s.clone(), &e, true, "prune", "h1", 60).unwrap();
-        assert!(LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).is_err());
+        let x = LockGuard::acquire(s.clone(), &e, Exclusive, "prune", "h1", 60).unwrap();
+        assert!(LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).is_err());
         drop(x);
         // a lock from another host whose lease ran out does not block
         let old = LockInfo {
             exclusive: true,
+            prune: false,
             host: "dead-host".into(),
             pid: 1,
             purpose: "prune".into(),
@@ -207,11 +256,11 @@ mod tests {
             lease_secs: 120,
         };
         s.put(FileKind::Lock, "stale", &serde_json::to_vec(&old).unwrap()).unwrap();
-        let y = LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).unwrap();
+        let y = LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).unwrap();
         drop(y);
         // a fresh one from another host does
         let live = LockInfo { refreshed: now_unix(), ..old };
         s.put(FileKind::Lock, "live", &serde_json::to_vec(&live).unwrap()).unwrap();
-        assert!(LockGuard::acquire(s.clone(), &e, false, "pack", "h1", 60).is_err());
+        assert!(LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).is_err());
     }
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::IndexTable;
 use crate::keyslot::{KdfParams, KeySlot};
-use crate::lock::{LockGuard, DEFAULT_LEASE_SECS};
+use crate::lock::{LockGuard, LockKind, DEFAULT_LEASE_SECS};
 use crate::manifest::{text, Summary};
 use crate::snapshot::{read_summary, Snapshot};
 use crate::storage::{FileKind, Storage};
@@ -194,16 +194,9 @@ impl Repository {
         IndexTable::sync(self.storage.as_ref(), &self.keys, &self.cache_dir())
     }
 
-    /// Takes a shared (pack, verify, extract) or exclusive (prune) lock.
-    pub fn lock(&self, exclusive: bool, purpose: &str) -> Result<LockGuard> {
-        LockGuard::acquire(
-            self.storage.clone(),
-            &self.ctx.entropy,
-            exclusive,
-            purpose,
-            &self.ctx.host,
-            self.ctx.lease_secs,
-        )
+    /// Takes a shared (pack, verify, extract), prune, or exclusive (`prune --delete-now`) lock.
+    pub fn lock(&self, kind: LockKind, purpose: &str) -> Result<LockGuard> {
+        LockGuard::acquire(self.storage.clone(), &self.ctx.entropy, kind, purpose, &self.ctx.host, self.ctx.lease_secs)
     }
 
     /// Every snapshot with its summary (or why it cannot be read), oldest first.

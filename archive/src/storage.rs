@@ -18,11 +18,20 @@ pub enum FileKind {
     Index,
     Snapshot,
     Lock,
+    /// Packs marked for deletion by a prune, deleted by a later one (two-phase deletion).
+    Mark,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 6] =
-        [FileKind::Config, FileKind::Key, FileKind::Pack, FileKind::Index, FileKind::Snapshot, FileKind::Lock];
+    pub const ALL: [FileKind; 7] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
+        FileKind::Mark,
+    ];
 
     pub fn dir(self) -> &'static str {
         match self {
@@ -32,6 +41,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshots",
             FileKind::Lock => "locks",
+            FileKind::Mark => "marks",
         }
     }
 }

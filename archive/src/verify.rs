@@ -112,9 +112,9 @@ fn check_names(storage: &dyn Storage, report: &mut Report, packs: bool) -> Resul
         report.problem("config", "config", "missing");
     }
     let kinds: &[FileKind] = if packs {
-        &[FileKind::Key, FileKind::Pack, FileKind::Index, FileKind::Snapshot]
+        &[FileKind::Key, FileKind::Pack, FileKind::Index, FileKind::Snapshot, FileKind::Mark]
     } else {
-        &[FileKind::Key, FileKind::Index, FileKind::Snapshot]
+        &[FileKind::Key, FileKind::Index, FileKind::Snapshot, FileKind::Mark]
     };
     for &kind in kinds {
         for name in storage.list(kind)? {
@@ -122,6 +122,7 @@ fn check_names(storage: &dyn Storage, report: &mut Report, packs: bool) -> Resul
                 FileKind::Key => "key",
                 FileKind::Pack => "pack",
                 FileKind::Index => "index",
+                FileKind::Mark => "mark",
                 _ => "snapshot",
             };
             let Some(id) = Id::from_hex(&name) else {
@@ -142,6 +143,7 @@ fn check_names(storage: &dyn Storage, report: &mut Report, packs: bool) -> Resul
                 }
                 FileKind::Key => report.checked.key_slots += 1,
                 FileKind::Index => report.checked.index_files += 1,
+                FileKind::Mark => {}
                 _ => report.checked.snapshots += 1,
             }
             if Id::of_content(&bytes) != id {

@@ -43,6 +43,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Write a snapshot's items back as files
     Extract(ExtractArgs),
+    /// Remove snapshots by retention rules and free the space they held
+    Prune(PruneArgs),
     /// Check the repository's integrity (exit 4 when anything is damaged)
     Verify(VerifyArgs),
     /// Manage key slots (passphrases)
@@ -108,6 +110,46 @@ pub struct ExtractArgs {
     /// Parallel readers (default: number of CPUs)
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Keep the newest N snapshots of each mailbox
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot newer than the newest one minus DURATION (e.g. 1y6m, 14d, 2d12h)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Apply the rules to this mailbox only (others keep all their snapshots)
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// Show what would be removed and how many bytes freed; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete at once instead of marking for a later prune (needs every other process stopped)
+    #[arg(long)]
+    pub delete_now: bool,
+    /// How long marked packs wait before a later prune deletes them
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub grace: String,
+    /// Rewrite packs whose dead share is at least this many percent
+    #[arg(long, default_value_t = 20.0, value_name = "PERCENT")]
+    pub repack_threshold: f64,
 }
 
 #[derive(Args, Debug)]

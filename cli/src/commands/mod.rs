@@ -5,6 +5,7 @@ mod init;
 mod key;
 mod ls;
 mod pack;
+mod prune;
 mod snapshots;
 mod verify;
 
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Ls(a) => ls::run(g, a),
         Command::Extract(a) => extract::run(g, a),
+        Command::Prune(a) => prune::run(g, a),
         Command::Verify(a) => verify::run(g, a),
         Command::Key(k) => key::run(g, k),
     }

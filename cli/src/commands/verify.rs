@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: VerifyArgs) -> Result<()> {
             (None, false) => ReadData::None,
         };
         let repo = super::open(g)?;
-        let _lock = repo.lock(false, "verify")?;
+        let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "verify")?;
         verify(&repo, read)?
     };
     if g.json {

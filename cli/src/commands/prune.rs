@@ -1,0 +1,95 @@
+//! `exarch prune`: retention rules per mailbox, then garbage collection (two-phase deletion).
+
+use crate::args::{Global, PruneArgs};
+use crate::output::bytes;
+use anyhow::Result;
+use exarch_archive::lock::LockKind;
+use exarch_archive::prune::{prune, PruneOptions};
+use exarch_archive::retention::{Policy, Within};
+
+fn usage(msg: String) -> anyhow::Error {
+    crate::Exit(crate::EXIT_USAGE, msg).into()
+}
+
+pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
+    let within = match &a.keep_within {
+        Some(s) => Some(s.parse::<Within>().map_err(|e| usage(format!("--keep-within: {e}")))?),
+        None => None,
+    };
+    let grace: Within = a.grace.parse().map_err(|e| usage(format!("--grace: {e}")))?;
+    let grace_ms = ((grace.years as i64 * 365 + grace.months as i64 * 30 + grace.days) * 24 + grace.hours) * 3_600_000;
+    if !(0.0..=100.0).contains(&a.repack_threshold) {
+        return Err(usage("--repack-threshold must be a percentage between 0 and 100".into()));
+    }
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within,
+    };
+    let repo = super::open(g)?;
+    let kind = if a.dry_run {
+        LockKind::Shared
+    } else if a.delete_now {
+        LockKind::Exclusive
+    } else {
+        LockKind::Prune
+    };
+    let lock = repo.lock(kind, "prune")?;
+    let opts = PruneOptions {
+        policy,
+        mailbox: a.mailbox.clone(),
+        dry_run: a.dry_run,
+        delete_now: a.delete_now,
+        grace_ms,
+        repack_threshold: a.repack_threshold / 100.0,
+        own_lock: Some(lock.name().to_string()),
+    };
+    let r = prune(&repo, &opts)?;
+    if g.json {
+        return super::print_json(&r);
+    }
+    if g.quiet {
+        return Ok(());
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    let mut mailboxes: Vec<&str> =
+        r.snapshots_kept.iter().chain(&r.snapshots_removed).map(|s| s.mailbox.as_str()).collect();
+    mailboxes.sort();
+    mailboxes.dedup();
+    for m in mailboxes {
+        let kept = r.snapshots_kept.iter().filter(|s| s.mailbox == m).count();
+        let gone: Vec<_> = r.snapshots_removed.iter().filter(|s| s.mailbox == m).collect();
+        println!("mailbox {m}: keep {kept}, {verb} {} snapshot(s)", gone.len());
+        for s in gone {
+            println!("  {verb} {} {}", &s.id[..8], s.time);
+        }
+    }
+    if r.dry_run {
+        println!(
+            "would mark {} pack(s) ({}) for deletion, {} of them after copying {} of live data out",
+            r.packs_marked,
+            bytes(r.bytes_marked),
+            r.packs_repacked,
+            bytes(r.bytes_repacked)
+        );
+        return Ok(());
+    }
+    println!(
+        "packs: {} marked for deletion ({}), {} repacked ({} written), {} deleted ({} freed), {} rescued",
+        r.packs_marked,
+        bytes(r.bytes_marked),
+        r.packs_repacked,
+        bytes(r.bytes_repacked),
+        r.packs_deleted,
+        bytes(r.bytes_deleted),
+        r.packs_rescued
+    );
+    for w in &r.marks_waiting {
+        println!("waiting: {w}");
+    }
+    Ok(())
+}
