@@ -100,6 +100,34 @@ pub fn open_section(keys: &Keys, aad: &[u8], sealed: &[u8], what: &str) -> Resul
     decompress(*flag, data, None).map_err(|e| Error::damaged(what, e))
 }
 
+/// As `open_section`, decompressing straight into `out` (e.g. an aligned buffer for rkyv), so a
+/// large manifest is not held twice.
+pub fn open_section_into(
+    keys: &Keys,
+    aad: &[u8],
+    sealed: &[u8],
+    what: &str,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    let plain = keys.open(aad, sealed).ok_or_else(|| {
+        Error::damaged(what, "authentication failed: altered, truncated or written under another key")
+    })?;
+    let (flag, data) = plain.split_first().ok_or_else(|| Error::damaged(what, "empty plaintext"))?;
+    let io = |e: std::io::Error| Error::damaged(what, format!("zstd: {e}"));
+    match *flag {
+        COMPRESSION_NONE => out.write_all(data).map_err(io),
+        COMPRESSION_ZSTD => {
+            let dec = zstd::stream::read::Decoder::new(data).map_err(io)?;
+            let copied = std::io::copy(&mut std::io::Read::take(dec, MAX_DECOMPRESSED as u64 + 1), out).map_err(io)?;
+            if copied > MAX_DECOMPRESSED as u64 {
+                return Err(Error::damaged(what, "decompressed size exceeds limit"));
+            }
+            Ok(())
+        }
+        f => Err(Error::damaged(what, format!("unknown compression flag {f}"))),
+    }
+}
+
 /// Opens a whole file sealed by `seal_file`.
 pub fn open_file(keys: &Keys, magic: &[u8; 8], raw: &[u8], what: &str) -> Result<Vec<u8>> {
     if raw.len() < 8 || &raw[..8] != magic {

@@ -305,6 +305,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     if !to_mark.is_empty() {
         write_mark(repo, &to_mark, crate::time::now_ms())?;
     }
+    drop(index); // the table is rebuilt after phase 2 rewrites index files; do not map both at once
     if opts.delete_now {
         finish_marks(repo, opts, &mut report)?;
     }

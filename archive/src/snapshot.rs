@@ -8,7 +8,7 @@
 //! snapshot: the others, and the summary of the damaged one, still open.
 
 use crate::crypto::{Entropy, Keys};
-use crate::envelope::{open_section, seal_section};
+use crate::envelope::{open_section, open_section_into, seal_section};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::manifest::{ArchivedManifest, Manifest, Summary, MANIFEST_VERSION};
@@ -112,9 +112,9 @@ impl Snapshot {
         if *blake3::hash(sealed_manifest).as_bytes() != summary.manifest_hash {
             return Err(Error::damaged(format!("{what} (manifest)"), "does not belong to its summary"));
         }
-        let body = open_section(keys, &aad(SECTION_MANIFEST), sealed_manifest, &format!("{what} (manifest)"))?;
-        let manifest = aligned(&body);
-        drop(body);
+        let mut manifest = AlignedVec::new();
+        open_section_into(keys, &aad(SECTION_MANIFEST), sealed_manifest, &format!("{what} (manifest)"), &mut manifest)?;
+        drop(raw);
         rkyv::access::<ArchivedManifest, rancor::Error>(&manifest)
             .map_err(|e| Error::damaged(format!("{what} (manifest)"), format!("invalid structure: {e}")))?;
         Ok(Snapshot { id: *id, summary, manifest })
