@@ -159,7 +159,7 @@ fn corrupt_manifest_harms_only_its_snapshot() {
     let rs = r.to_str().unwrap();
     let src2 = env.path("src2");
     corpus::write_tree(&src2, &corpus::mailbox(4, 2, 30, &[]));
-    env.ok(&["pack", "--repo", rs, "--from-dir", src2.to_str().unwrap(), "--mailbox", "other"]);
+    env.pack(&src2, "other", &[]);
     let snaps = env.json(&["snapshots", "--repo", rs]);
     let victim =
         snaps.as_array().unwrap().iter().find(|s| s["mailbox"] == "m").unwrap()["id"].as_str().unwrap().to_string();
@@ -201,7 +201,7 @@ fn killed_pack_leaves_a_usable_repository() {
         env.ok(&["snapshots", "--repo", rs]);
     }
     // the lock of a killed process does not block (same host, process gone)
-    env.ok(&["pack", "--repo", rs, "--from-dir", src.to_str().unwrap(), "--mailbox", "m"]);
+    env.pack(&src, "m", &[]);
     let out = env.path("out");
     env.extract_latest("m", &out);
     assert_same_tree(&src, &out);

@@ -54,17 +54,7 @@ fn forty_daily_snapshots_keep_daily_7_weekly_4() {
     let src = env.path("src");
     for d in 0..40 {
         tree_for_day(&src, d);
-        env.ok(&[
-            "pack",
-            "--repo",
-            rs,
-            "--from-dir",
-            src.to_str().unwrap(),
-            "--mailbox",
-            "m@example.com",
-            "--time",
-            &day_time(d),
-        ]);
+        env.pack(&src, "m@example.com", &["--time", &day_time(d)]);
     }
     let before = dir_size(&r);
     let dry = env.json(&["prune", "--repo", rs, "--keep-daily", "7", "--keep-weekly", "4", "--dry-run"]);
@@ -112,17 +102,7 @@ fn killed_prune_leaves_a_repository_that_verifies_and_prunes_again() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(77);
     for round in 0..50u32 {
         tree_for_day(&src, round);
-        env.ok(&[
-            "pack",
-            "--repo",
-            rs,
-            "--from-dir",
-            src.to_str().unwrap(),
-            "--mailbox",
-            "m",
-            "--time",
-            &day_time(round),
-        ]);
+        env.pack(&src, "m", &["--time", &day_time(round)]);
         let mut child = env.cmd(&["prune", "--repo", rs, "--keep-last", "2", "--delete-now", "-q"]).spawn().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(rng.gen_range(0..120)));
         let _ = child.kill();
@@ -152,7 +132,7 @@ fn backups_run_while_prune_runs_and_marked_packs_go_later() {
     let (a, b) = (env.path("a"), env.path("b"));
     for d in 0..6 {
         tree_for_day(&a, d);
-        env.ok(&["pack", "--repo", &rs, "--from-dir", a.to_str().unwrap(), "--mailbox", "a", "--time", &day_time(d)]);
+        env.pack(&a, "a", &["--time", &day_time(d)]);
     }
     util::corpus::write_tree(&b, &util::corpus::mailbox(9, 2, 300, &[]));
     // prune (two-phase, default grace) and a backup of another mailbox at the same time
@@ -179,7 +159,7 @@ fn backups_run_while_prune_runs_and_marked_packs_go_later() {
     assert!(first["packs_marked"].as_u64().unwrap() > 0);
     assert_eq!(first["packs_deleted"], 0);
     tree_for_day(&a, 6);
-    env.ok(&["pack", "--repo", &rs, "--from-dir", a.to_str().unwrap(), "--mailbox", "a", "--time", &day_time(6)]);
+    env.pack(&a, "a", &["--time", &day_time(6)]);
     // a later prune within the grace period waits; with a zero grace period it deletes
     let waiting = env.json(&["prune", "--repo", &rs, "--keep-last", "1"]);
     assert_eq!(waiting["packs_deleted"], 0);

@@ -9,33 +9,11 @@ use util::{code, corpus, repo_files, stderr, Env};
 /// Two mailboxes, two snapshots of the first (the second after edits), one of the second.
 fn repo_with_history(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
     env.init();
-    let r = env.repo();
-    let rs = r.to_str().unwrap();
     let (a, b) = (env.path("a"), env.path("b"));
     corpus::write_tree(&a, &corpus::mailbox(21, 1, 80, &[]));
     corpus::write_tree(&b, &corpus::mailbox(21, 2, 40, &[]));
-    env.ok(&[
-        "pack",
-        "--repo",
-        rs,
-        "--from-dir",
-        a.to_str().unwrap(),
-        "--mailbox",
-        "alice@example.com",
-        "--time",
-        "2026-01-01T00:00:00Z",
-    ]);
-    env.ok(&[
-        "pack",
-        "--repo",
-        rs,
-        "--from-dir",
-        b.to_str().unwrap(),
-        "--mailbox",
-        "bob@example.com",
-        "--time",
-        "2026-01-01T00:00:00Z",
-    ]);
+    env.pack(&a, "alice@example.com", &["--time", "2026-01-01T00:00:00Z"]);
+    env.pack(&b, "bob@example.com", &["--time", "2026-01-01T00:00:00Z"]);
     // a day later alice's mailbox has new items; the old ones are unchanged
     corpus::write_tree(
         &a.join("Inbox"),
@@ -47,17 +25,7 @@ fn repo_with_history(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
             })
             .collect::<Vec<_>>(),
     );
-    env.ok(&[
-        "pack",
-        "--repo",
-        rs,
-        "--from-dir",
-        a.to_str().unwrap(),
-        "--mailbox",
-        "alice@example.com",
-        "--time",
-        "2026-01-02T00:00:00Z",
-    ]);
+    env.pack(&a, "alice@example.com", &["--time", "2026-01-02T00:00:00Z"]);
     (a, b)
 }
 
@@ -186,33 +154,13 @@ fn damaged_old_version_points_to_the_intact_newer_one() {
     let rs = r.to_str().unwrap();
     let a = env.path("a");
     corpus::write_tree(&a, &corpus::mailbox(31, 1, 30, &[]));
-    env.ok(&[
-        "pack",
-        "--repo",
-        rs,
-        "--from-dir",
-        a.to_str().unwrap(),
-        "--mailbox",
-        "carol@example.com",
-        "--time",
-        "2026-03-01T00:00:00Z",
-    ]);
+    env.pack(&a, "carol@example.com", &["--time", "2026-03-01T00:00:00Z"]);
     let first_pack = repo_files(&r, "data");
     assert_eq!(first_pack.len(), 1);
     // one item is rewritten completely before the next backup
     let victim = util::tree(&a).keys().next().unwrap().clone();
     fs::write(a.join(&victim), corpus::mailbox(32, 9, 1, &[])[0].data.clone()).unwrap();
-    env.ok(&[
-        "pack",
-        "--repo",
-        rs,
-        "--from-dir",
-        a.to_str().unwrap(),
-        "--mailbox",
-        "carol@example.com",
-        "--time",
-        "2026-03-02T00:00:00Z",
-    ]);
+    env.pack(&a, "carol@example.com", &["--time", "2026-03-02T00:00:00Z"]);
     // the first backup's pack loses its tail: every chunk in it is gone
     let bytes = fs::read(&first_pack[0]).unwrap();
     fs::write(&first_pack[0], &bytes[..bytes.len() / 2]).unwrap();

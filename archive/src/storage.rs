@@ -240,12 +240,10 @@ impl Storage for LocalStorage {
 }
 
 /// Positioned read that fills `buf` unless the file ends first; returns the bytes read.
-#[cfg(unix)]
 fn read_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
     let mut got = 0;
     while got < buf.len() {
-        match f.read_at(&mut buf[got..], offset + got as u64) {
+        match pread(f, &mut buf[got..], offset + got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -255,19 +253,14 @@ fn read_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
+#[cfg(unix)]
+fn pread(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, offset)
+}
+
 #[cfg(windows)]
-fn read_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::os::windows::fs::FileExt;
-    let mut got = 0;
-    while got < buf.len() {
-        match f.seek_read(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
+fn pread(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, offset)
 }
 
 /// Makes a rename or unlink in `dir` durable.

@@ -60,6 +60,15 @@ impl Env {
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
+    /// Packs directory `src` as a snapshot of `mailbox`, with extra flags (e.g. `--time T`).
+    pub fn pack(&self, src: &Path, mailbox: &str, extra: &[&str]) -> String {
+        let repo = self.repo();
+        let mut args =
+            vec!["pack", "--repo", repo.to_str().unwrap(), "--from-dir", src.to_str().unwrap(), "--mailbox", mailbox];
+        args.extend_from_slice(extra);
+        self.ok(&args)
+    }
+
     /// Extracts the latest snapshot of `mailbox` to `to`, insisting on success.
     pub fn extract_latest(&self, mailbox: &str, to: &Path) {
         let repo = self.repo();
