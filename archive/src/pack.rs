@@ -131,7 +131,8 @@ fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
     h
 }
 
-fn decode_header(h: &[u8], pack: &Id, body_len: u64) -> Result<Vec<PackEntry>> {
+/// Decodes an opened pack header; checks that every blob lies within `body_len` bytes.
+pub fn decode_header(h: &[u8], pack: &Id, body_len: u64) -> Result<Vec<PackEntry>> {
     let bad = |d: String| Error::damaged(format!("pack {pack}"), d);
     if h.first() != Some(&PACK_HEADER_VERSION) {
         return Err(bad(format!("unknown header version {:?}", h.first())));
