@@ -1,14 +1,23 @@
 //! The EWS source of exarch: SOAP requests and responses for the operations a brick-level backup
 //! and restore need (ResolveNames, SyncFolderHierarchy, SyncFolderItems, ExportItems, UploadItems).
 //!
-//! This crate knows nothing of the archive format; the CLI connects the two. Built so far: request
-//! building (validated against Microsoft's published schema in tests) and response parsing,
-//! including the throttling faults Exchange sends. The HTTP client, throttling governor, batch
-//! bisection and the simulated Exchange server build on these.
+//! This crate knows nothing of the archive format; the CLI connects the two. Requests are validated
+//! against Microsoft's published schema in tests; the client sends them through a throttling
+//! governor and isolates dirty items when a batch fails; `sim` is the simulated Exchange server.
 
+pub mod client;
 pub mod dom;
+pub mod export;
 pub mod request;
 pub mod response;
+pub mod sim;
+pub mod throttle;
+
+/// The file name an item gets when extracted (and in the simulator's dump): derived from its
+/// content, never from the server's item id, which changes when an item is restored.
+pub fn item_file_name(blob: &[u8]) -> String {
+    format!("{}.fts", &blake3::hash(blob).to_hex()[..32])
+}
 
 /// EWS namespaces.
 pub const NS_MESSAGES: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";

@@ -16,9 +16,31 @@ pub enum EwsError {
     Failed { operation: String, code: String, message: String },
     #[error("unexpected {operation} response: {detail}")]
     Unexpected { operation: String, detail: String },
+    /// HTTP 503/429 (requests queued in IIS) or another non-SOAP status.
+    #[error("HTTP {status} from the server")]
+    Http { status: u16, retry_after_ms: Option<u64> },
+    #[error("the server refused the credentials (HTTP 401): check the user name and EXARCH_EWS_PASSWORD / --password-file / --token-file")]
+    Unauthorized,
+    /// The connection failed or broke (dropped connection, timeout, TLS).
+    #[error("connection to the EWS server failed: {0}")]
+    Transport(String),
 }
 
 impl EwsError {
+    /// Worth retrying unchanged: the server was busy, the connection broke, or the body was cut.
+    pub fn is_transient(&self) -> bool {
+        self.is_throttling() || matches!(self, EwsError::Http { .. } | EwsError::Transport(_) | EwsError::Xml(_))
+    }
+
+    /// The server's back-off hint, if it gave one.
+    pub fn back_off_ms(&self) -> Option<u64> {
+        match self {
+            EwsError::Fault { back_off_ms, .. } => *back_off_ms,
+            EwsError::Http { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        }
+    }
+
     /// Codes that mean "slow down", not "this is wrong".
     pub fn is_throttling(&self) -> bool {
         let code = match self {

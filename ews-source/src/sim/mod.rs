@@ -1,0 +1,4 @@
+//! The simulated Exchange server used by tests and by `exarch simulate` / `exarch demo`.
+
+pub mod model;
+pub mod server;

@@ -1,0 +1,393 @@
+//! The simulated Exchange server: EWS over HTTP on loopback, with Exchange-like throttling.
+//!
+//! Throttling follows Exchange's model closely enough to punish careless clients: each mailbox has
+//! a budget that recharges over time; a request that finds it empty gets `ErrorServerBusy` with a
+//! `BackOffMilliseconds` hint; a request that arrives before that back-off has passed is a
+//! *penalty* (counted, and the back-off grows). Concurrent requests beyond the profile's cap get
+//! `ErrorExceededConnectionCount`. Items flagged dirty fail every ExportItems batch containing them.
+
+use super::model::{Item, State};
+use crate::dom;
+use quick_xml::escape::escape;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Throttling settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    /// Requests one account may have in flight.
+    pub max_concurrency: usize,
+    /// Budget units a mailbox can spend at once, and per second after that.
+    pub burst: f64,
+    pub recharge_per_sec: f64,
+    /// The back-off the server asks for when a budget runs dry.
+    pub back_off_ms: u64,
+}
+
+impl Profile {
+    pub fn named(name: &str) -> Option<Profile> {
+        Some(match name {
+            // Exchange 2016+ defaults: EWSMaxConcurrency 27, generous budgets.
+            "onprem-default" => Profile { max_concurrency: 27, burst: 2000.0, recharge_per_sec: 1000.0, back_off_ms: 1000 },
+            // A tight policy: few concurrent requests, small budgets, real back-offs.
+            "strict" => Profile { max_concurrency: 6, burst: 30.0, recharge_per_sec: 25.0, back_off_ms: 800 },
+            "unlimited" => Profile { max_concurrency: 10_000, burst: 1e12, recharge_per_sec: 1e12, back_off_ms: 0 },
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    pub requests: BTreeMap<String, u64>,
+    pub items_exported: u64,
+    pub items_uploaded: u64,
+    pub server_busy_sent: u64,
+    pub connection_count_exceeded: u64,
+    pub penalties: u64,
+    pub errors: u64,
+    pub batches_failed_dirty: u64,
+}
+
+struct Budget {
+    tokens: f64,
+    last: Instant,
+    busy_until: Option<Instant>,
+}
+
+pub struct Simulator {
+    pub dir: PathBuf,
+    state: Mutex<State>,
+    profile: Profile,
+    credentials: Option<(String, String)>,
+    stats: Mutex<Stats>,
+    budgets: Mutex<HashMap<String, Budget>>,
+    inflight: AtomicUsize,
+    sizes: Mutex<HashMap<(String, String), u64>>,
+}
+
+fn fault(code: &str, message: &str, back_off_ms: Option<u64>) -> String {
+    let hint = back_off_ms
+        .map(|ms| format!("<t:MessageXml><t:Value Name=\"BackOffMilliseconds\">{ms}</t:Value></t:MessageXml>"))
+        .unwrap_or_default();
+    envelope(&format!(
+        "<s:Fault><faultcode xmlns:a=\"{t}\">a:{code}</faultcode><faultstring xml:lang=\"en-US\">{msg}</faultstring><detail><e:ResponseCode xmlns:e=\"http://schemas.microsoft.com/exchange/services/2006/errors\">{code}</e:ResponseCode><e:Message xmlns:e=\"http://schemas.microsoft.com/exchange/services/2006/errors\">{msg}</e:Message>{hint}</detail></s:Fault>",
+        t = crate::NS_TYPES,
+        msg = escape(message)
+    ))
+}
+
+fn envelope(body: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><s:Envelope xmlns:s=\"{}\" xmlns:m=\"{}\" xmlns:t=\"{}\"><s:Header><h:ServerVersionInfo xmlns:h=\"{}\" MajorVersion=\"15\" MinorVersion=\"2\" MajorBuildNumber=\"1544\" MinorBuildNumber=\"4\" Version=\"V2017_07_11\"/></s:Header><s:Body>{body}</s:Body></s:Envelope>",
+        crate::NS_SOAP,
+        crate::NS_MESSAGES,
+        crate::NS_TYPES,
+        crate::NS_TYPES
+    )
+}
+
+fn ok_message(op: &str, inner: &str) -> String {
+    format!("<m:{op}ResponseMessage ResponseClass=\"Success\"><m:ResponseCode>NoError</m:ResponseCode>{inner}</m:{op}ResponseMessage>")
+}
+
+fn response(op: &str, messages: &str) -> String {
+    envelope(&format!("<m:{op}Response><m:ResponseMessages>{messages}</m:ResponseMessages></m:{op}Response>"))
+}
+
+/// An HTTP reply: status and body.
+type Reply = (u16, String);
+
+impl Simulator {
+    pub fn new(dir: PathBuf, state: State, profile: Profile, credentials: Option<(String, String)>) -> Simulator {
+        Simulator {
+            dir,
+            state: Mutex::new(state),
+            profile,
+            credentials,
+            stats: Mutex::new(Stats::default()),
+            budgets: Mutex::new(HashMap::new()),
+            inflight: AtomicUsize::new(0),
+            sizes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().expect("stats").clone()
+    }
+
+    /// Spends budget for `who`; an error reply if the server is "busy" for them.
+    fn charge(&self, who: &str, cost: f64) -> Option<Reply> {
+        let now = Instant::now();
+        let mut budgets = self.budgets.lock().expect("budgets");
+        let b = budgets.entry(who.to_string()).or_insert(Budget { tokens: self.profile.burst, last: now, busy_until: None });
+        let back_off = Duration::from_millis(self.profile.back_off_ms);
+        if let Some(until) = b.busy_until {
+            if now < until {
+                // The client did not wait as told: Exchange lengthens the back-off.
+                let mut st = self.stats.lock().expect("stats");
+                st.penalties += 1;
+                st.server_busy_sent += 1;
+                b.busy_until = Some(until + back_off);
+                let ms = (until + back_off - now).as_millis() as u64;
+                return Some((500, fault("ErrorServerBusy", "The server cannot service this request right now. Try again later.", Some(ms))));
+            }
+            b.busy_until = None;
+        }
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.profile.recharge_per_sec).min(self.profile.burst);
+        b.last = now;
+        if b.tokens < cost {
+            b.busy_until = Some(now + back_off);
+            self.stats.lock().expect("stats").server_busy_sent += 1;
+            return Some((
+                500,
+                fault("ErrorServerBusy", "The server cannot service this request right now. Try again later.", Some(self.profile.back_off_ms)),
+            ));
+        }
+        b.tokens -= cost;
+        None
+    }
+
+    fn authorised(&self, header: Option<&str>) -> bool {
+        let Some((user, pass)) = &self.credentials else { return true };
+        let Some(v) = header.and_then(|h| h.strip_prefix("Basic ")) else { return false };
+        let Ok(raw) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v.trim()) else { return false };
+        let raw = String::from_utf8_lossy(&raw);
+        raw.split_once(':').is_some_and(|(u, p)| u.eq_ignore_ascii_case(user) && p == pass)
+    }
+
+    /// Handles one EWS POST body.
+    pub fn handle(&self, auth: Option<&str>, body: &[u8]) -> Reply {
+        if !self.authorised(auth) {
+            return (401, String::new());
+        }
+        let doc = match dom::parse(body) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.lock().expect("stats").errors += 1;
+                return (500, fault("ErrorSchemaValidation", &format!("The request failed schema validation: {e}"), None));
+            }
+        };
+        let Some(op_el) = doc.child("Body").and_then(|b| b.children.first()) else {
+            return (500, fault("ErrorInvalidRequest", "The request is invalid.", None));
+        };
+        let op = op_el.name.clone();
+        *self.stats.lock().expect("stats").requests.entry(op.clone()).or_default() += 1;
+        let mailbox = doc.find("ExchangeImpersonation").and_then(|i| i.find("PrimarySmtpAddress")).map(|e| e.text.clone());
+        let n = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+        let reply = if n > self.profile.max_concurrency {
+            self.stats.lock().expect("stats").connection_count_exceeded += 1;
+            (500, fault("ErrorExceededConnectionCount", "You have exceeded the maximum number of concurrent connections.", None))
+        } else {
+            let who = mailbox.clone().unwrap_or_else(|| "service-account".into());
+            let cost = if op == "ExportItems" { 1.0 + op_el.find("ItemIds").map(|i| i.children.len()).unwrap_or(0) as f64 / 10.0 } else { 1.0 };
+            match self.charge(&who, cost) {
+                Some(busy) => busy,
+                None => self.dispatch(&op, op_el, mailbox.as_deref()),
+            }
+        };
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        if reply.0 >= 500 && !reply.1.contains("ErrorServerBusy") && !reply.1.contains("ErrorExceededConnectionCount") {
+            self.stats.lock().expect("stats").errors += 1;
+        }
+        reply
+    }
+
+    fn dispatch(&self, op: &str, el: &dom::Element, mailbox: Option<&str>) -> Reply {
+        let state = self.state.lock().expect("state");
+        if op == "ResolveNames" {
+            let set: String = state
+                .mailboxes
+                .iter()
+                .map(|m| format!("<t:Resolution><t:Mailbox><t:Name>{a}</t:Name><t:EmailAddress>{a}</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType><t:MailboxType>Mailbox</t:MailboxType></t:Mailbox></t:Resolution>", a = escape(&m.address)))
+                .collect();
+            let msg = format!("<m:ResolveNamesResponseMessage ResponseClass=\"Warning\"><m:MessageText>Multiple results were found.</m:MessageText><m:ResponseCode>ErrorNameResolutionMultipleResults</m:ResponseCode><m:ResolutionSet TotalItemsInView=\"{n}\" IncludesLastItemInRange=\"true\">{set}</m:ResolutionSet></m:ResolveNamesResponseMessage>", n = state.mailboxes.len());
+            return (200, response("ResolveNames", &msg));
+        }
+        let Some(mbx) = mailbox.and_then(|m| state.mailbox(m)) else {
+            return (500, fault("ErrorNonExistentMailbox", "No mailbox with such guid or address.", None));
+        };
+        let mb = &state.mailboxes[mbx];
+        match op {
+            "SyncFolderHierarchy" => {
+                let since: u64 = el.text_at(&["SyncState"]).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let changes: String = if since == 0 {
+                    mb.folders
+                        .iter()
+                        .filter(|f| !f.parent_id.is_empty())
+                        .map(|f| format!("<t:Create><t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/><t:ParentFolderId Id=\"{}\"/><t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder></t:Create>", escape(&f.id), escape(&f.parent_id), escape(&f.class), escape(&f.name)))
+                        .collect()
+                } else {
+                    String::new()
+                };
+                let inner = format!("<m:SyncState>1</m:SyncState><m:IncludesLastFolderInRange>true</m:IncludesLastFolderInRange><m:Changes>{changes}</m:Changes>");
+                (200, response("SyncFolderHierarchy", &ok_message("SyncFolderHierarchy", &inner)))
+            }
+            "SyncFolderItems" => {
+                let folder_id = el.find("FolderId").and_then(|f| f.attr("Id")).unwrap_or("").to_string();
+                if !mb.folders.iter().any(|f| f.id == folder_id) {
+                    return (200, response("SyncFolderItems", "<m:SyncFolderItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:SyncFolderItemsResponseMessage>"));
+                }
+                let since: u64 = el.text_at(&["SyncState"]).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let max: usize = el.text_at(&["MaxChangesReturned"]).and_then(|s| s.trim().parse().ok()).unwrap_or(512).clamp(1, 512);
+                // Changes newer than the client's watermark, oldest first.
+                let mut changes: Vec<(u64, String)> = Vec::new();
+                for it in mb.items.iter().filter(|i| i.folder_id == folder_id && i.seq > since) {
+                    let kind = if it.created_seq > since { "Create" } else { "Update" };
+                    changes.push((it.seq, format!("<t:{kind}>{}</t:{kind}>", self.item_xml(&state, it))));
+                }
+                for t in mb.tombstones.iter().filter(|t| t.folder_id == folder_id && t.seq > since) {
+                    changes.push((t.seq, format!("<t:Delete><t:ItemId Id=\"{}\" ChangeKey=\"AAAA\"/></t:Delete>", escape(&t.id))));
+                }
+                changes.sort_by_key(|c| c.0);
+                let last = changes.len() <= max;
+                changes.truncate(max);
+                let new_state = changes.last().map(|c| c.0).unwrap_or(since);
+                let body: String = changes.into_iter().map(|c| c.1).collect();
+                let inner = format!("<m:SyncState>{new_state}</m:SyncState><m:IncludesLastItemInRange>{last}</m:IncludesLastItemInRange><m:Changes>{body}</m:Changes>");
+                (200, response("SyncFolderItems", &ok_message("SyncFolderItems", &inner)))
+            }
+            "ExportItems" => {
+                let ids: Vec<&str> = el.find("ItemIds").map(|i| i.children.iter().filter_map(|c| c.attr("Id")).collect()).unwrap_or_default();
+                let items: Vec<Option<&Item>> = ids.iter().map(|id| mb.items.iter().find(|i| i.id == *id)).collect();
+                if items.iter().flatten().any(|i| i.dirty) {
+                    self.stats.lock().expect("stats").batches_failed_dirty += 1;
+                    return (500, fault("ErrorInternalServerError", "An internal server error occurred. The operation failed.", None));
+                }
+                let slow = items.iter().flatten().filter(|i| i.class == "IPM.Appointment").count();
+                drop_guard_sleep(slow);
+                let mut msgs = String::new();
+                let mut exported = 0;
+                for (id, it) in ids.iter().zip(items) {
+                    match it {
+                        Some(it) => match state.blob(&self.dir, it) {
+                            Ok(b) => {
+                                exported += 1;
+                                let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+                                msgs.push_str(&ok_message("ExportItems", &format!("<m:ItemId Id=\"{}\" ChangeKey=\"{}\"/><m:Data>{data}</m:Data>", escape(&it.id), escape(&it.change_key))));
+                            }
+                            Err(e) => msgs.push_str(&format!("<m:ExportItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>{}</m:MessageText><m:ResponseCode>ErrorInternalServerError</m:ResponseCode></m:ExportItemsResponseMessage>", escape(&e.to_string()))),
+                        },
+                        None => msgs.push_str(&format!("<m:ExportItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified object was not found in the store. ({})</m:MessageText><m:ResponseCode>ErrorItemNotFound</m:ResponseCode></m:ExportItemsResponseMessage>", escape(*id))),
+                    }
+                }
+                self.stats.lock().expect("stats").items_exported += exported;
+                (200, response("ExportItems", &msgs))
+            }
+            other => (500, fault("ErrorInvalidOperation", &format!("{other} is not supported by this simulator."), None)),
+        }
+    }
+
+    fn item_xml(&self, state: &State, it: &Item) -> String {
+        let key = (it.id.clone(), it.change_key.clone());
+        let size = {
+            let cached = self.sizes.lock().expect("sizes").get(&key).copied();
+            match cached {
+                Some(s) => s,
+                None => {
+                    let s = state.blob(&self.dir, it).map(|b| b.len() as u64).unwrap_or(0);
+                    self.sizes.lock().expect("sizes").insert(key, s);
+                    s
+                }
+            }
+        };
+        let el = match it.class.as_str() {
+            "IPM.Appointment" => "CalendarItem",
+            "IPM.Contact" => "Contact",
+            "IPM.Task" => "Task",
+            _ => "Message",
+        };
+        format!(
+            "<t:{el}><t:ItemId Id=\"{}\" ChangeKey=\"{}\"/><t:Subject>{}</t:Subject><t:ItemClass>{}</t:ItemClass><t:Size>{size}</t:Size><t:DateTimeReceived>{}</t:DateTimeReceived><t:From><t:Mailbox><t:EmailAddress>{}</t:EmailAddress></t:Mailbox></t:From></t:{el}>",
+            escape(&it.id),
+            escape(&it.change_key),
+            escape(&it.subject),
+            escape(&it.class),
+            escape(&it.received),
+            escape(&it.sender)
+        )
+    }
+}
+
+/// Calendars are slow to export on real servers; so are they here.
+fn drop_guard_sleep(calendar_items: usize) {
+    if calendar_items > 0 {
+        std::thread::sleep(Duration::from_millis(2 * calendar_items as u64));
+    }
+}
+
+/// A running simulator: its address, and the threads serving it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub sim: Arc<Simulator>,
+    server: Arc<tiny_http::Server>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}/EWS/Exchange.asmx", self.addr)
+    }
+
+    /// Stops serving and waits for the threads.
+    pub fn stop(mut self) {
+        self.server.unblock();
+        for _ in 0..self.threads.len() {
+            self.server.unblock();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Serves until the process ends.
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves `sim` on `listen` (e.g. `127.0.0.1:0`) with `threads` handler threads.
+pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Result<Running> {
+    let server = Arc::new(tiny_http::Server::http(listen).map_err(std::io::Error::other)?);
+    let addr = server.server_addr().to_ip().ok_or_else(|| std::io::Error::other("not an IP listener"))?;
+    let mut handles = Vec::new();
+    for _ in 0..threads.max(1) {
+        let (server, sim) = (server.clone(), sim.clone());
+        handles.push(std::thread::spawn(move || {
+            while let Ok(mut req) = server.recv() {
+                let json = |v: String| {
+                    tiny_http::Response::from_string(v)
+                        .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").expect("header"))
+                };
+                if req.method() == &tiny_http::Method::Get && req.url() == "/stats" {
+                    let _ = req.respond(json(serde_json::to_string(&sim.stats()).expect("stats serialise")));
+                    continue;
+                }
+                if req.method() != &tiny_http::Method::Post || !req.url().eq_ignore_ascii_case("/EWS/Exchange.asmx") {
+                    let _ = req.respond(tiny_http::Response::from_string("not found").with_status_code(404));
+                    continue;
+                }
+                let auth = req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
+                let mut body = Vec::new();
+                if std::io::Read::read_to_end(req.as_reader(), &mut body).is_err() {
+                    continue;
+                }
+                let (status, text) = sim.handle(auth.as_deref(), &body);
+                let mut resp = tiny_http::Response::from_string(text)
+                    .with_status_code(status)
+                    .with_header(tiny_http::Header::from_bytes("Content-Type", "text/xml; charset=utf-8").expect("header"));
+                if status == 401 {
+                    resp = resp.with_header(tiny_http::Header::from_bytes("WWW-Authenticate", "Basic realm=\"exarch-simulate\"").expect("header"));
+                }
+                let _ = req.respond(resp);
+            }
+        }));
+    }
+    Ok(Running { addr, sim, server, threads: handles })
+}
