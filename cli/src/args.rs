@@ -45,6 +45,10 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Remove snapshots by retention rules and free the space they held
     Prune(PruneArgs),
+    /// Run a simulated Exchange server (EWS on loopback) for tests and demos
+    Simulate(SimulateArgs),
+    /// Back up a simulated Exchange into a new local archive, verify it, and list it
+    Demo(DemoArgs),
     /// Check the repository's integrity (exit 4 when anything is damaged)
     Verify(VerifyArgs),
     /// Manage key slots (passphrases)
@@ -62,11 +66,40 @@ pub struct InitArgs {
 #[derive(Args, Debug)]
 pub struct PackArgs {
     /// Back up a directory tree: every regular file is one item, its folder being its directory
-    #[arg(long, value_name = "SRC")]
-    pub from_dir: PathBuf,
-    /// Name recorded as the snapshot's mailbox
+    #[arg(long, value_name = "SRC", conflicts_with = "ews", required_unless_present = "ews")]
+    pub from_dir: Option<PathBuf>,
+    /// Back up mailboxes from this EWS endpoint (https://server/EWS/Exchange.asmx)
+    #[arg(long, value_name = "URL")]
+    pub ews: Option<String>,
+    /// With --from-dir: the name recorded as the snapshot's mailbox. With --ews: a mailbox's SMTP
+    /// address (repeatable)
     #[arg(long)]
-    pub mailbox: String,
+    pub mailbox: Vec<String>,
+    /// With --ews: a file of mailbox addresses, one a line (# comments allowed)
+    #[arg(long, value_name = "FILE")]
+    pub mailboxes_file: Option<PathBuf>,
+    /// With --ews: every mailbox the address list resolves (ResolveNames "SMTP:"; see README)
+    #[arg(long)]
+    pub all_mailboxes: bool,
+    /// EWS account (service account with impersonation rights); its password comes from
+    /// EXARCH_EWS_PASSWORD or --ews-password-file
+    #[arg(long)]
+    pub user: Option<String>,
+    /// File holding the EWS account's password
+    #[arg(long, value_name = "FILE")]
+    pub ews_password_file: Option<PathBuf>,
+    /// File holding an OAuth access token (instead of a password)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM file of a CA to trust for the EWS server's certificate
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Mailboxes backed up at once
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// EWS requests in flight per mailbox
+    #[arg(long, default_value_t = 4)]
+    pub requests_per_mailbox: usize,
     /// Snapshot time (RFC 3339), for imports and tests; default now
     #[arg(long, value_name = "RFC3339")]
     pub time: Option<String>,
@@ -150,6 +183,47 @@ pub struct PruneArgs {
     /// Rewrite packs whose dead share is at least this many percent
     #[arg(long, default_value_t = 20.0, value_name = "PERCENT")]
     pub repack_threshold: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Directory holding the simulated mailboxes (made from the seed when empty)
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Address to serve EWS on, e.g. 127.0.0.1:8080
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    pub mailboxes: usize,
+    /// Items per mailbox
+    #[arg(long, default_value_t = 100)]
+    pub items: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value = "example.com")]
+    pub domain: String,
+    /// Throttling: onprem-default, strict or unlimited
+    #[arg(long, default_value = "onprem-default")]
+    pub profile: String,
+    /// Share of items that fail any export batch containing them (0.01 = 1%)
+    #[arg(long, default_value_t = 0.0)]
+    pub dirty_rate: f64,
+    /// Accept only this user (password from --password-file or EXARCH_EWS_PASSWORD)
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Change PCT percent of the items (new, changed, deleted) and exit
+    #[arg(long, value_name = "PCT")]
+    pub churn: Option<f64>,
+    /// Write every item, laid out as `exarch extract` lays out a snapshot, under OUT/<mailbox>/ and exit
+    #[arg(long, value_name = "OUT")]
+    pub dump: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where to put the simulated server's state and the archive
+    #[arg(long, default_value = "exarch-demo")]
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 #[derive(Clone)]
 pub enum Auth {
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     /// An OAuth access token (e.g. app-only with `full_access_as_app` in Exchange Online).
     Bearer(String),
 }
@@ -67,10 +70,13 @@ const MAX_ATTEMPTS: u32 = 30;
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, EwsError> {
-        let mut b = reqwest::blocking::Client::builder().timeout(cfg.timeout).pool_max_idle_per_host(cfg.concurrency.max(4));
+        let mut b =
+            reqwest::blocking::Client::builder().timeout(cfg.timeout).pool_max_idle_per_host(cfg.concurrency.max(4));
         if let Some(ca) = &cfg.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| EwsError::Transport(format!("reading CA certificate {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| EwsError::Transport(format!("CA certificate {}: {e}", ca.display())))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| EwsError::Transport(format!("reading CA certificate {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| EwsError::Transport(format!("CA certificate {}: {e}", ca.display())))?;
             b = b.add_root_certificate(cert);
         }
         let http = b.build().map_err(|e| EwsError::Transport(e.to_string()))?;
@@ -102,7 +108,10 @@ impl Client {
             .http
             .post(&self.url)
             .header("Content-Type", "text/xml; charset=utf-8")
-            .header("SOAPAction", format!("\"http://schemas.microsoft.com/exchange/services/2006/messages/{}\"", op.name()))
+            .header(
+                "SOAPAction",
+                format!("\"http://schemas.microsoft.com/exchange/services/2006/messages/{}\"", op.name()),
+            )
             .body(envelope(op, mailbox));
         if let Some(m) = mailbox {
             req = req.header("X-AnchorMailbox", m);
@@ -128,7 +137,12 @@ impl Client {
     }
 
     /// Sends `op`, retrying transient failures after the back-off the governor sets.
-    pub fn call<T>(&self, op: &Operation, mailbox: Option<&str>, parse: fn(&[u8]) -> Result<T, EwsError>) -> Result<T, EwsError> {
+    pub fn call<T>(
+        &self,
+        op: &Operation,
+        mailbox: Option<&str>,
+        parse: fn(&[u8]) -> Result<T, EwsError>,
+    ) -> Result<T, EwsError> {
         let key = mailbox.unwrap_or("(service account)");
         let mut attempt = 0;
         loop {
@@ -165,8 +179,17 @@ impl Client {
         Ok(v)
     }
 
-    pub fn sync_hierarchy(&self, mailbox: &str, root: FolderRef, state: Option<&str>) -> Result<HierarchySync, EwsError> {
-        self.call(&Operation::SyncFolderHierarchy { root, sync_state: state }, Some(mailbox), response::parse_sync_folder_hierarchy)
+    pub fn sync_hierarchy(
+        &self,
+        mailbox: &str,
+        root: FolderRef,
+        state: Option<&str>,
+    ) -> Result<HierarchySync, EwsError> {
+        self.call(
+            &Operation::SyncFolderHierarchy { root, sync_state: state },
+            Some(mailbox),
+            response::parse_sync_folder_hierarchy,
+        )
     }
 
     pub fn sync_items(&self, mailbox: &str, folder: &str, state: Option<&str>, max: u32) -> Result<ItemSync, EwsError> {

@@ -1,11 +1,14 @@
 //! One module per verb; this one dispatches and holds what they share (opening the repository).
 
+mod demo;
 mod extract;
 mod init;
 mod key;
 mod ls;
 mod pack;
+mod pack_ews;
 mod prune;
+mod simulate;
 mod snapshots;
 mod verify;
 
@@ -25,6 +28,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ls(a) => ls::run(g, a),
         Command::Extract(a) => extract::run(g, a),
         Command::Prune(a) => prune::run(g, a),
+        Command::Simulate(a) => simulate::run(g, a),
+        Command::Demo(a) => demo::run(g, a),
         Command::Verify(a) => verify::run(g, a),
         Command::Key(k) => key::run(g, k),
     }

@@ -76,27 +76,27 @@ fn change_key(md: &fs::Metadata) -> (String, i64) {
 }
 
 pub fn run(g: &Global, a: PackArgs) -> Result<()> {
-    let time_ms = match &a.time {
-        Some(t) => parse_rfc3339_ms(t).ok_or_else(|| {
-            anyhow::Error::new(crate::Exit(
-                crate::EXIT_USAGE,
-                format!("--time {t}: not an RFC 3339 time such as 2026-11-23T10:00:00Z"),
-            ))
-        })?,
-        None => now_ms(),
+    if let Some(url) = a.ews.clone() {
+        return super::pack_ews::run(g, &a, &url);
+    }
+    let from_dir = a.from_dir.clone().expect("clap requires --from-dir without --ews");
+    let mailbox = match a.mailbox.as_slice() {
+        [m] => m.clone(),
+        _ => bail!(crate::Exit(crate::EXIT_USAGE, "--from-dir needs exactly one --mailbox NAME".into())),
     };
-    if !a.from_dir.is_dir() {
-        bail!(crate::Exit(crate::EXIT_USAGE, format!("--from-dir {}: not a directory", a.from_dir.display())));
+    let time_ms = snapshot_time(a.time.as_deref())?;
+    if !from_dir.is_dir() {
+        bail!(crate::Exit(crate::EXIT_USAGE, format!("--from-dir {}: not a directory", from_dir.display())));
     }
     let repo = super::open(g)?;
     let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
     let started = std::time::Instant::now();
-    let files = walk(&a.from_dir)?;
+    let files = walk(&from_dir)?;
     let index = repo.index()?;
     super::warn_skipped_index(&index);
 
     // The parent: the latest readable snapshot of this mailbox.
-    let parent_id = repo.resolve_snapshot("latest", Some(&a.mailbox)).ok();
+    let parent_id = repo.resolve_snapshot("latest", Some(&mailbox)).ok();
     let parent = match parent_id {
         Some(id) if !a.force => match repo.load_snapshot(&id) {
             Ok(s) => Some(s),
@@ -114,9 +114,9 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
 
     let mut run_id = [0u8; 16];
     repo.context().entropy.fill(&mut run_id);
-    let source = format!("dir:{}", fs::canonicalize(&a.from_dir).unwrap_or(a.from_dir.clone()).display());
+    let source = format!("dir:{}", fs::canonicalize(&from_dir).unwrap_or(from_dir.clone()).display());
     let opts = BackupOptions {
-        mailbox: a.mailbox.clone(),
+        mailbox: mailbox.clone(),
         source,
         time_ms,
         parent: parent_id,
@@ -162,7 +162,20 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     }
     let (id, stats) = backup.finish()?;
     pb.finish_and_clear();
-    report(g, &id, &a.mailbox, time_ms, &stats, started.elapsed().as_secs_f64())
+    report(g, &id, &mailbox, time_ms, &stats, started.elapsed().as_secs_f64())
+}
+
+/// `--time` as Unix ms, or now.
+pub(super) fn snapshot_time(t: Option<&str>) -> Result<i64> {
+    match t {
+        Some(t) => parse_rfc3339_ms(t).ok_or_else(|| {
+            anyhow::Error::new(crate::Exit(
+                crate::EXIT_USAGE,
+                format!("--time {t}: not an RFC 3339 time such as 2026-11-23T10:00:00Z"),
+            ))
+        }),
+        None => Ok(now_ms()),
+    }
 }
 
 fn report(g: &Global, id: &Id, mailbox: &str, time_ms: i64, s: &BackupStats, secs: f64) -> Result<()> {

@@ -54,9 +54,14 @@ pub struct Item {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Content {
-    Generated { key: u64, version: u32 },
+    Generated {
+        key: u64,
+        version: u32,
+    },
     /// Uploaded by a client (UploadItems): stored as `uploads/<hash>` in the state directory.
-    Uploaded { hash: String },
+    Uploaded {
+        hash: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,9 +72,38 @@ pub struct Tombstone {
 }
 
 const WORDS: &[&str] = &[
-    "meeting", "budget", "quarter", "please", "review", "attached", "regards", "thanks", "project", "deadline",
-    "customer", "invoice", "schedule", "update", "team", "report", "server", "mailbox", "migration", "backup",
-    "calendar", "tomorrow", "approval", "contract", "the", "and", "for", "with", "we", "you", "will", "is",
+    "meeting",
+    "budget",
+    "quarter",
+    "please",
+    "review",
+    "attached",
+    "regards",
+    "thanks",
+    "project",
+    "deadline",
+    "customer",
+    "invoice",
+    "schedule",
+    "update",
+    "team",
+    "report",
+    "server",
+    "mailbox",
+    "migration",
+    "backup",
+    "calendar",
+    "tomorrow",
+    "approval",
+    "contract",
+    "the",
+    "and",
+    "for",
+    "with",
+    "we",
+    "you",
+    "will",
+    "is",
 ];
 
 /// Folder layout of every mailbox: (name, parent index or none, class).
@@ -98,8 +132,12 @@ impl State {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut state = State { seed, domain: domain.to_string(), seq: 0, mailboxes: Vec::new() };
         for m in 0..mailboxes {
-            let mut mb =
-                Mailbox { address: format!("user{}@{domain}", m + 1), folders: Vec::new(), items: Vec::new(), tombstones: Vec::new() };
+            let mut mb = Mailbox {
+                address: format!("user{}@{domain}", m + 1),
+                folders: Vec::new(),
+                items: Vec::new(),
+                tombstones: Vec::new(),
+            };
             for (name, parent, class) in FOLDERS {
                 let id = token(&mut rng, "AQMkAD");
                 let parent_id = parent.map(|p| mb.folders[p].id.clone()).unwrap_or_default();
@@ -124,10 +162,11 @@ impl State {
             _ => "IPM.Note",
         };
         let day = rng.gen_range(0..700);
-        let received = time::OffsetDateTime::from_unix_timestamp(1_735_689_600 + day * 86_400 + rng.gen_range(0..86_400))
-            .expect("valid time")
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("formats");
+        let received =
+            time::OffsetDateTime::from_unix_timestamp(1_735_689_600 + day * 86_400 + rng.gen_range(0..86_400))
+                .expect("valid time")
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("formats");
         Item {
             id: token(rng, "AAMkAD"),
             folder_id: folder.id.clone(),
@@ -135,7 +174,12 @@ impl State {
             created_seq: self.seq,
             seq: self.seq,
             class: class.to_string(),
-            subject: format!("{} {} {}", WORDS[rng.gen_range(0..WORDS.len())], WORDS[rng.gen_range(0..WORDS.len())], self.seq),
+            subject: format!(
+                "{} {} {}",
+                WORDS[rng.gen_range(0..WORDS.len())],
+                WORDS[rng.gen_range(0..WORDS.len())],
+                self.seq
+            ),
             sender: format!("user{}@{}", rng.gen_range(1..=(mailbox + 5)), self.domain),
             received,
             dirty: rng.gen_bool(dirty_rate.clamp(0.0, 1.0)),
@@ -171,7 +215,11 @@ impl State {
                     1 => {
                         self.seq += 1;
                         let it = self.mailboxes[m].items.remove(i);
-                        self.mailboxes[m].tombstones.push(Tombstone { id: it.id, folder_id: it.folder_id, seq: self.seq });
+                        self.mailboxes[m].tombstones.push(Tombstone {
+                            id: it.id,
+                            folder_id: it.folder_id,
+                            seq: self.seq,
+                        });
                         d += 1;
                     }
                     _ => {
@@ -299,7 +347,10 @@ mod tests {
         let b = State::generate(7, "example.com", 2, 50, 0.1);
         let t = tempfile::tempdir().unwrap();
         assert_eq!(a.mailboxes[1].items[3].id, b.mailboxes[1].items[3].id);
-        assert_eq!(a.blob(t.path(), &a.mailboxes[1].items[3]).unwrap(), b.blob(t.path(), &b.mailboxes[1].items[3]).unwrap());
+        assert_eq!(
+            a.blob(t.path(), &a.mailboxes[1].items[3]).unwrap(),
+            b.blob(t.path(), &b.mailboxes[1].items[3]).unwrap()
+        );
         assert_eq!(a.folder_path(0, &a.mailboxes[0].folders[8].id), vec!["Inbox", "Projects", "Alpha"]);
         let mut c = a.clone();
         let (n, ch, d) = c.churn(30.0);

@@ -32,7 +32,9 @@ impl Profile {
     pub fn named(name: &str) -> Option<Profile> {
         Some(match name {
             // Exchange 2016+ defaults: EWSMaxConcurrency 27, generous budgets.
-            "onprem-default" => Profile { max_concurrency: 27, burst: 2000.0, recharge_per_sec: 1000.0, back_off_ms: 1000 },
+            "onprem-default" => {
+                Profile { max_concurrency: 27, burst: 2000.0, recharge_per_sec: 1000.0, back_off_ms: 1000 }
+            }
             // A tight policy: few concurrent requests, small budgets, real back-offs.
             "strict" => Profile { max_concurrency: 6, burst: 30.0, recharge_per_sec: 25.0, back_off_ms: 800 },
             "unlimited" => Profile { max_concurrency: 10_000, burst: 1e12, recharge_per_sec: 1e12, back_off_ms: 0 },
@@ -124,7 +126,11 @@ impl Simulator {
     fn charge(&self, who: &str, cost: f64) -> Option<Reply> {
         let now = Instant::now();
         let mut budgets = self.budgets.lock().expect("budgets");
-        let b = budgets.entry(who.to_string()).or_insert(Budget { tokens: self.profile.burst, last: now, busy_until: None });
+        let b = budgets.entry(who.to_string()).or_insert(Budget {
+            tokens: self.profile.burst,
+            last: now,
+            busy_until: None,
+        });
         let back_off = Duration::from_millis(self.profile.back_off_ms);
         if let Some(until) = b.busy_until {
             if now < until {
@@ -134,18 +140,30 @@ impl Simulator {
                 st.server_busy_sent += 1;
                 b.busy_until = Some(until + back_off);
                 let ms = (until + back_off - now).as_millis() as u64;
-                return Some((500, fault("ErrorServerBusy", "The server cannot service this request right now. Try again later.", Some(ms))));
+                return Some((
+                    500,
+                    fault(
+                        "ErrorServerBusy",
+                        "The server cannot service this request right now. Try again later.",
+                        Some(ms),
+                    ),
+                ));
             }
             b.busy_until = None;
         }
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.profile.recharge_per_sec).min(self.profile.burst);
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.profile.recharge_per_sec)
+            .min(self.profile.burst);
         b.last = now;
         if b.tokens < cost {
             b.busy_until = Some(now + back_off);
             self.stats.lock().expect("stats").server_busy_sent += 1;
             return Some((
                 500,
-                fault("ErrorServerBusy", "The server cannot service this request right now. Try again later.", Some(self.profile.back_off_ms)),
+                fault(
+                    "ErrorServerBusy",
+                    "The server cannot service this request right now. Try again later.",
+                    Some(self.profile.back_off_ms),
+                ),
             ));
         }
         b.tokens -= cost;
@@ -155,7 +173,9 @@ impl Simulator {
     fn authorised(&self, header: Option<&str>) -> bool {
         let Some((user, pass)) = &self.credentials else { return true };
         let Some(v) = header.and_then(|h| h.strip_prefix("Basic ")) else { return false };
-        let Ok(raw) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v.trim()) else { return false };
+        let Ok(raw) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v.trim()) else {
+            return false;
+        };
         let raw = String::from_utf8_lossy(&raw);
         raw.split_once(':').is_some_and(|(u, p)| u.eq_ignore_ascii_case(user) && p == pass)
     }
@@ -169,7 +189,10 @@ impl Simulator {
             Ok(d) => d,
             Err(e) => {
                 self.stats.lock().expect("stats").errors += 1;
-                return (500, fault("ErrorSchemaValidation", &format!("The request failed schema validation: {e}"), None));
+                return (
+                    500,
+                    fault("ErrorSchemaValidation", &format!("The request failed schema validation: {e}"), None),
+                );
             }
         };
         let Some(op_el) = doc.child("Body").and_then(|b| b.children.first()) else {
@@ -177,14 +200,26 @@ impl Simulator {
         };
         let op = op_el.name.clone();
         *self.stats.lock().expect("stats").requests.entry(op.clone()).or_default() += 1;
-        let mailbox = doc.find("ExchangeImpersonation").and_then(|i| i.find("PrimarySmtpAddress")).map(|e| e.text.clone());
+        let mailbox =
+            doc.find("ExchangeImpersonation").and_then(|i| i.find("PrimarySmtpAddress")).map(|e| e.text.clone());
         let n = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
         let reply = if n > self.profile.max_concurrency {
             self.stats.lock().expect("stats").connection_count_exceeded += 1;
-            (500, fault("ErrorExceededConnectionCount", "You have exceeded the maximum number of concurrent connections.", None))
+            (
+                500,
+                fault(
+                    "ErrorExceededConnectionCount",
+                    "You have exceeded the maximum number of concurrent connections.",
+                    None,
+                ),
+            )
         } else {
             let who = mailbox.clone().unwrap_or_else(|| "service-account".into());
-            let cost = if op == "ExportItems" { 1.0 + op_el.find("ItemIds").map(|i| i.children.len()).unwrap_or(0) as f64 / 10.0 } else { 1.0 };
+            let cost = if op == "ExportItems" {
+                1.0 + op_el.find("ItemIds").map(|i| i.children.len()).unwrap_or(0) as f64 / 10.0
+            } else {
+                1.0
+            };
             match self.charge(&who, cost) {
                 Some(busy) => busy,
                 None => self.dispatch(&op, op_el, mailbox.as_deref()),
@@ -233,7 +268,11 @@ impl Simulator {
                     return (200, response("SyncFolderItems", "<m:SyncFolderItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:SyncFolderItemsResponseMessage>"));
                 }
                 let since: u64 = el.text_at(&["SyncState"]).and_then(|s| s.parse().ok()).unwrap_or(0);
-                let max: usize = el.text_at(&["MaxChangesReturned"]).and_then(|s| s.trim().parse().ok()).unwrap_or(512).clamp(1, 512);
+                let max: usize = el
+                    .text_at(&["MaxChangesReturned"])
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(512)
+                    .clamp(1, 512);
                 // Changes newer than the client's watermark, oldest first.
                 let mut changes: Vec<(u64, String)> = Vec::new();
                 for it in mb.items.iter().filter(|i| i.folder_id == folder_id && i.seq > since) {
@@ -241,7 +280,10 @@ impl Simulator {
                     changes.push((it.seq, format!("<t:{kind}>{}</t:{kind}>", self.item_xml(&state, it))));
                 }
                 for t in mb.tombstones.iter().filter(|t| t.folder_id == folder_id && t.seq > since) {
-                    changes.push((t.seq, format!("<t:Delete><t:ItemId Id=\"{}\" ChangeKey=\"AAAA\"/></t:Delete>", escape(&t.id))));
+                    changes.push((
+                        t.seq,
+                        format!("<t:Delete><t:ItemId Id=\"{}\" ChangeKey=\"AAAA\"/></t:Delete>", escape(&t.id)),
+                    ));
                 }
                 changes.sort_by_key(|c| c.0);
                 let last = changes.len() <= max;
@@ -252,11 +294,21 @@ impl Simulator {
                 (200, response("SyncFolderItems", &ok_message("SyncFolderItems", &inner)))
             }
             "ExportItems" => {
-                let ids: Vec<&str> = el.find("ItemIds").map(|i| i.children.iter().filter_map(|c| c.attr("Id")).collect()).unwrap_or_default();
+                let ids: Vec<&str> = el
+                    .find("ItemIds")
+                    .map(|i| i.children.iter().filter_map(|c| c.attr("Id")).collect())
+                    .unwrap_or_default();
                 let items: Vec<Option<&Item>> = ids.iter().map(|id| mb.items.iter().find(|i| i.id == *id)).collect();
                 if items.iter().flatten().any(|i| i.dirty) {
                     self.stats.lock().expect("stats").batches_failed_dirty += 1;
-                    return (500, fault("ErrorInternalServerError", "An internal server error occurred. The operation failed.", None));
+                    return (
+                        500,
+                        fault(
+                            "ErrorInternalServerError",
+                            "An internal server error occurred. The operation failed.",
+                            None,
+                        ),
+                    );
                 }
                 let slow = items.iter().flatten().filter(|i| i.class == "IPM.Appointment").count();
                 drop_guard_sleep(slow);
@@ -278,7 +330,9 @@ impl Simulator {
                 self.stats.lock().expect("stats").items_exported += exported;
                 (200, response("ExportItems", &msgs))
             }
-            other => (500, fault("ErrorInvalidOperation", &format!("{other} is not supported by this simulator."), None)),
+            other => {
+                (500, fault("ErrorInvalidOperation", &format!("{other} is not supported by this simulator."), None))
+            }
         }
     }
 
@@ -373,17 +427,21 @@ pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Resu
                     let _ = req.respond(tiny_http::Response::from_string("not found").with_status_code(404));
                     continue;
                 }
-                let auth = req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
+                let auth =
+                    req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
                 let mut body = Vec::new();
                 if std::io::Read::read_to_end(req.as_reader(), &mut body).is_err() {
                     continue;
                 }
                 let (status, text) = sim.handle(auth.as_deref(), &body);
-                let mut resp = tiny_http::Response::from_string(text)
-                    .with_status_code(status)
-                    .with_header(tiny_http::Header::from_bytes("Content-Type", "text/xml; charset=utf-8").expect("header"));
+                let mut resp = tiny_http::Response::from_string(text).with_status_code(status).with_header(
+                    tiny_http::Header::from_bytes("Content-Type", "text/xml; charset=utf-8").expect("header"),
+                );
                 if status == 401 {
-                    resp = resp.with_header(tiny_http::Header::from_bytes("WWW-Authenticate", "Basic realm=\"exarch-simulate\"").expect("header"));
+                    resp = resp.with_header(
+                        tiny_http::Header::from_bytes("WWW-Authenticate", "Basic realm=\"exarch-simulate\"")
+                            .expect("header"),
+                    );
                 }
                 let _ = req.respond(resp);
             }

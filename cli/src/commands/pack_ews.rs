@@ -1,0 +1,366 @@
+//! `exarch pack --ews URL`: back up Exchange mailboxes, one snapshot per mailbox, all sharing a run id.
+//!
+//! Per mailbox: the folder tree from SyncFolderHierarchy; per folder, SyncFolderItems from the sync
+//! state the parent snapshot stored, so only new and changed items are exported; unchanged items are
+//! carried into the new snapshot from the parent; items the parent could not export are retried.
+//! Exports go through the governor in batches with dirty-item isolation; each exported stream goes
+//! straight into the archive's pipeline.
+
+use crate::args::{Global, PackArgs};
+use crate::output::bytes;
+use anyhow::{bail, Context as _, Result};
+use exarch_archive::backup::{Backup, BackupOptions, BackupStats, ItemMeta};
+use exarch_archive::index::IndexTable;
+use exarch_archive::manifest::{text, NO_TIME};
+use exarch_archive::time::parse_rfc3339_ms;
+use exarch_archive::{Id, Repository};
+use exarch_ews_source::client::{Auth, Client, ClientConfig};
+use exarch_ews_source::export::{batches, export_batch, ToExport};
+use exarch_ews_source::request::{FolderRef, MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
+use exarch_ews_source::response::{ChangeKind, EwsError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// What the next run needs: each folder's SyncFolderItems state.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SourceState {
+    version: u32,
+    folders: BTreeMap<String, String>,
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    crate::Exit(crate::EXIT_USAGE, msg.into()).into()
+}
+
+fn read_secret(path: &std::path::Path) -> Result<String> {
+    let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(s.lines().next().unwrap_or("").trim().to_string())
+}
+
+fn auth(a: &PackArgs) -> Result<Auth> {
+    if let Some(t) = &a.token_file {
+        return Ok(Auth::Bearer(read_secret(t)?));
+    }
+    let user = a.user.clone().ok_or_else(|| usage("--ews needs --user NAME (or --token-file FILE)"))?;
+    let password = match (&a.ews_password_file, std::env::var("EXARCH_EWS_PASSWORD")) {
+        (Some(f), _) => read_secret(f)?,
+        (None, Ok(p)) if !p.is_empty() => p,
+        _ => return Err(usage("no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE")),
+    };
+    Ok(Auth::Basic { user, password })
+}
+
+/// The outcome for one mailbox.
+struct Done {
+    mailbox: String,
+    result: Result<(Id, BackupStats)>,
+}
+
+pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
+    let time_ms = super::pack::snapshot_time(a.time.as_deref())?;
+    let client = Client::new(ClientConfig {
+        url: url.to_string(),
+        auth: auth(a)?,
+        ca_cert: a.ca_cert.clone(),
+        concurrency: (a.concurrency * a.requests_per_mailbox).max(1),
+        per_mailbox: a.requests_per_mailbox.max(1),
+        timeout: std::time::Duration::from_secs(180),
+    })?;
+    let mut mailboxes: Vec<String> = a.mailbox.clone();
+    if let Some(f) = &a.mailboxes_file {
+        let s = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        mailboxes.extend(s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    if a.all_mailboxes {
+        mailboxes.extend(client.all_mailboxes().context("listing mailboxes (ResolveNames)")?);
+    }
+    mailboxes.sort();
+    mailboxes.dedup();
+    if mailboxes.is_empty() {
+        bail!(usage("no mailboxes: give --mailbox SMTP, --mailboxes-file FILE or --all-mailboxes"));
+    }
+    let repo = super::open(g)?;
+    let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
+    let index = Arc::new(repo.index()?);
+    super::warn_skipped_index(&index);
+    let mut run_id = [0u8; 16];
+    repo.context().entropy.fill(&mut run_id);
+    let started = std::time::Instant::now();
+    let queue = Mutex::new(mailboxes.iter().cloned().collect::<Vec<_>>());
+    let done: Mutex<Vec<Done>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..a.concurrency.max(1).min(mailboxes.len()) {
+            s.spawn(|| loop {
+                let Some(mb) = queue.lock().expect("queue").pop() else { return };
+                let result = backup_mailbox(&repo, index.clone(), &client, url, &mb, run_id, time_ms);
+                if !g.quiet && !g.json {
+                    match &result {
+                        Ok((id, st)) => eprintln!(
+                            "{mb}: snapshot {} ({} items, {} exported, {} unchanged, {} skipped)",
+                            id.short(),
+                            st.items,
+                            st.items_read,
+                            st.items_carried,
+                            st.skipped
+                        ),
+                        Err(e) => eprintln!("{mb}: FAILED: {e:#}"),
+                    }
+                }
+                done.lock().expect("done").push(Done { mailbox: mb, result });
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("done");
+    done.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+    report(g, &client, &done, started.elapsed().as_secs_f64())?;
+    let failed = done.iter().filter(|d| d.result.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} of {} mailbox(es) could not be backed up (see above); the others were saved", done.len());
+    }
+    Ok(())
+}
+
+fn report(g: &Global, client: &Client, done: &[Done], secs: f64) -> Result<()> {
+    let cs = client.stats();
+    let exports = cs.requests.get("ExportItems").copied().unwrap_or(0);
+    let items_per_request = if exports == 0 { 0.0 } else { cs.items_exported as f64 / exports as f64 };
+    let total =
+        |f: fn(&BackupStats) -> u64| done.iter().filter_map(|d| d.result.as_ref().ok()).map(|(_, s)| f(s)).sum::<u64>();
+    if g.json {
+        let per: Vec<_> = done
+            .iter()
+            .map(|d| match &d.result {
+                Ok((id, s)) => json!({"mailbox": d.mailbox, "snapshot": id.to_hex(), "stats": s}),
+                Err(e) => json!({"mailbox": d.mailbox, "error": format!("{e:#}")}),
+            })
+            .collect();
+        return super::print_json(&json!({
+            "mailboxes": per,
+            "requests": cs.requests,
+            "requests_total": cs.requests.values().sum::<u64>(),
+            "items_exported": cs.items_exported,
+            "items_per_export_request": items_per_request,
+            "back_offs_honoured": cs.back_offs_honoured,
+            "back_off_ms_total": cs.back_off_ms_total,
+            "retries": cs.retries,
+            "batches_split": cs.batches_split,
+            "export_requests_plain_halving": cs.export_requests_plain_halving,
+            "items": total(|s| s.items),
+            "skipped": total(|s| s.skipped),
+            "bytes_new": total(|s| s.bytes_new),
+            "bytes_stored": total(|s| s.bytes_stored),
+            "duration_secs": secs,
+        }));
+    }
+    if g.quiet {
+        return Ok(());
+    }
+    let ok = done.iter().filter(|d| d.result.is_ok()).count();
+    println!(
+        "backed up {ok} of {} mailbox(es) in {secs:.1} s: {} items ({} skipped)",
+        done.len(),
+        total(|s| s.items),
+        total(|s| s.skipped)
+    );
+    println!(
+        "  EWS        {} requests ({}), {:.1} items per ExportItems request",
+        cs.requests.values().sum::<u64>(),
+        cs.requests.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        items_per_request
+    );
+    println!(
+        "  throttling {} back-off(s) honoured ({:.1} s waited), {} retries; {} batch(es) split to isolate failing items",
+        cs.back_offs_honoured,
+        cs.back_off_ms_total as f64 / 1000.0,
+        cs.retries,
+        cs.batches_split
+    );
+    println!(
+        "  data       {} new, {} stored after compression and encryption",
+        bytes(total(|s| s.bytes_new)),
+        bytes(total(|s| s.bytes_stored))
+    );
+    Ok(())
+}
+
+/// Metadata of an item as the sync reported it (or as the parent snapshot recorded it).
+#[derive(Clone)]
+struct Pending {
+    folder: u32,
+    meta: ItemMeta,
+}
+
+fn backup_mailbox(
+    repo: &Repository,
+    index: Arc<IndexTable>,
+    client: &Client,
+    url: &str,
+    mailbox: &str,
+    run_id: [u8; 16],
+    time_ms: i64,
+) -> Result<(Id, BackupStats)> {
+    let parent_id = repo.resolve_snapshot("latest", Some(mailbox)).ok();
+    let parent = match parent_id {
+        Some(id) => Some(repo.load_snapshot(&id).with_context(|| format!("reading parent snapshot {}", id.short()))?),
+        None => None,
+    };
+    let prev: SourceState =
+        parent.as_ref().and_then(|p| serde_json::from_slice(&p.manifest().source_state).ok()).unwrap_or_default();
+    let opts = BackupOptions {
+        mailbox: mailbox.to_string(),
+        source: format!("ews:{url}"),
+        time_ms,
+        parent: parent_id,
+        run_id,
+        workers: 2,
+    };
+    let mut backup = Backup::start(repo, index, opts)?;
+
+    // Folders: display names and parents; the top of the store is whatever is not listed.
+    let h = client.sync_hierarchy(mailbox, FolderRef::Distinguished("msgfolderroot"), None)?;
+    let folders: HashMap<String, (String, String, String)> = h
+        .changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Delete)
+        .map(|c| (c.id.clone(), (c.parent_id.clone(), c.display_name.clone(), c.folder_class.clone())))
+        .collect();
+    let mut index_of: HashMap<String, u32> = HashMap::new();
+    fn folder_index(
+        id: &str,
+        folders: &HashMap<String, (String, String, String)>,
+        index_of: &mut HashMap<String, u32>,
+        backup: &mut Backup,
+        depth: usize,
+    ) -> u32 {
+        if let Some(i) = index_of.get(id) {
+            return *i;
+        }
+        let Some((parent, name, class)) = folders.get(id) else { return 0 };
+        let p = if depth > 64 { 0 } else { folder_index(parent, folders, index_of, backup, depth + 1) };
+        let i = backup.folder(p, name, id, class);
+        index_of.insert(id.to_string(), i);
+        i
+    }
+    let mut folder_ids: Vec<&String> = folders.keys().collect();
+    folder_ids.sort();
+
+    // The parent's items and skipped items, by folder id.
+    let mut parent_items: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut parent_skipped: HashMap<String, Vec<String>> = HashMap::new();
+    if let Some(p) = &parent {
+        let m = p.manifest();
+        for (i, it) in m.items.iter().enumerate() {
+            let fid = text(&m.folders[it.folder.to_native() as usize].source_id).into_owned();
+            parent_items.entry(fid).or_default().push(i);
+        }
+        for s in m.skipped.iter() {
+            let fid = text(&m.folders[s.folder.to_native() as usize].source_id).into_owned();
+            parent_skipped.entry(fid).or_default().push(text(&s.source_id).into_owned());
+        }
+    }
+
+    let mut state = SourceState { version: 1, folders: BTreeMap::new() };
+    for fid in folder_ids {
+        let folder = folder_index(fid, &folders, &mut index_of, &mut backup, 0);
+        let since = prev.folders.get(fid).cloned();
+        // What the parent holds for this folder is only a valid base if we continue from its state.
+        let mut carried: HashMap<String, usize> = match (&since, &parent) {
+            (Some(_), Some(p)) => parent_items
+                .get(fid)
+                .map(|v| v.iter().map(|&i| (text(&p.manifest().items[i].source_id).into_owned(), i)).collect())
+                .unwrap_or_default(),
+            _ => HashMap::new(),
+        };
+        let mut pending: Vec<(ToExport, Pending)> = Vec::new();
+        let mut sync_state = since.clone();
+        loop {
+            let s = client.sync_items(mailbox, fid, sync_state.as_deref(), MAX_SYNC_CHANGES)?;
+            for c in s.changes {
+                match c.kind {
+                    ChangeKind::Create | ChangeKind::Update => {
+                        carried.remove(&c.id);
+                        pending.retain(|(t, _)| t.id != c.id);
+                        let meta = ItemMeta {
+                            folder,
+                            name: String::new(),
+                            source_id: c.id.clone(),
+                            change_key: c.change_key,
+                            item_class: c.item_class,
+                            subject: c.subject,
+                            sender: c.from,
+                            received_ms: parse_rfc3339_ms(&c.received).unwrap_or(NO_TIME),
+                            flags: 0,
+                        };
+                        pending.push((ToExport { id: c.id, size: c.size }, Pending { folder, meta }));
+                    }
+                    ChangeKind::Delete => {
+                        carried.remove(&c.id);
+                        pending.retain(|(t, _)| t.id != c.id);
+                    }
+                    ChangeKind::ReadFlagChange => {}
+                }
+            }
+            sync_state = Some(s.sync_state);
+            if s.last {
+                break;
+            }
+        }
+        state.folders.insert(fid.clone(), sync_state.unwrap_or_default());
+
+        // Unchanged items come from the parent without being exported again.
+        if let Some(p) = &parent {
+            let m = p.manifest();
+            let mut keys: Vec<(&String, &usize)> = carried.iter().collect();
+            keys.sort();
+            for (id, &i) in keys {
+                let it = &m.items[i];
+                let meta = ItemMeta {
+                    folder,
+                    name: text(&it.name).into_owned(),
+                    source_id: id.clone(),
+                    change_key: text(&it.change_key).into_owned(),
+                    item_class: text(&it.item_class).into_owned(),
+                    subject: text(&it.subject).into_owned(),
+                    sender: text(&it.sender).into_owned(),
+                    received_ms: it.received_ms.to_native(),
+                    flags: it.flags.to_native(),
+                };
+                if !backup.carry_item(meta.clone(), it.size.to_native(), it.blob_hash, &it.chunks) {
+                    pending.push((ToExport { id: id.clone(), size: it.size.to_native() }, Pending { folder, meta }));
+                }
+            }
+            // Items the parent could not export are tried again.
+            let queued: HashSet<String> = pending.iter().map(|(t, _)| t.id.clone()).collect();
+            for id in parent_skipped.get(fid).into_iter().flatten() {
+                if !queued.contains(id) && since.is_some() {
+                    let meta = ItemMeta { folder, source_id: id.clone(), received_ms: NO_TIME, ..ItemMeta::default() };
+                    pending.push((ToExport { id: id.clone(), size: 0 }, Pending { folder, meta }));
+                }
+            }
+        }
+
+        let metas: HashMap<String, Pending> = pending.iter().map(|(t, p)| (t.id.clone(), p.clone())).collect();
+        let list: Vec<ToExport> = pending.into_iter().map(|(t, _)| t).collect();
+        let backup_cell = std::cell::RefCell::new(&mut backup);
+        for batch in batches(&list, MAX_EXPORT_BATCH) {
+            let mut ok = |id: &str, data: Vec<u8>| -> Result<(), EwsError> {
+                let p = metas.get(id).expect("exported item was requested");
+                let mut meta = p.meta.clone();
+                meta.name = exarch_ews_source::item_file_name(&data);
+                backup_cell
+                    .borrow_mut()
+                    .add_item(meta, data)
+                    .map_err(|e| EwsError::Unexpected { operation: "archive".into(), detail: e.to_string() })
+            };
+            let mut failed = |id: &str, err: String| {
+                let folder = metas.get(id).map(|p| p.folder).unwrap_or(folder);
+                backup_cell.borrow_mut().skip(folder, id, &err);
+            };
+            export_batch(client, mailbox, batch, &mut ok, &mut failed)?;
+        }
+    }
+    backup.set_source_state(serde_json::to_vec(&state).expect("state serialises"));
+    Ok(backup.finish()?)
+}

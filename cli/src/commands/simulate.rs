@@ -1,0 +1,91 @@
+//! `exarch simulate`: the simulated Exchange server (EWS on loopback) used by tests and the demo.
+
+use crate::args::{Global, SimulateArgs};
+use anyhow::{Context as _, Result};
+use exarch_archive::restore::safe_component;
+use exarch_ews_source::sim::model::State;
+use exarch_ews_source::sim::server::{serve, Profile, Simulator};
+use std::path::Path;
+use std::sync::Arc;
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    crate::Exit(crate::EXIT_USAGE, msg.into()).into()
+}
+
+/// Loads the state in `dir`, or makes it from the seed when the directory holds none.
+pub fn load_or_generate(
+    dir: &Path,
+    seed: u64,
+    domain: &str,
+    mailboxes: usize,
+    items: usize,
+    dirty: f64,
+) -> Result<State> {
+    if let Some(s) = State::load(dir).with_context(|| format!("reading simulator state in {}", dir.display()))? {
+        return Ok(s);
+    }
+    let s = State::generate(seed, domain, mailboxes, items, dirty);
+    s.save(dir).with_context(|| format!("writing simulator state to {}", dir.display()))?;
+    Ok(s)
+}
+
+/// Writes every item as `out/<mailbox>/<folder path>/<item file name>`, the layout of `extract`.
+pub fn dump(state: &State, dir: &Path, out: &Path) -> Result<usize> {
+    let mut n = 0;
+    for (m, mb) in state.mailboxes.iter().enumerate() {
+        for it in &mb.items {
+            let blob = state.blob(dir, it).with_context(|| format!("reading item {}", it.id))?;
+            let path = state
+                .folder_path(m, &it.folder_id)
+                .iter()
+                .fold(out.join(safe_component(&mb.address)), |p, c| p.join(safe_component(c)));
+            std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+            std::fs::write(path.join(exarch_ews_source::item_file_name(&blob)), &blob)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
+    let profile = Profile::named(&a.profile)
+        .ok_or_else(|| usage(format!("--profile {}: use onprem-default, strict or unlimited", a.profile)))?;
+    if !(0.0..=1.0).contains(&a.dirty_rate) {
+        return Err(usage("--dirty-rate is a fraction between 0 and 1 (0.01 = 1%)"));
+    }
+    let mut state = load_or_generate(&a.state, a.seed, &a.domain, a.mailboxes, a.items, a.dirty_rate)?;
+    if let Some(pct) = a.churn {
+        let (n, c, d) = state.churn(pct);
+        state.save(&a.state)?;
+        println!("churned {pct}%: {n} new, {c} changed, {d} deleted item(s)");
+        return Ok(());
+    }
+    if let Some(out) = &a.dump {
+        let n = dump(&state, &a.state, out)?;
+        println!("wrote {n} item(s) of {} mailbox(es) to {}", state.mailboxes.len(), out.display());
+        return Ok(());
+    }
+    let listen = a.listen.clone().ok_or_else(|| usage("give --listen ADDR to serve, --churn PCT or --dump OUT"))?;
+    let credentials = match &a.user {
+        Some(u) => {
+            let pass = match (&g.password_file, std::env::var("EXARCH_EWS_PASSWORD")) {
+                (Some(f), _) => crate::secrets::read_file(f)?.0,
+                (None, Ok(p)) if !p.is_empty() => p,
+                _ => return Err(usage("--user needs a password: --password-file FILE or EXARCH_EWS_PASSWORD")),
+            };
+            Some((u.clone(), pass))
+        }
+        None => None,
+    };
+    let mailboxes = state.mailboxes.len();
+    let sim = Arc::new(Simulator::new(a.state.clone(), state, profile, credentials));
+    let running = serve(&listen, sim, 64).with_context(|| format!("listening on {listen}"))?;
+    println!(
+        "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at http://{}/stats",
+        running.url(),
+        a.profile,
+        running.addr
+    );
+    running.wait();
+    Ok(())
+}
