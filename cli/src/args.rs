@@ -205,6 +205,12 @@ pub struct SimulateArgs {
     /// Throttling: onprem-default, strict or unlimited
     #[arg(long, default_value = "onprem-default")]
     pub profile: String,
+    /// Override the profile's per-mailbox budget: units available at once
+    #[arg(long, value_name = "UNITS")]
+    pub budget_burst: Option<f64>,
+    /// Override the profile's budget recharge, units per second
+    #[arg(long, value_name = "UNITS")]
+    pub budget_recharge: Option<f64>,
     /// Share of items that fail any export batch containing them (0.01 = 1%)
     #[arg(long, default_value_t = 0.0)]
     pub dirty_rate: f64,

@@ -48,8 +48,14 @@ pub fn dump(state: &State, dir: &Path, out: &Path) -> Result<usize> {
 }
 
 pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
-    let profile = Profile::named(&a.profile)
+    let mut profile = Profile::named(&a.profile)
         .ok_or_else(|| usage(format!("--profile {}: use onprem-default, strict or unlimited", a.profile)))?;
+    if let Some(b) = a.budget_burst {
+        profile.burst = b;
+    }
+    if let Some(r) = a.budget_recharge {
+        profile.recharge_per_sec = r;
+    }
     if !(0.0..=1.0).contains(&a.dirty_rate) {
         return Err(usage("--dirty-rate is a fraction between 0 and 1 (0.01 = 1%)"));
     }

@@ -26,18 +26,28 @@ pub struct Profile {
     pub recharge_per_sec: f64,
     /// The back-off the server asks for when a budget runs dry.
     pub back_off_ms: u64,
+    /// Budget units each exported item costs on top of the request's one.
+    pub item_cost: f64,
 }
 
 impl Profile {
     pub fn named(name: &str) -> Option<Profile> {
         Some(match name {
             // Exchange 2016+ defaults: EWSMaxConcurrency 27, generous budgets.
-            "onprem-default" => {
-                Profile { max_concurrency: 27, burst: 2000.0, recharge_per_sec: 1000.0, back_off_ms: 1000 }
-            }
+            "onprem-default" => Profile {
+                max_concurrency: 27,
+                burst: 2000.0,
+                recharge_per_sec: 1000.0,
+                back_off_ms: 1000,
+                item_cost: 0.1,
+            },
             // A tight policy: few concurrent requests, small budgets, real back-offs.
-            "strict" => Profile { max_concurrency: 6, burst: 30.0, recharge_per_sec: 25.0, back_off_ms: 800 },
-            "unlimited" => Profile { max_concurrency: 10_000, burst: 1e12, recharge_per_sec: 1e12, back_off_ms: 0 },
+            "strict" => {
+                Profile { max_concurrency: 6, burst: 15.0, recharge_per_sec: 8.0, back_off_ms: 500, item_cost: 0.5 }
+            }
+            "unlimited" => {
+                Profile { max_concurrency: 10_000, burst: 1e12, recharge_per_sec: 1e12, back_off_ms: 0, item_cost: 0.0 }
+            }
             _ => return None,
         })
     }
