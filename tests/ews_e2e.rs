@@ -199,3 +199,75 @@ fn demo_runs_end_to_end() {
     assert!(text.contains("no damage found"), "{text}");
     assert!(text.contains("5 snapshot(s)"), "{text}");
 }
+
+#[test]
+fn killed_pack_resumes_without_exporting_again() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    // A budget that makes the run take a few seconds, so that the kill lands mid-mailbox.
+    let sim = start_sim(
+        &env,
+        &state,
+        &[
+            "--mailboxes",
+            "3",
+            "--items",
+            "400",
+            "--seed",
+            "9",
+            "--profile",
+            "strict",
+            "--budget-burst",
+            "40",
+            "--budget-recharge",
+            "120",
+        ],
+    );
+    let repo = env.repo();
+    let args = ["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "svc", "--all-mailboxes", "-q"];
+    let mut child = env.cmd(&args).env("EXARCH_EWS_PASSWORD", "x").spawn().unwrap();
+    // Kill it soon after its first checkpoint.
+    // (listing only: the running process renames files in the cache while we look)
+    let has_checkpoint = || {
+        std::fs::read_dir(env.path("cache")).into_iter().flatten().flatten().any(|repo_cache| {
+            std::fs::read_dir(repo_cache.path().join("resume"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().ends_with(".json"))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !has_checkpoint() && std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let exported_first = stats(&sim)["items_exported"].as_u64().unwrap();
+    // What the killed run had made durable: checkpointed items, and finished mailboxes' snapshots.
+    let mut saved = 0u64;
+    for f in util::tree(&env.path("cache")).iter().filter(|(k, _)| k.contains("/resume/") && k.ends_with(".json")) {
+        let v: serde_json::Value = serde_json::from_slice(f.1).unwrap();
+        saved += v["items"].as_array().unwrap().len() as u64;
+    }
+    let done: u64 = env
+        .json(&["snapshots", "--repo", repo.to_str().unwrap()])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["items"].as_u64().unwrap())
+        .sum();
+    assert!(saved + done > 0, "the kill came before any checkpoint ({exported_first} exported); make the run slower");
+    assert!(done < 1200, "the first run finished before the kill");
+
+    let out = env.cmd(&args).env("EXARCH_EWS_PASSWORD", "x").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let exported_second = stats(&sim)["items_exported"].as_u64().unwrap() - exported_first;
+    assert!(
+        exported_second <= 1200 - saved - done,
+        "second run exported {exported_second}; {saved} were checkpointed and {done} in finished snapshots"
+    );
+    assert_archive_matches_dump(&env, &state);
+}

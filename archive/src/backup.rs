@@ -103,7 +103,7 @@ enum PackerMsg {
         chunks: Vec<Stored>,
     },
     /// Store the open pack and pending index entries once every job before `seq` has arrived.
-    Flush(u64, Sender<Result<()>>),
+    Flush(u64, Sender<Result<Vec<Vec<[u8; 32]>>>>),
 }
 
 #[derive(Default)]
@@ -370,14 +370,21 @@ impl<'r> Backup<'r> {
         self.manifest.source_state = state;
     }
 
-    /// Makes everything submitted so far durable and indexed (a resumable run's checkpoint).
-    pub fn checkpoint(&mut self) -> Result<()> {
+    /// Makes everything submitted so far durable and indexed, and returns every item recorded so
+    /// far with its chunk ids: what a resumable run saves so that, if it is killed, the next run can
+    /// carry these items instead of reading them from the source again.
+    pub fn checkpoint(&mut self) -> Result<Vec<Item>> {
         let (tx, rx) = bounded(1);
         let sent = self.to_packer.as_ref().expect("backup is running").send(PackerMsg::Flush(self.seq, tx));
-        match sent.ok().and_then(|_| rx.recv().ok()) {
-            Some(r) => r,
-            None => Err(self.pipeline_error()),
+        let chunk_ids = match sent.ok().and_then(|_| rx.recv().ok()) {
+            Some(r) => r?,
+            None => return Err(self.pipeline_error()),
+        };
+        let mut items = self.manifest.items.clone();
+        for (k, slot) in self.read_items.iter().enumerate() {
+            items[*slot].chunks = chunk_ids.get(k).cloned().unwrap_or_default();
         }
+        Ok(items)
     }
 
     /// Drains the pipeline, stores the last pack and index, and writes the snapshot.
@@ -524,7 +531,7 @@ fn fill_packs(
     let mut builder = PackBuilder::new(0);
     let mut pending: BTreeMap<u64, (usize, Vec<Stored>)> = BTreeMap::new();
     let mut next = 0u64;
-    let mut flushes: Vec<(u64, Sender<Result<()>>)> = Vec::new();
+    let mut flushes: Vec<(u64, Sender<Result<Vec<Vec<[u8; 32]>>>>)> = Vec::new();
     let writer_gone = || Error::Other("the pack writer stopped".into());
 
     for msg in rx {
@@ -559,7 +566,10 @@ fn fill_packs(
             if !builder.is_empty() {
                 writer.send(WriterMsg::Pack(std::mem::take(&mut builder))).map_err(|_| writer_gone())?;
             }
-            writer.send(WriterMsg::Flush(reply)).map_err(|_| writer_gone())?;
+            let (tx, rx) = bounded(1);
+            writer.send(WriterMsg::Flush(tx)).map_err(|_| writer_gone())?;
+            let r = rx.recv().map_err(|_| writer_gone())?;
+            let _ = reply.send(r.map(|()| chunk_ids.clone()));
         }
     }
     if !pending.is_empty() {

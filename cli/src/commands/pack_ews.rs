@@ -23,6 +23,50 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+/// Items already stored by a run that did not finish (killed, or out of time), kept in the local
+/// cache so that the next run carries them instead of exporting them again.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ResumeFile {
+    /// The parent snapshot the interrupted run started from; a different parent voids the file.
+    parent: Option<String>,
+    items: Vec<ResumeItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResumeItem {
+    source_id: String,
+    change_key: String,
+    name: String,
+    size: u64,
+    blob_hash: String,
+    chunks: Vec<String>,
+    item_class: String,
+    subject: String,
+    sender: String,
+    received_ms: i64,
+    flags: u32,
+}
+
+/// Exported items between checkpoints: what a killed run may have to export again.
+const CHECKPOINT_EVERY: usize = 100;
+
+fn resume_path(repo: &Repository, mailbox: &str) -> std::path::PathBuf {
+    repo.cache_dir().join("resume").join(format!("{}.json", &blake3_hex(mailbox.to_ascii_lowercase().as_bytes())[..24]))
+}
+
+fn blake3_hex(b: &[u8]) -> String {
+    Id::of_content(b).to_hex()
+}
+
+fn save_resume(path: &std::path::Path, file: &ResumeFile) -> Result<()> {
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(file)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// What the next run needs: each folder's SyncFolderItems state.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SourceState {
@@ -217,6 +261,14 @@ fn backup_mailbox(
         workers: 2,
     };
     let mut backup = Backup::start(repo, index, opts)?;
+    let resume_at = resume_path(repo, mailbox);
+    let resumed: HashMap<String, ResumeItem> = std::fs::read(&resume_at)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ResumeFile>(&b).ok())
+        .filter(|f| f.parent == parent_id.map(|p| p.to_hex()))
+        .map(|f| f.items.into_iter().map(|i| (i.source_id.clone(), i)).collect())
+        .unwrap_or_default();
+    let mut since_checkpoint = 0usize;
 
     // Folders: display names and parents; the top of the store is whatever is not listed.
     let h = client.sync_hierarchy(mailbox, FolderRef::Distinguished("msgfolderroot"), None)?;
@@ -341,6 +393,21 @@ fn backup_mailbox(
             }
         }
 
+        // Items an interrupted run already stored are carried, not exported again.
+        pending.retain(|(t, p)| {
+            let Some(r) = resumed.get(&t.id) else { return true };
+            if !p.meta.change_key.is_empty() && p.meta.change_key != r.change_key {
+                return true;
+            }
+            let (Some(hash), Some(chunks)) = (
+                Id::from_hex(&r.blob_hash),
+                r.chunks.iter().map(|c| Id::from_hex(c).map(|i| i.0)).collect::<Option<Vec<[u8; 32]>>>(),
+            ) else {
+                return true;
+            };
+            let meta = ItemMeta { name: r.name.clone(), change_key: r.change_key.clone(), ..p.meta.clone() };
+            !backup.carry_item(meta, r.size, hash.0, &chunks)
+        });
         let metas: HashMap<String, Pending> = pending.iter().map(|(t, p)| (t.id.clone(), p.clone())).collect();
         let list: Vec<ToExport> = pending.into_iter().map(|(t, _)| t).collect();
         let backup_cell = std::cell::RefCell::new(&mut backup);
@@ -359,8 +426,36 @@ fn backup_mailbox(
                 backup_cell.borrow_mut().skip(folder, id, &err);
             };
             export_batch(client, mailbox, batch, &mut ok, &mut failed)?;
+            since_checkpoint += batch.len();
+            if since_checkpoint >= CHECKPOINT_EVERY {
+                since_checkpoint = 0;
+                let items = backup_cell.borrow_mut().checkpoint()?;
+                let file = ResumeFile {
+                    parent: parent_id.map(|p| p.to_hex()),
+                    items: items
+                        .iter()
+                        .filter(|i| !i.name.is_empty())
+                        .map(|i| ResumeItem {
+                            source_id: String::from_utf8_lossy(&i.source_id).into_owned(),
+                            change_key: String::from_utf8_lossy(&i.change_key).into_owned(),
+                            name: String::from_utf8_lossy(&i.name).into_owned(),
+                            size: i.size,
+                            blob_hash: hex::encode(i.blob_hash),
+                            chunks: i.chunks.iter().map(hex::encode).collect(),
+                            item_class: String::from_utf8_lossy(&i.item_class).into_owned(),
+                            subject: String::from_utf8_lossy(&i.subject).into_owned(),
+                            sender: String::from_utf8_lossy(&i.sender).into_owned(),
+                            received_ms: i.received_ms,
+                            flags: i.flags,
+                        })
+                        .collect(),
+                };
+                save_resume(&resume_at, &file)?;
+            }
         }
     }
     backup.set_source_state(serde_json::to_vec(&state).expect("state serialises"));
-    Ok(backup.finish()?)
+    let done = backup.finish()?;
+    let _ = std::fs::remove_file(&resume_at);
+    Ok(done)
 }
