@@ -245,7 +245,16 @@ fn killed_pack_resumes_without_exporting_again() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = child.kill();
     let _ = child.wait();
-    let exported_first = stats(&sim)["items_exported"].as_u64().unwrap();
+    // The server finishes requests the dead client had in flight: wait until its count settles.
+    let mut exported_first = stats(&sim)["items_exported"].as_u64().unwrap();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let now = stats(&sim)["items_exported"].as_u64().unwrap();
+        if now == exported_first {
+            break;
+        }
+        exported_first = now;
+    }
     // What the killed run had made durable: checkpointed items, and finished mailboxes' snapshots.
     let mut saved = 0u64;
     for f in util::tree(&env.path("cache")).iter().filter(|(k, _)| k.contains("/resume/") && k.ends_with(".json")) {
