@@ -57,7 +57,7 @@ fn pack_ews(env: &Env, sim: &Sim, extra: &[&str]) -> serde_json::Value {
         vec!["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "svc", "--all-mailboxes", "--json"];
     args.extend_from_slice(extra);
     let out = env.cmd(&args).env("EXARCH_EWS_PASSWORD", "sim-secret").output().unwrap();
-    assert_eq!(code(&out), 0, "pack --ews failed: {}", stderr(&out));
+    assert_eq!(code(&out), 0, "pack --ews failed: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -278,5 +278,38 @@ fn killed_pack_resumes_without_exporting_again() {
         exported_second <= 1200 - saved - done,
         "second run exported {exported_second}; {saved} were checkpointed and {done} in finished snapshots"
     );
+    assert_archive_matches_dump(&env, &state);
+}
+
+#[test]
+fn max_duration_stops_cleanly_and_the_next_run_continues() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    let sim = start_sim(
+        &env,
+        &state,
+        &[
+            "--mailboxes",
+            "2",
+            "--items",
+            "200",
+            "--seed",
+            "13",
+            "--profile",
+            "strict",
+            "--budget-burst",
+            "5",
+            "--budget-recharge",
+            "25",
+        ],
+    );
+    let first = pack_ews(&env, &sim, &["--max-duration", "2s"]);
+    let incomplete = first["mailboxes"].as_array().unwrap().iter().filter(|m| m["complete"] == false).count();
+    assert!(incomplete > 0, "the window should have ended mid-run: {first}");
+    let second = pack_ews(&env, &sim, &[]);
+    assert_eq!(second["items"], 400, "{second}");
+    // Nothing exported twice: the first run stopped between batches and saved what it had.
+    assert_eq!(stats(&sim)["items_exported"], 400);
     assert_archive_matches_dump(&env, &state);
 }

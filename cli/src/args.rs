@@ -100,6 +100,10 @@ pub struct PackArgs {
     /// EWS requests in flight per mailbox
     #[arg(long, default_value_t = 4)]
     pub requests_per_mailbox: usize,
+    /// With --ews: stop exporting after this long (e.g. 6h, 45m); what was stored is kept and the
+    /// next run continues from there
+    #[arg(long, value_name = "DURATION")]
+    pub max_duration: Option<String>,
     /// Snapshot time (RFC 3339), for imports and tests; default now
     #[arg(long, value_name = "RFC3339")]
     pub time: Option<String>,

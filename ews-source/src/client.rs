@@ -67,6 +67,8 @@ pub struct Client {
 
 /// Attempts per request before giving up on a transient failure.
 const MAX_ATTEMPTS: u32 = 30;
+/// Throttled attempts of a multi-item export before it is split into smaller requests.
+const EXPORT_ATTEMPTS_BEFORE_SPLIT: u32 = 4;
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, EwsError> {
@@ -143,6 +145,16 @@ impl Client {
         mailbox: Option<&str>,
         parse: fn(&[u8]) -> Result<T, EwsError>,
     ) -> Result<T, EwsError> {
+        self.call_with(op, mailbox, parse, MAX_ATTEMPTS)
+    }
+
+    fn call_with<T>(
+        &self,
+        op: &Operation,
+        mailbox: Option<&str>,
+        parse: fn(&[u8]) -> Result<T, EwsError>,
+        max_attempts: u32,
+    ) -> Result<T, EwsError> {
         let key = mailbox.unwrap_or("(service account)");
         let mut attempt = 0;
         loop {
@@ -157,7 +169,7 @@ impl Client {
                     self.governor.succeeded(key);
                     return Ok(v);
                 }
-                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+                Err(e) if e.is_transient() && attempt < max_attempts => {
                     let waited = self.governor.throttled(key, e.back_off_ms());
                     let mut s = self.stats.lock().expect("stats");
                     s.retries += 1;
@@ -166,7 +178,16 @@ impl Client {
                     }
                     s.back_off_ms_total += waited.as_millis() as u64;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if e.is_transient() {
+                        // Giving up on this request, but the back-off still binds the next one.
+                        let waited = self.governor.throttled(key, e.back_off_ms());
+                        let mut s = self.stats.lock().expect("stats");
+                        s.back_offs_honoured += u64::from(e.back_off_ms().is_some());
+                        s.back_off_ms_total += waited.as_millis() as u64;
+                    }
+                    return Err(e);
+                }
             }
         }
     }
@@ -197,9 +218,16 @@ impl Client {
         self.call(&op, Some(mailbox), response::parse_sync_folder_items)
     }
 
-    /// One ExportItems request (retried only on transient failures).
+    /// One ExportItems request (retried only on transient failures). A batch the server keeps
+    /// refusing as too expensive is given up on after a few back-offs, so the caller can split it.
     pub fn export(&self, mailbox: &str, ids: &[&str]) -> Result<Vec<Exported>, EwsError> {
-        let r = self.call(&Operation::ExportItems { item_ids: ids }, Some(mailbox), response::parse_export_items)?;
+        let attempts = if ids.len() > 1 { EXPORT_ATTEMPTS_BEFORE_SPLIT } else { MAX_ATTEMPTS };
+        let r = self.call_with(
+            &Operation::ExportItems { item_ids: ids },
+            Some(mailbox),
+            response::parse_export_items,
+            attempts,
+        )?;
         let n = r.iter().filter(|e| matches!(e, Exported::Ok { .. })).count() as u64;
         self.stats.lock().expect("stats").items_exported += n;
         Ok(r)

@@ -5,7 +5,8 @@
 //! whole, it is split in two and the halves are exported; but when the first half succeeds, the
 //! second half is known to hold a dirty item and is split again *without* being sent whole. One dirty
 //! item in 100 costs about 1.5·log2(100) ≈ 10 requests instead of plain halving's 2·log2(100) ≈ 13,
-//! and every clean item is exported on the way.
+//! and every clean item is exported on the way. A batch the server keeps throttling (too costly for
+//! the budget) is split too, without suspecting its items.
 
 use crate::client::Client;
 use crate::response::{EwsError, Exported};
@@ -99,6 +100,14 @@ fn send(
                     }
                 }
                 return Ok(true);
+            }
+            // Still throttled after several back-offs: the request is too big for the budget.
+            // Send it in two halves (neither is suspected of holding a dirty item).
+            Err(e) if e.is_throttling() && items.len() > 1 => {
+                let mid = items.len() / 2;
+                let left = send(client, mailbox, &items[..mid], offset, false, ok, failed, bad)?;
+                let right = send(client, mailbox, &items[mid..], offset + mid, false, ok, failed, bad)?;
+                return Ok(left && right);
             }
             Err(e @ (EwsError::Fault { .. } | EwsError::Failed { .. })) if !e.is_throttling() => {
                 if items.len() == 1 {

@@ -56,6 +56,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         ca_cert: None,
         concurrency: 4,
         requests_per_mailbox: 4,
+        max_duration: None,
         time: None,
         force: false,
         threads: None,

@@ -40,11 +40,6 @@ struct ResumeItem {
     size: u64,
     blob_hash: String,
     chunks: Vec<String>,
-    item_class: String,
-    subject: String,
-    sender: String,
-    received_ms: i64,
-    flags: u32,
 }
 
 /// Exported items between checkpoints: what a killed run may have to export again.
@@ -66,6 +61,57 @@ fn save_resume(path: &std::path::Path, file: &ResumeFile) -> Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+fn resume_file(parent: Option<Id>, items: &[exarch_archive::manifest::Item]) -> ResumeFile {
+    ResumeFile {
+        parent: parent.map(|p| p.to_hex()),
+        items: items
+            .iter()
+            .filter(|i| !i.name.is_empty())
+            .map(|i| ResumeItem {
+                source_id: String::from_utf8_lossy(&i.source_id).into_owned(),
+                change_key: String::from_utf8_lossy(&i.change_key).into_owned(),
+                name: String::from_utf8_lossy(&i.name).into_owned(),
+                size: i.size,
+                blob_hash: hex::encode(i.blob_hash),
+                chunks: i.chunks.iter().map(hex::encode).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// `90s`, `45m`, `2h`, `1h30m`.
+fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return None,
+        };
+    }
+    (num.is_empty() && total > 0).then(|| std::time::Duration::from_secs(total))
+}
+
+/// A mailbox whose backup stopped at the end of `--max-duration`; the next run continues it.
+#[derive(Debug)]
+struct OutOfTime;
+
+impl std::fmt::Display for OutOfTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("time window (--max-duration) ended; what was exported is stored and the next run continues")
+    }
+}
+impl std::error::Error for OutOfTime {}
 
 /// What the next run needs: each folder's SyncFolderItems state.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -104,6 +150,14 @@ struct Done {
 
 pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     let time_ms = super::pack::snapshot_time(a.time.as_deref())?;
+    let deadline = match &a.max_duration {
+        Some(d) => Some(
+            std::time::Instant::now()
+                + parse_duration(d)
+                    .ok_or_else(|| usage(format!("--max-duration {d}: use e.g. 45m, 2h, 1h30m, 90s")))?,
+        ),
+        None => None,
+    };
     let client = Client::new(ClientConfig {
         url: url.to_string(),
         auth: auth(a)?,
@@ -138,7 +192,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         for _ in 0..a.concurrency.max(1).min(mailboxes.len()) {
             s.spawn(|| loop {
                 let Some(mb) = queue.lock().expect("queue").pop() else { return };
-                let result = backup_mailbox(&repo, index.clone(), &client, url, &mb, run_id, time_ms);
+                let result = backup_mailbox(&repo, index.clone(), &client, url, &mb, run_id, time_ms, deadline);
                 if !g.quiet && !g.json {
                     match &result {
                         Ok((id, st)) => eprintln!(
@@ -149,6 +203,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
                             st.items_carried,
                             st.skipped
                         ),
+                        Err(e) if e.is::<OutOfTime>() => eprintln!("{mb}: INCOMPLETE: {e}"),
                         Err(e) => eprintln!("{mb}: FAILED: {e:#}"),
                     }
                 }
@@ -159,7 +214,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     let mut done = done.into_inner().expect("done");
     done.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
     report(g, &client, &done, started.elapsed().as_secs_f64())?;
-    let failed = done.iter().filter(|d| d.result.is_err()).count();
+    let failed = done.iter().filter(|d| d.result.as_ref().is_err_and(|e| !e.is::<OutOfTime>())).count();
     if failed > 0 {
         bail!("{failed} of {} mailbox(es) could not be backed up (see above); the others were saved", done.len());
     }
@@ -177,6 +232,9 @@ fn report(g: &Global, client: &Client, done: &[Done], secs: f64) -> Result<()> {
             .iter()
             .map(|d| match &d.result {
                 Ok((id, s)) => json!({"mailbox": d.mailbox, "snapshot": id.to_hex(), "stats": s}),
+                Err(e) if e.is::<OutOfTime>() => {
+                    json!({"mailbox": d.mailbox, "complete": false, "error": e.to_string()})
+                }
                 Err(e) => json!({"mailbox": d.mailbox, "error": format!("{e:#}")}),
             })
             .collect();
@@ -244,6 +302,7 @@ fn backup_mailbox(
     mailbox: &str,
     run_id: [u8; 16],
     time_ms: i64,
+    deadline: Option<std::time::Instant>,
 ) -> Result<(Id, BackupStats)> {
     let parent_id = repo.resolve_snapshot("latest", Some(mailbox)).ok();
     let parent = match parent_id {
@@ -314,6 +373,8 @@ fn backup_mailbox(
     }
 
     let mut state = SourceState { version: 1, folders: BTreeMap::new() };
+    // Everything to export, from all folders: batches then fill up across small folders.
+    let mut to_export: Vec<(ToExport, Pending)> = Vec::new();
     for fid in folder_ids {
         let folder = folder_index(fid, &folders, &mut index_of, &mut backup, 0);
         let since = prev.folders.get(fid).cloned();
@@ -408,51 +469,45 @@ fn backup_mailbox(
             let meta = ItemMeta { name: r.name.clone(), change_key: r.change_key.clone(), ..p.meta.clone() };
             !backup.carry_item(meta, r.size, hash.0, &chunks)
         });
-        let metas: HashMap<String, Pending> = pending.iter().map(|(t, p)| (t.id.clone(), p.clone())).collect();
-        let list: Vec<ToExport> = pending.into_iter().map(|(t, _)| t).collect();
-        let backup_cell = std::cell::RefCell::new(&mut backup);
-        for batch in batches(&list, MAX_EXPORT_BATCH) {
-            let mut ok = |id: &str, data: Vec<u8>| -> Result<(), EwsError> {
-                let p = metas.get(id).expect("exported item was requested");
-                let mut meta = p.meta.clone();
-                meta.name = exarch_ews_source::item_file_name(&data);
-                backup_cell
-                    .borrow_mut()
-                    .add_item(meta, data)
-                    .map_err(|e| EwsError::Unexpected { operation: "archive".into(), detail: e.to_string() })
-            };
-            let mut failed = |id: &str, err: String| {
-                let folder = metas.get(id).map(|p| p.folder).unwrap_or(folder);
-                backup_cell.borrow_mut().skip(folder, id, &err);
-            };
-            export_batch(client, mailbox, batch, &mut ok, &mut failed)?;
-            since_checkpoint += batch.len();
-            if since_checkpoint >= CHECKPOINT_EVERY {
-                since_checkpoint = 0;
-                let items = backup_cell.borrow_mut().checkpoint()?;
-                let file = ResumeFile {
-                    parent: parent_id.map(|p| p.to_hex()),
-                    items: items
-                        .iter()
-                        .filter(|i| !i.name.is_empty())
-                        .map(|i| ResumeItem {
-                            source_id: String::from_utf8_lossy(&i.source_id).into_owned(),
-                            change_key: String::from_utf8_lossy(&i.change_key).into_owned(),
-                            name: String::from_utf8_lossy(&i.name).into_owned(),
-                            size: i.size,
-                            blob_hash: hex::encode(i.blob_hash),
-                            chunks: i.chunks.iter().map(hex::encode).collect(),
-                            item_class: String::from_utf8_lossy(&i.item_class).into_owned(),
-                            subject: String::from_utf8_lossy(&i.subject).into_owned(),
-                            sender: String::from_utf8_lossy(&i.sender).into_owned(),
-                            received_ms: i.received_ms,
-                            flags: i.flags,
-                        })
-                        .collect(),
-                };
-                save_resume(&resume_at, &file)?;
-            }
+        to_export.extend(pending);
+    }
+
+    let metas: HashMap<String, Pending> = to_export.iter().map(|(t, p)| (t.id.clone(), p.clone())).collect();
+    let list: Vec<ToExport> = to_export.into_iter().map(|(t, _)| t).collect();
+    let backup_cell = std::cell::RefCell::new(&mut backup);
+    let mut incomplete = false;
+    for batch in batches(&list, MAX_EXPORT_BATCH) {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            incomplete = true;
+            break;
         }
+        let mut ok = |id: &str, data: Vec<u8>| -> Result<(), EwsError> {
+            let p = metas.get(id).expect("exported item was requested");
+            let mut meta = p.meta.clone();
+            meta.name = exarch_ews_source::item_file_name(&data);
+            backup_cell
+                .borrow_mut()
+                .add_item(meta, data)
+                .map_err(|e| EwsError::Unexpected { operation: "archive".into(), detail: e.to_string() })
+        };
+        let mut failed = |id: &str, err: String| {
+            let folder = metas.get(id).map(|p| p.folder).unwrap_or(0);
+            backup_cell.borrow_mut().skip(folder, id, &err);
+        };
+        export_batch(client, mailbox, batch, &mut ok, &mut failed)?;
+        since_checkpoint += batch.len();
+        if since_checkpoint >= CHECKPOINT_EVERY || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            since_checkpoint = 0;
+            let items = backup_cell.borrow_mut().checkpoint()?;
+            save_resume(&resume_at, &resume_file(parent_id, &items))?;
+        }
+    }
+    drop(backup_cell);
+    if incomplete {
+        // Out of time: what was exported is stored and listed in the resume file; no snapshot.
+        let items = backup.checkpoint()?;
+        save_resume(&resume_at, &resume_file(parent_id, &items))?;
+        return Err(OutOfTime.into());
     }
     backup.set_source_state(serde_json::to_vec(&state).expect("state serialises"));
     let done = backup.finish()?;
