@@ -313,3 +313,17 @@ fn max_duration_stops_cleanly_and_the_next_run_continues() {
     assert_eq!(stats(&sim)["items_exported"], 400);
     assert_archive_matches_dump(&env, &state);
 }
+
+#[test]
+fn transient_faults_are_retried_and_nothing_is_lost() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    let sim = start_sim(&env, &state, &["--mailboxes", "2", "--items", "120", "--seed", "17", "--fault-rate", "0.15"]);
+    let r = pack_ews(&env, &sim, &[]);
+    assert_eq!(r["items"], 240);
+    assert!(r["retries"].as_u64().unwrap() > 0);
+    let st = stats(&sim);
+    assert!(st["faults_injected"].as_u64().unwrap() > 0, "{st}");
+    assert_archive_matches_dump(&env, &state);
+}

@@ -215,6 +215,10 @@ pub struct SimulateArgs {
     /// Override the profile's budget recharge, units per second
     #[arg(long, value_name = "UNITS")]
     pub budget_recharge: Option<f64>,
+    /// Share of requests answered with a transient fault: HTTP 503, a dropped connection or a
+    /// truncated body (0.05 = 5%)
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
     /// Share of items that fail any export batch containing them (0.01 = 1%)
     #[arg(long, default_value_t = 0.0)]
     pub dirty_rate: f64,

@@ -84,7 +84,7 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         None => None,
     };
     let mailboxes = state.mailboxes.len();
-    let sim = Arc::new(Simulator::new(a.state.clone(), state, profile, credentials));
+    let sim = Arc::new(Simulator::new(a.state.clone(), state, profile, credentials).with_fault_rate(a.fault_rate));
     let running = serve(&listen, sim, 64).with_context(|| format!("listening on {listen}"))?;
     println!(
         "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at http://{}/stats",

@@ -63,6 +63,8 @@ pub struct Stats {
     pub penalties: u64,
     pub errors: u64,
     pub batches_failed_dirty: u64,
+    /// Transient faults injected: 503s, dropped connections, truncated bodies.
+    pub faults_injected: u64,
 }
 
 struct Budget {
@@ -80,6 +82,19 @@ pub struct Simulator {
     budgets: Mutex<HashMap<String, Budget>>,
     inflight: AtomicUsize,
     sizes: Mutex<HashMap<(String, String), u64>>,
+    /// Share of requests answered with a transient fault.
+    fault_rate: f64,
+    fault_counter: AtomicUsize,
+}
+
+/// A transient fault to inject instead of a normal reply.
+pub enum Fault {
+    /// HTTP 503 with `Retry-After: 1`, as IIS answers when requests queue up.
+    Unavailable,
+    /// The connection is closed without a reply.
+    Drop,
+    /// The reply is cut off halfway.
+    Truncate,
 }
 
 fn fault(code: &str, message: &str, back_off_ms: Option<u64>) -> String {
@@ -125,7 +140,34 @@ impl Simulator {
             budgets: Mutex::new(HashMap::new()),
             inflight: AtomicUsize::new(0),
             sizes: Mutex::new(HashMap::new()),
+            fault_rate: 0.0,
+            fault_counter: AtomicUsize::new(0),
         }
+    }
+
+    /// Injects transient faults into this share of requests (deterministically spread).
+    pub fn with_fault_rate(mut self, rate: f64) -> Simulator {
+        self.fault_rate = rate.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Whether the next request gets a fault, and which.
+    pub fn next_fault(&self) -> Option<Fault> {
+        if self.fault_rate <= 0.0 {
+            return None;
+        }
+        let n = self.fault_counter.fetch_add(1, Ordering::SeqCst) as u64;
+        let h = blake3::hash(&n.to_le_bytes());
+        let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8")) as f64 / u64::MAX as f64;
+        if x >= self.fault_rate {
+            return None;
+        }
+        self.stats.lock().expect("stats").faults_injected += 1;
+        Some(match h.as_bytes()[8] % 3 {
+            0 => Fault::Unavailable,
+            1 => Fault::Drop,
+            _ => Fault::Truncate,
+        })
     }
 
     pub fn stats(&self) -> Stats {
@@ -442,6 +484,30 @@ pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Resu
                 let mut body = Vec::new();
                 if std::io::Read::read_to_end(req.as_reader(), &mut body).is_err() {
                     continue;
+                }
+                match sim.next_fault() {
+                    Some(Fault::Unavailable) => {
+                        let _ = req.respond(
+                            tiny_http::Response::from_string("Service Unavailable")
+                                .with_status_code(503)
+                                .with_header(tiny_http::Header::from_bytes("Retry-After", "1").expect("header")),
+                        );
+                        continue;
+                    }
+                    Some(Fault::Drop) => {
+                        drop(req.into_writer());
+                        continue;
+                    }
+                    Some(Fault::Truncate) => {
+                        let (_, text) = sim.handle(auth.as_deref(), &body);
+                        let mut cut = text.len() / 2;
+                        while !text.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        let _ = req.respond(tiny_http::Response::from_string(&text[..cut]).with_status_code(200));
+                        continue;
+                    }
+                    None => {}
                 }
                 let (status, text) = sim.handle(auth.as_deref(), &body);
                 let mut resp = tiny_http::Response::from_string(text).with_status_code(status).with_header(
