@@ -15,7 +15,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut secret = [0u8; 16];
-    getrandom_fill(&mut secret);
+    exarch_archive::crypto::Entropy::os().fill(&mut secret);
     let passphrase = dir.join("passphrase.txt");
     write_private(&passphrase, &hex::encode(secret))?;
     let ews_password = dir.join("ews-password.txt");
@@ -77,10 +77,6 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     println!("  exarch ls latest --mailbox user1@example.com");
     println!("  exarch extract latest --mailbox user1@example.com --to {}", dir.join("restore").display());
     Ok(())
-}
-
-fn getrandom_fill(buf: &mut [u8]) {
-    exarch_archive::crypto::Entropy::os().fill(buf);
 }
 
 #[cfg(unix)]

@@ -46,11 +46,9 @@ struct ResumeItem {
 const CHECKPOINT_EVERY: usize = 100;
 
 fn resume_path(repo: &Repository, mailbox: &str) -> std::path::PathBuf {
-    repo.cache_dir().join("resume").join(format!("{}.json", &blake3_hex(mailbox.to_ascii_lowercase().as_bytes())[..24]))
-}
-
-fn blake3_hex(b: &[u8]) -> String {
-    Id::of_content(b).to_hex()
+    repo.cache_dir()
+        .join("resume")
+        .join(format!("{}.json", &Id::of_content(mailbox.to_ascii_lowercase().as_bytes()).to_hex()[..24]))
 }
 
 fn save_resume(path: &std::path::Path, file: &ResumeFile) -> Result<()> {
@@ -124,18 +122,13 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     crate::Exit(crate::EXIT_USAGE, msg.into()).into()
 }
 
-fn read_secret(path: &std::path::Path) -> Result<String> {
-    let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(s.lines().next().unwrap_or("").trim().to_string())
-}
-
 fn auth(a: &PackArgs) -> Result<Auth> {
     if let Some(t) = &a.token_file {
-        return Ok(Auth::Bearer(read_secret(t)?));
+        return Ok(Auth::Bearer(crate::secrets::read_file(t)?.0));
     }
     let user = a.user.clone().ok_or_else(|| usage("--ews needs --user NAME (or --token-file FILE)"))?;
     let password = match (&a.ews_password_file, std::env::var("EXARCH_EWS_PASSWORD")) {
-        (Some(f), _) => read_secret(f)?,
+        (Some(f), _) => crate::secrets::read_file(f)?.0,
         (None, Ok(p)) if !p.is_empty() => p,
         _ => return Err(usage("no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE")),
     };
