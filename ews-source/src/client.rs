@@ -4,8 +4,8 @@
 //! Impersonation: every mailbox request carries the `ExchangeImpersonation` header and
 //! `X-AnchorMailbox`, so Exchange routes it to the right mailbox server.
 
-use crate::request::{envelope, FolderRef, Operation};
-use crate::response::{self, EwsError, Exported, HierarchySync, ItemSync};
+use crate::request::{envelope, FolderRef, Operation, UploadItem};
+use crate::response::{self, EwsError, Exported, HierarchySync, ItemSync, Uploaded};
 use crate::throttle::Governor;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -48,6 +48,7 @@ pub struct ClientConfig {
 pub struct ClientStats {
     pub requests: BTreeMap<String, u64>,
     pub items_exported: u64,
+    pub items_uploaded: u64,
     pub back_offs_honoured: u64,
     pub back_off_ms_total: u64,
     pub retries: u64,
@@ -134,6 +135,7 @@ impl Client {
         match status {
             200 | 500 => Ok(body), // 500 carries a SOAP fault, which the parser turns into an error
             401 | 403 => Err(EwsError::Unauthorized),
+            413 => Err(EwsError::TooLarge),
             s => Err(EwsError::Http { status: s, retry_after_ms }),
         }
     }
@@ -145,15 +147,18 @@ impl Client {
         mailbox: Option<&str>,
         parse: fn(&[u8]) -> Result<T, EwsError>,
     ) -> Result<T, EwsError> {
-        self.call_with(op, mailbox, parse, MAX_ATTEMPTS)
+        self.call_with(op, mailbox, parse, MAX_ATTEMPTS, EwsError::is_transient)
     }
 
+    /// `retry` decides which failures are sent again (after the back-off): requests that change
+    /// the mailbox are only retried when the server surely did not act on them.
     fn call_with<T>(
         &self,
         op: &Operation,
         mailbox: Option<&str>,
         parse: fn(&[u8]) -> Result<T, EwsError>,
         max_attempts: u32,
+        retry: fn(&EwsError) -> bool,
     ) -> Result<T, EwsError> {
         let key = mailbox.unwrap_or("(service account)");
         let mut attempt = 0;
@@ -169,7 +174,7 @@ impl Client {
                     self.governor.succeeded(key);
                     return Ok(v);
                 }
-                Err(e) if e.is_transient() && attempt < max_attempts => {
+                Err(e) if retry(&e) && attempt < max_attempts => {
                     let waited = self.governor.throttled(key, e.back_off_ms());
                     let mut s = self.stats.lock().expect("stats");
                     s.retries += 1;
@@ -227,9 +232,61 @@ impl Client {
             Some(mailbox),
             response::parse_export_items,
             attempts,
+            EwsError::is_transient,
         )?;
         let n = r.iter().filter(|e| matches!(e, Exported::Ok { .. })).count() as u64;
         self.stats.lock().expect("stats").items_exported += n;
         Ok(r)
+    }
+
+    /// One UploadItems request. Only failures after which the server surely stored nothing
+    /// (throttling, HTTP 503/429) are retried; a broken connection or a cut-off reply leaves the
+    /// outcome unknown and is returned, so the caller can look before uploading again.
+    pub fn upload(&self, mailbox: &str, items: &[UploadItem]) -> Result<Vec<Uploaded>, EwsError> {
+        let attempts = if items.len() > 1 { EXPORT_ATTEMPTS_BEFORE_SPLIT } else { MAX_ATTEMPTS };
+        let r = self.call_with(
+            &Operation::UploadItems { items },
+            Some(mailbox),
+            response::parse_upload_items,
+            attempts,
+            EwsError::surely_not_processed,
+        )?;
+        let n = r.iter().filter(|u| matches!(u, Uploaded::Ok { .. })).count() as u64;
+        self.stats.lock().expect("stats").items_uploaded += n;
+        Ok(r)
+    }
+
+    /// Creates one folder. Not retried when the outcome is unknown; the caller looks it up again.
+    pub fn create_folder(&self, mailbox: &str, parent: FolderRef, name: &str, class: &str) -> Result<String, EwsError> {
+        self.call_with(
+            &Operation::CreateFolder { parent, name, class },
+            Some(mailbox),
+            response::parse_create_folder,
+            MAX_ATTEMPTS,
+            EwsError::surely_not_processed,
+        )
+    }
+
+    /// Every item of a folder (a sync from no state): ids and the searchable properties.
+    pub fn list_folder(&self, mailbox: &str, folder: &str) -> Result<Vec<response::ItemChange>, EwsError> {
+        let mut out = Vec::new();
+        let mut state: Option<String> = None;
+        loop {
+            let s = self.sync_items(mailbox, folder, state.as_deref(), crate::request::MAX_SYNC_CHANGES)?;
+            for c in s.changes {
+                match c.kind {
+                    response::ChangeKind::Create | response::ChangeKind::Update => {
+                        out.retain(|o: &response::ItemChange| o.id != c.id);
+                        out.push(c);
+                    }
+                    response::ChangeKind::Delete => out.retain(|o| o.id != c.id),
+                    response::ChangeKind::ReadFlagChange => {}
+                }
+            }
+            state = Some(s.sync_state);
+            if s.last {
+                return Ok(out);
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod request;
 pub mod response;
 pub mod sim;
 pub mod throttle;
+pub mod upload;
 
 /// The file name an item gets when extracted (and in the simulator's dump): derived from its
 /// content, never from the server's item id, which changes when an item is restored.

@@ -17,8 +17,8 @@ pub const MAX_SYNC_CHANGES: u32 = 512;
 
 /// Properties fetched with each synced item: what `exarch ls` shows and searches, taken from the
 /// server rather than parsed out of the opaque export stream.
-pub const ITEM_PROPERTIES: [&str; 5] =
-    ["item:Subject", "item:ItemClass", "item:Size", "item:DateTimeReceived", "message:From"];
+pub const ITEM_PROPERTIES: [&str; 6] =
+    ["item:Subject", "item:ItemClass", "item:Size", "item:DateTimeReceived", "item:IsAssociated", "message:From"];
 pub const FOLDER_PROPERTIES: [&str; 3] = ["folder:DisplayName", "folder:FolderClass", "folder:ParentFolderId"];
 
 /// How an UploadItems item is created.
@@ -64,6 +64,8 @@ pub enum Operation<'a> {
     SyncFolderItems { folder: FolderRef<'a>, sync_state: Option<&'a str>, max_changes: u32 },
     ExportItems { item_ids: &'a [&'a str] },
     UploadItems { items: &'a [UploadItem<'a>] },
+    /// One folder under `parent`; the element (Folder, CalendarFolder, ...) follows the class.
+    CreateFolder { parent: FolderRef<'a>, name: &'a str, class: &'a str },
 }
 
 impl Operation<'_> {
@@ -75,6 +77,7 @@ impl Operation<'_> {
             Operation::SyncFolderItems { .. } => "SyncFolderItems",
             Operation::ExportItems { .. } => "ExportItems",
             Operation::UploadItems { .. } => "UploadItems",
+            Operation::CreateFolder { .. } => "CreateFolder",
         }
     }
 }
@@ -173,6 +176,27 @@ fn body(w: &mut W, op: &Operation) -> R {
                             text(w, "t:Data", it.data_base64)
                         })?;
                     }
+                    Ok(())
+                })?;
+                Ok(())
+            })?;
+        }
+        Operation::CreateFolder { parent, name, class } => {
+            w.create_element("m:CreateFolder").write_inner_content(|w| {
+                folder_ref(w, "m:ParentFolderId", *parent)?;
+                w.create_element("m:Folders").write_inner_content(|w| {
+                    let element = match *class {
+                        c if c.starts_with("IPF.Appointment") => "t:CalendarFolder",
+                        c if c.starts_with("IPF.Contact") => "t:ContactsFolder",
+                        c if c.starts_with("IPF.Task") => "t:TasksFolder",
+                        _ => "t:Folder",
+                    };
+                    w.create_element(element).write_inner_content(|w| {
+                        if !class.is_empty() {
+                            text(w, "t:FolderClass", class)?;
+                        }
+                        text(w, "t:DisplayName", name)
+                    })?;
                     Ok(())
                 })?;
                 Ok(())

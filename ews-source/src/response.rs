@@ -19,6 +19,9 @@ pub enum EwsError {
     /// HTTP 503/429 (requests queued in IIS) or another non-SOAP status.
     #[error("HTTP {status} from the server")]
     Http { status: u16, retry_after_ms: Option<u64> },
+    /// HTTP 413: the request was larger than the server accepts (EWS maxReceivedMessageSize).
+    #[error("the request was too large for the server (HTTP 413)")]
+    TooLarge,
     #[error("the server refused the credentials (HTTP 401): check the user name and EXARCH_EWS_PASSWORD / --password-file / --token-file")]
     Unauthorized,
     /// The connection failed or broke (dropped connection, timeout, TLS).
@@ -30,6 +33,18 @@ impl EwsError {
     /// Worth retrying unchanged: the server was busy, the connection broke, or the body was cut.
     pub fn is_transient(&self) -> bool {
         self.is_throttling() || matches!(self, EwsError::Http { .. } | EwsError::Transport(_) | EwsError::Xml(_))
+    }
+
+    /// The server surely did not act on the request: it was throttled or queued (HTTP 503/429).
+    /// Only these are retried for requests that change a mailbox.
+    pub fn surely_not_processed(&self) -> bool {
+        self.is_throttling() || matches!(self, EwsError::Http { status: 503 | 429, .. })
+    }
+
+    /// The request may or may not have been carried out (connection broke, reply cut off).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, EwsError::Transport(_) | EwsError::Xml(_) | EwsError::Http { .. } | EwsError::Unexpected { .. })
+            && !self.surely_not_processed()
     }
 
     /// The server's back-off hint, if it gave one.
@@ -195,6 +210,8 @@ pub struct ItemChange {
     pub size: u64,
     pub received: String,
     pub from: String,
+    /// A folder-associated (hidden) item.
+    pub associated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +249,7 @@ pub fn parse_sync_folder_items(xml: &[u8]) -> Result<ItemSync, EwsError> {
                     .and_then(|f| f.find("EmailAddress"))
                     .map(|e| e.text.clone())
                     .unwrap_or_default(),
+                associated: item.and_then(|i| i.text_at(&["IsAssociated"])) == Some("true"),
             });
         }
     }
@@ -269,6 +287,44 @@ pub fn parse_export_items(xml: &[u8]) -> Result<Vec<Exported>, EwsError> {
         out.push(Exported::Ok { id: id.to_string(), data });
     }
     Ok(out)
+}
+
+/// One item of an UploadItems response, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uploaded {
+    Ok { id: String, change_key: String },
+    Failed { status: Status },
+}
+
+/// Parses an UploadItems response: per-item results (a refused item is `Uploaded::Failed`).
+pub fn parse_upload_items(xml: &[u8]) -> Result<Vec<Uploaded>, EwsError> {
+    let op = "UploadItems";
+    let root = body(xml, op)?;
+    let mut out = Vec::new();
+    for m in messages(&root, op)? {
+        let s = Status::of(m);
+        if s.is_error() {
+            out.push(Uploaded::Failed { status: s });
+            continue;
+        }
+        let id = m.child("ItemId").ok_or_else(|| unexpected(op, "uploaded item without ItemId"))?;
+        out.push(Uploaded::Ok {
+            id: id.attr("Id").unwrap_or("").to_string(),
+            change_key: id.attr("ChangeKey").unwrap_or("").to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// The new folder's id from a CreateFolder response for one folder.
+pub fn parse_create_folder(xml: &[u8]) -> Result<String, EwsError> {
+    let op = "CreateFolder";
+    let root = body(xml, op)?;
+    let m = single(&root, op)?;
+    m.find("FolderId")
+        .and_then(|f| f.attr("Id"))
+        .map(str::to_string)
+        .ok_or_else(|| unexpected(op, "no FolderId in the response"))
 }
 
 /// Mailbox addresses from a ResolveNames response (how `--all-mailboxes` discovers them).

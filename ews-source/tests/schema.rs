@@ -46,6 +46,15 @@ fn every_request_validates_against_the_ews_schema() {
         },
         Operation::ExportItems { item_ids: &ids },
         Operation::UploadItems { items: &uploads },
+        Operation::CreateFolder {
+            parent: FolderRef::Distinguished("msgfolderroot"),
+            name: "Restored 2026-11-23 10:00",
+            class: "IPF.Note",
+        },
+        Operation::CreateFolder { parent: FolderRef::Id("AQMkAD"), name: "Kalender <&>", class: "IPF.Appointment" },
+        Operation::CreateFolder { parent: FolderRef::Id("AQMkAD"), name: "Contacts", class: "IPF.Contact" },
+        Operation::CreateFolder { parent: FolderRef::Id("AQMkAD"), name: "Tasks", class: "IPF.Task" },
+        Operation::CreateFolder { parent: FolderRef::Id("AQMkAD"), name: "No class", class: "" },
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();

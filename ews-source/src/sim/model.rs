@@ -49,6 +49,9 @@ pub struct Item {
     pub received: String,
     /// Fails any ExportItems batch that contains it.
     pub dirty: bool,
+    /// A folder-associated (hidden) item: a view, a rule, a form.
+    #[serde(default)]
+    pub associated: bool,
     pub content: Content,
 }
 
@@ -143,9 +146,14 @@ impl State {
                 let parent_id = parent.map(|p| mb.folders[p].id.clone()).unwrap_or_default();
                 mb.folders.push(Folder { id, parent_id, name: name.to_string(), class: class.to_string() });
             }
-            for _ in 0..items {
+            for i in 0..items {
                 let folder = 1 + rng.gen_range(0..FOLDERS.len() - 1);
-                let item = state.new_item(&mut rng, &mb.folders[folder], m, dirty_rate);
+                let mut item = state.new_item(&mut rng, &mb.folders[folder], m, dirty_rate);
+                if i % 40 == 39 {
+                    // One item in forty is a hidden folder-associated item (a saved view).
+                    item.associated = true;
+                    item.class = "IPM.Microsoft.FolderDesign.NamedView".into();
+                }
                 mb.items.push(item);
             }
             state.mailboxes.push(mb);
@@ -183,6 +191,7 @@ impl State {
             sender: format!("user{}@{}", rng.gen_range(1..=(mailbox + 5)), self.domain),
             received,
             dirty: rng.gen_bool(dirty_rate.clamp(0.0, 1.0)),
+            associated: false,
             content: Content::Generated { key: rng.gen(), version: 0 },
         }
     }
@@ -279,6 +288,215 @@ impl State {
     }
 }
 
+const START_MESSAGE: u32 = 0x400C_0003;
+const END_MESSAGE: u32 = 0x400D_0003;
+const NEW_ATTACH: u32 = 0x4000_0003;
+const END_ATTACH: u32 = 0x400E_0003;
+const TAG_CLASS: u32 = 0x001A_001F;
+const TAG_SUBJECT: u32 = 0x0037_001F;
+const TAG_SENDER: u32 = 0x0C1F_001F;
+const TAG_DELIVERY_TIME: u32 = 0x0E06_0040;
+/// 100 ns intervals from 1601-01-01 to 1970-01-01.
+const FILETIME_UNIX_EPOCH: i128 = 116_444_736_000_000_000;
+
+fn rfc3339_to_filetime(s: &str) -> Option<u64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 100 + FILETIME_UNIX_EPOCH).ok()
+}
+
+fn filetime_to_rfc3339(ft: u64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos((ft as i128 - FILETIME_UNIX_EPOCH) * 100).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339).ok()
+}
+
+/// What the server learns from an uploaded stream, as Exchange does when it imports one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BlobProps {
+    pub class: String,
+    pub subject: String,
+    pub sender: String,
+    pub received: String,
+}
+
+/// Reads the message-level properties of a stream in the simulator's format (the subset of
+/// MS-OXCFXICS it writes). Unknown content ends the scan; what was read so far is kept.
+pub fn blob_props(blob: &[u8]) -> BlobProps {
+    let mut p = BlobProps::default();
+    let mut pos = 0;
+    let u32_at = |pos: usize| blob.get(pos..pos + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+    while let Some(tag) = u32_at(pos) {
+        pos += 4;
+        match tag {
+            START_MESSAGE | END_MESSAGE | END_ATTACH => {}
+            NEW_ATTACH => break,
+            TAG_DELIVERY_TIME => {
+                let Some(b) = blob.get(pos..pos + 8) else { break };
+                p.received = filetime_to_rfc3339(u64::from_le_bytes(b.try_into().expect("8"))).unwrap_or_default();
+                pos += 8;
+            }
+            t if t & 0xFFFF == 0x001F || t & 0xFFFF == 0x0102 => {
+                let Some(len) = u32_at(pos) else { break };
+                pos += 4;
+                let Some(v) = blob.get(pos..pos + len as usize) else { break };
+                pos += len as usize;
+                if t & 0xFFFF == 0x001F {
+                    let units: Vec<u16> =
+                        v.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+                    let s = String::from_utf16_lossy(&units);
+                    match t {
+                        TAG_CLASS => p.class = s,
+                        TAG_SUBJECT => p.subject = s,
+                        TAG_SENDER => p.sender = s,
+                        _ => {}
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    p
+}
+
+/// Why the simulated store refused an operation: an EWS response code and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal { code, message: message.into() }
+}
+
+/// The folders a wipe keeps: the mailbox's default folders.
+const DEFAULT_FOLDERS: &[&str] = &["Inbox", "Sent Items", "Deleted Items", "Calendar", "Contacts", "Tasks"];
+
+impl State {
+    fn rng(&self, salt: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(self.seed ^ salt ^ self.seq.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    /// The id of the top of the information store (`msgfolderroot`).
+    pub fn root_folder(&self, mailbox: usize) -> String {
+        self.mailboxes[mailbox].folders.iter().find(|f| f.parent_id.is_empty()).map(|f| f.id.clone()).unwrap_or_default()
+    }
+
+    /// Empties a mailbox as a careless user or a bad script would: every item deleted, and every
+    /// folder that is not a default folder removed. Returns (items, folders) removed.
+    pub fn wipe(&mut self, mailbox: usize) -> (usize, usize) {
+        let items = std::mem::take(&mut self.mailboxes[mailbox].items);
+        let n = items.len();
+        for it in items {
+            self.seq += 1;
+            self.mailboxes[mailbox].tombstones.push(Tombstone { id: it.id, folder_id: it.folder_id, seq: self.seq });
+        }
+        let root = self.root_folder(mailbox);
+        let mb = &mut self.mailboxes[mailbox];
+        let before = mb.folders.len();
+        mb.folders.retain(|f| f.id == root || (f.parent_id == root && DEFAULT_FOLDERS.contains(&f.name.as_str())));
+        (n, before - mb.folders.len())
+    }
+
+    /// CreateFolder: a new folder under `parent` (a folder id, or empty for the top of the store).
+    pub fn create_folder(&mut self, mailbox: usize, parent: &str, name: &str, class: &str) -> Result<String, Refusal> {
+        let parent = if parent.is_empty() { self.root_folder(mailbox) } else { parent.to_string() };
+        let mb = &self.mailboxes[mailbox];
+        if !mb.folders.iter().any(|f| f.id == parent) {
+            return Err(refuse("ErrorParentFolderNotFound", "The parent folder could not be found."));
+        }
+        if name.trim().is_empty() {
+            return Err(refuse("ErrorInvalidFolderName", "A folder needs a display name."));
+        }
+        if mb.folders.iter().any(|f| f.parent_id == parent && f.name.eq_ignore_ascii_case(name)) {
+            return Err(refuse("ErrorFolderExists", "A folder with the specified name already exists."));
+        }
+        self.seq += 1;
+        let id = token(&mut self.rng(0xf01d), "AQMkAD");
+        self.mailboxes[mailbox].folders.push(Folder {
+            id: id.clone(),
+            parent_id: parent,
+            name: name.to_string(),
+            class: class.to_string(),
+        });
+        Ok(id)
+    }
+
+    /// UploadItems for one item: stores the stream under `uploads/` in `dir` and creates or
+    /// updates the item as `action` says (`CreateNew`, `Update`, `UpdateOrCreate`). Returns the
+    /// item's id and new change key.
+    pub fn upload(
+        &mut self,
+        dir: &Path,
+        mailbox: usize,
+        parent: &str,
+        item_id: Option<&str>,
+        action: &str,
+        associated: bool,
+        blob: &[u8],
+    ) -> Result<(String, String), Refusal> {
+        let mb = &self.mailboxes[mailbox];
+        if !mb.folders.iter().any(|f| f.id == parent && !f.parent_id.is_empty()) {
+            return Err(refuse("ErrorFolderNotFound", "The specified folder could not be found in the store."));
+        }
+        let existing = item_id.and_then(|id| mb.items.iter().position(|i| i.id == id && i.folder_id == parent));
+        match (action, existing, item_id) {
+            ("CreateNew", _, Some(_)) => {
+                return Err(refuse("ErrorInvalidRequest", "CreateNew must not carry an ItemId."))
+            }
+            ("Update", None, _) => {
+                return Err(refuse("ErrorItemNotFound", "The specified object was not found in the store."))
+            }
+            ("CreateNew" | "Update" | "UpdateOrCreate", ..) => {}
+            (other, ..) => return Err(refuse("ErrorInvalidRequest", format!("Unknown CreateAction {other}."))),
+        }
+        let hash = blake3::hash(blob).to_hex().to_string();
+        let uploads = dir.join("uploads");
+        let path = uploads.join(&hash);
+        if !path.exists() {
+            let io = |e: std::io::Error| refuse("ErrorInternalServerError", format!("storing the item: {e}"));
+            std::fs::create_dir_all(&uploads).map_err(io)?;
+            let tmp = uploads.join(format!(".{hash}.tmp"));
+            std::fs::write(&tmp, blob).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+        let props = blob_props(blob);
+        self.seq += 1;
+        let seq = self.seq;
+        let mut rng = self.rng(0x0b10);
+        let change_key = token(&mut rng, "CQAAAB");
+        let mb = &mut self.mailboxes[mailbox];
+        let item = match existing {
+            Some(i) => &mut mb.items[i],
+            None => {
+                mb.items.push(Item {
+                    id: token(&mut rng, "AAMkAD"),
+                    folder_id: parent.to_string(),
+                    change_key: String::new(),
+                    created_seq: seq,
+                    seq,
+                    class: String::new(),
+                    subject: String::new(),
+                    sender: String::new(),
+                    received: String::new(),
+                    dirty: false,
+                    associated,
+                    content: Content::Uploaded { hash: hash.clone() },
+                });
+                mb.items.last_mut().expect("just pushed")
+            }
+        };
+        item.change_key = change_key.clone();
+        item.seq = seq;
+        item.class = if props.class.is_empty() { "IPM.Note".into() } else { props.class };
+        item.subject = props.subject;
+        item.sender = props.sender;
+        item.received = props.received;
+        item.associated = associated;
+        item.content = Content::Uploaded { hash };
+        Ok((item.id.clone(), change_key))
+    }
+}
+
 fn prop_string(out: &mut Vec<u8>, tag: u32, s: &str) {
     out.extend_from_slice(&tag.to_le_bytes());
     let utf16: Vec<u8> = s.encode_utf16().chain(std::iter::once(0)).flat_map(|u| u.to_le_bytes()).collect();
@@ -303,10 +521,14 @@ fn shared_attachment(seed: u64, n: u64) -> Vec<u8> {
 fn generate_blob(seed: u64, key: u64, version: u32, item: &Item) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ key ^ ((version as u64) << 48));
     let mut out = Vec::new();
-    out.extend_from_slice(&0x400C_0003u32.to_le_bytes()); // StartMessage
-    prop_string(&mut out, 0x001A_001F, &item.class); // PidTagMessageClass
-    prop_string(&mut out, 0x0037_001F, &item.subject); // PidTagSubject
-    prop_string(&mut out, 0x0C1F_001F, &item.sender); // PidTagSenderEmailAddress
+    out.extend_from_slice(&START_MESSAGE.to_le_bytes());
+    prop_string(&mut out, TAG_CLASS, &item.class); // PidTagMessageClass
+    prop_string(&mut out, TAG_SUBJECT, &item.subject); // PidTagSubject
+    prop_string(&mut out, TAG_SENDER, &item.sender); // PidTagSenderEmailAddress
+    if let Some(ft) = rfc3339_to_filetime(&item.received) {
+        out.extend_from_slice(&TAG_DELIVERY_TIME.to_le_bytes()); // PidTagMessageDeliveryTime
+        out.extend_from_slice(&ft.to_le_bytes());
+    }
     if item.class == "IPM.Appointment" {
         // PidLidGlobalObjectId: the calendar UID that must survive a restore.
         let mut goid = b"\x04\x00\x00\x00\x82\x00\xE0\x00\x74\xC5\xB7\x10\x1A\x82\xE0\x08".to_vec();
@@ -322,7 +544,7 @@ fn generate_blob(seed: u64, key: u64, version: u32, item: &Item) -> Vec<u8> {
     body.push_str(&format!("\nversion {version}\n"));
     prop_string(&mut out, 0x1000_001F, &body); // PidTagBody
     if rng.gen_ratio(1, 10) {
-        out.extend_from_slice(&0x4000_0003u32.to_le_bytes()); // NewAttach
+        out.extend_from_slice(&NEW_ATTACH.to_le_bytes());
         let data = if rng.gen_ratio(2, 3) {
             shared_attachment(seed, rng.gen_range(0..8))
         } else {
@@ -331,9 +553,9 @@ fn generate_blob(seed: u64, key: u64, version: u32, item: &Item) -> Vec<u8> {
             b
         };
         prop_binary(&mut out, 0x3701_0102, &data); // PidTagAttachDataBinary
-        out.extend_from_slice(&0x400E_0003u32.to_le_bytes()); // EndAttach
+        out.extend_from_slice(&END_ATTACH.to_le_bytes());
     }
-    out.extend_from_slice(&0x400D_0003u32.to_le_bytes()); // EndMessage
+    out.extend_from_slice(&END_MESSAGE.to_le_bytes());
     out
 }
 

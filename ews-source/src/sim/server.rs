@@ -58,6 +58,11 @@ pub struct Stats {
     pub requests: BTreeMap<String, u64>,
     pub items_exported: u64,
     pub items_uploaded: u64,
+    /// Uploaded items the server refused (per-item errors), and folders created.
+    pub uploads_refused: u64,
+    pub folders_created: u64,
+    /// Requests answered with HTTP 413 because their body exceeded the request size limit.
+    pub requests_too_large: u64,
     pub server_busy_sent: u64,
     pub connection_count_exceeded: u64,
     pub penalties: u64,
@@ -85,7 +90,14 @@ pub struct Simulator {
     /// Share of requests answered with a transient fault.
     fault_rate: f64,
     fault_counter: AtomicUsize,
+    /// Share of uploaded items refused (chosen by content, so the same items every time).
+    refuse_rate: f64,
+    /// Largest request body accepted (IIS/EWS maxReceivedMessageSize); larger ones get HTTP 413.
+    max_request_bytes: usize,
 }
+
+/// Default request size limit: room for the ~25 MB of base64 Exchange accepts in one import.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 35_000_000;
 
 /// A transient fault to inject instead of a normal reply.
 pub enum Fault {
@@ -142,7 +154,27 @@ impl Simulator {
             sizes: Mutex::new(HashMap::new()),
             fault_rate: 0.0,
             fault_counter: AtomicUsize::new(0),
+            refuse_rate: 0.0,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
+    }
+
+    /// Refuses this share of uploaded items with a per-item `ErrorCorruptData`.
+    pub fn with_refuse_rate(mut self, rate: f64) -> Simulator {
+        self.refuse_rate = rate.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Answers requests larger than `bytes` with HTTP 413.
+    pub fn with_max_request_bytes(mut self, bytes: usize) -> Simulator {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Whether the simulator refuses to import this stream.
+    fn refuses(&self, blob: &[u8]) -> bool {
+        let h = blake3::hash(blob);
+        (u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8")) as f64 / u64::MAX as f64) < self.refuse_rate
     }
 
     /// Injects transient faults into this share of requests (deterministically spread).
@@ -237,6 +269,10 @@ impl Simulator {
         if !self.authorised(auth) {
             return (401, String::new());
         }
+        if body.len() > self.max_request_bytes {
+            self.stats.lock().expect("stats").requests_too_large += 1;
+            return (413, String::new());
+        }
         let doc = match dom::parse(body) {
             Ok(d) => d,
             Err(e) => {
@@ -285,7 +321,7 @@ impl Simulator {
     }
 
     fn dispatch(&self, op: &str, el: &dom::Element, mailbox: Option<&str>) -> Reply {
-        let state = self.state.lock().expect("state");
+        let mut state = self.state.lock().expect("state");
         if op == "ResolveNames" {
             let set: String = state
                 .mailboxes
@@ -298,6 +334,12 @@ impl Simulator {
         let Some(mbx) = mailbox.and_then(|m| state.mailbox(m)) else {
             return (500, fault("ErrorNonExistentMailbox", "No mailbox with such guid or address.", None));
         };
+        match op {
+            "UploadItems" => return self.upload_items(&mut state, mbx, el),
+            "CreateFolder" => return self.create_folder(&mut state, mbx, el),
+            _ => {}
+        }
+        let state = &*state;
         let mb = &state.mailboxes[mbx];
         match op {
             "SyncFolderHierarchy" => {
@@ -329,7 +371,7 @@ impl Simulator {
                 let mut changes: Vec<(u64, String)> = Vec::new();
                 for it in mb.items.iter().filter(|i| i.folder_id == folder_id && i.seq > since) {
                     let kind = if it.created_seq > since { "Create" } else { "Update" };
-                    changes.push((it.seq, format!("<t:{kind}>{}</t:{kind}>", self.item_xml(&state, it))));
+                    changes.push((it.seq, format!("<t:{kind}>{}</t:{kind}>", self.item_xml(state, it))));
                 }
                 for t in mb.tombstones.iter().filter(|t| t.folder_id == folder_id && t.seq > since) {
                     changes.push((
@@ -388,6 +430,93 @@ impl Simulator {
         }
     }
 
+    /// UploadItems: each item created or updated on its own; refused ones get their own error.
+    /// The state is saved before the reply, so what a client was told is stored is stored.
+    fn upload_items(&self, state: &mut State, mbx: usize, el: &dom::Element) -> Reply {
+        let Some(items) = el.child("Items") else {
+            return (500, fault("ErrorSchemaValidation", "UploadItems needs Items.", None));
+        };
+        let mut msgs = String::new();
+        let (mut uploaded, mut refused) = (0u64, 0u64);
+        for it in items.children_named("Item") {
+            let parent = it.child("ParentFolderId").and_then(|p| p.attr("Id")).unwrap_or("");
+            let item_id = it.child("ItemId").and_then(|i| i.attr("Id"));
+            let action = it.attr("CreateAction").unwrap_or("");
+            let associated = it.attr("IsAssociated").is_some_and(|v| v == "true" || v == "1");
+            let b64: String = it.text_at(&["Data"]).unwrap_or("").split_ascii_whitespace().collect();
+            let result = match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.as_bytes()) {
+                Err(_) => Err(("ErrorInvalidRequest", "Data is not valid base64.".to_string())),
+                Ok(blob) if blob.is_empty() => Err(("ErrorInvalidRequest", "Data is empty.".to_string())),
+                Ok(blob) if self.refuses(&blob) => {
+                    Err(("ErrorCorruptData", "The item could not be imported: its data is corrupt.".to_string()))
+                }
+                Ok(blob) => state
+                    .upload(&self.dir, mbx, parent, item_id, action, associated, &blob)
+                    .map_err(|r| (r.code, r.message)),
+            };
+            match result {
+                Ok((id, ck)) => {
+                    uploaded += 1;
+                    msgs.push_str(&ok_message(
+                        "UploadItems",
+                        &format!("<m:ItemId Id=\"{}\" ChangeKey=\"{}\"/>", escape(&id), escape(&ck)),
+                    ));
+                }
+                Err((code, msg)) => {
+                    refused += 1;
+                    msgs.push_str(&format!("<m:UploadItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>{}</m:MessageText><m:ResponseCode>{code}</m:ResponseCode></m:UploadItemsResponseMessage>", escape(&msg)));
+                }
+            }
+        }
+        if uploaded > 0 {
+            if let Err(e) = state.save(&self.dir) {
+                return (500, fault("ErrorInternalServerError", &format!("saving the mailbox store: {e}"), None));
+            }
+        }
+        let mut st = self.stats.lock().expect("stats");
+        st.items_uploaded += uploaded;
+        st.uploads_refused += refused;
+        drop(st);
+        (200, response("UploadItems", &msgs))
+    }
+
+    /// CreateFolder: one or more folders under one parent.
+    fn create_folder(&self, state: &mut State, mbx: usize, el: &dom::Element) -> Reply {
+        let parent = match el.child("ParentFolderId").and_then(|p| p.children.first()) {
+            Some(f) if f.name == "DistinguishedFolderId" && f.attr("Id") == Some("msgfolderroot") => String::new(),
+            Some(f) if f.name == "FolderId" => f.attr("Id").unwrap_or("").to_string(),
+            _ => {
+                return (
+                    200,
+                    response("CreateFolder", "<m:CreateFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>Only msgfolderroot and folder ids are supported as parents.</m:MessageText><m:ResponseCode>ErrorInvalidRequest</m:ResponseCode></m:CreateFolderResponseMessage>"),
+                )
+            }
+        };
+        let mut msgs = String::new();
+        let mut created = 0;
+        for f in el.child("Folders").map(|f| f.children.iter().collect::<Vec<_>>()).unwrap_or_default() {
+            let name = f.text_at(&["DisplayName"]).unwrap_or("");
+            let class = f.text_at(&["FolderClass"]).unwrap_or("IPF.Note");
+            match state.create_folder(mbx, &parent, name, class) {
+                Ok(id) => {
+                    created += 1;
+                    msgs.push_str(&ok_message(
+                        "CreateFolder",
+                        &format!("<m:Folders><t:{n}><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/></t:{n}></m:Folders>", escape(&id), n = f.name),
+                    ));
+                }
+                Err(r) => msgs.push_str(&format!("<m:CreateFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>{}</m:MessageText><m:ResponseCode>{}</m:ResponseCode></m:CreateFolderResponseMessage>", escape(&r.message), r.code)),
+            }
+        }
+        if created > 0 {
+            if let Err(e) = state.save(&self.dir) {
+                return (500, fault("ErrorInternalServerError", &format!("saving the mailbox store: {e}"), None));
+            }
+        }
+        self.stats.lock().expect("stats").folders_created += created;
+        (200, response("CreateFolder", &msgs))
+    }
+
     fn item_xml(&self, state: &State, it: &Item) -> String {
         let key = (it.id.clone(), it.change_key.clone());
         let size = {
@@ -408,13 +537,14 @@ impl Simulator {
             _ => "Message",
         };
         format!(
-            "<t:{el}><t:ItemId Id=\"{}\" ChangeKey=\"{}\"/><t:Subject>{}</t:Subject><t:ItemClass>{}</t:ItemClass><t:Size>{size}</t:Size><t:DateTimeReceived>{}</t:DateTimeReceived><t:From><t:Mailbox><t:EmailAddress>{}</t:EmailAddress></t:Mailbox></t:From></t:{el}>",
+            "<t:{el}><t:ItemId Id=\"{}\" ChangeKey=\"{}\"/><t:Subject>{}</t:Subject><t:ItemClass>{}</t:ItemClass><t:Size>{size}</t:Size><t:DateTimeReceived>{}</t:DateTimeReceived><t:From><t:Mailbox><t:EmailAddress>{}</t:EmailAddress></t:Mailbox></t:From><t:IsAssociated>{}</t:IsAssociated></t:{el}>",
             escape(&it.id),
             escape(&it.change_key),
             escape(&it.subject),
             escape(&it.class),
             escape(&it.received),
-            escape(&it.sender)
+            escape(&it.sender),
+            it.associated
         )
     }
 }
