@@ -3,77 +3,8 @@
 
 mod util;
 
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use util::sim::{assert_archive_matches_dump, pack_ews, start_sim, stats};
 use util::{code, stderr, Env};
-
-/// A running `exarch simulate`, stopped when dropped.
-struct Sim {
-    child: Child,
-    url: String,
-    stats_url: String,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim(env: &Env, state: &Path, args: &[&str]) -> Sim {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_exarch"));
-    cmd.args(["simulate", "--listen", "127.0.0.1:0", "--state", state.to_str().unwrap()]).args(args);
-    cmd.env("EXARCH_EWS_PASSWORD", "sim-secret").stdout(Stdio::piped());
-    let _ = env;
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://") && w.ends_with("Exchange.asmx"))
-        .expect(&line)
-        .to_string();
-    let stats_url = url.replace("/EWS/Exchange.asmx", "/stats");
-    Sim { child, url, stats_url }
-}
-
-fn stats(sim: &Sim) -> serde_json::Value {
-    // a tiny HTTP GET without extra dependencies
-    use std::io::{Read, Write};
-    let hostport = sim.stats_url.trim_start_matches("http://").split('/').next().unwrap().to_string();
-    let mut s = std::net::TcpStream::connect(&hostport).unwrap();
-    write!(s, "GET /stats HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let body = resp.split("\r\n\r\n").nth(1).unwrap();
-    serde_json::from_str(body).unwrap()
-}
-
-fn pack_ews(env: &Env, sim: &Sim, extra: &[&str]) -> serde_json::Value {
-    let repo = env.repo();
-    let mut args =
-        vec!["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "svc", "--all-mailboxes", "--json"];
-    args.extend_from_slice(extra);
-    let out = env.cmd(&args).env("EXARCH_EWS_PASSWORD", "sim-secret").output().unwrap();
-    assert_eq!(code(&out), 0, "pack --ews failed: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Extracts each mailbox's latest snapshot and compares it with the simulator's dump.
-fn assert_archive_matches_dump(env: &Env, state: &Path) {
-    let dump = env.path("dump");
-    let _ = std::fs::remove_dir_all(&dump);
-    env.ok(&["simulate", "--state", state.to_str().unwrap(), "--dump", dump.to_str().unwrap()]);
-    let out = env.path("extracted");
-    let _ = std::fs::remove_dir_all(&out);
-    for mb in std::fs::read_dir(&dump).unwrap() {
-        let mb = mb.unwrap().file_name().into_string().unwrap();
-        env.extract_latest(&mb, &out.join(&mb));
-    }
-    util::assert_same_tree(&dump, &out);
-}
 
 #[test]
 fn all_mailboxes_back_up_and_match_the_server() {

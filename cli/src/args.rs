@@ -47,6 +47,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Run a simulated Exchange server (EWS on loopback) for tests and demos
     Simulate(SimulateArgs),
+    /// Put a snapshot's items back into Exchange (UploadItems), in place or into another mailbox
+    Replay(ReplayArgs),
     /// Back up a simulated Exchange into a new local archive, verify it, and list it
     Demo(DemoArgs),
     /// Check the repository's integrity (exit 4 when anything is damaged)
@@ -81,19 +83,8 @@ pub struct PackArgs {
     /// With --ews: every mailbox the address list resolves (ResolveNames "SMTP:"; see README)
     #[arg(long)]
     pub all_mailboxes: bool,
-    /// EWS account (service account with impersonation rights); its password comes from
-    /// EXARCH_EWS_PASSWORD or --ews-password-file
-    #[arg(long)]
-    pub user: Option<String>,
-    /// File holding the EWS account's password
-    #[arg(long, value_name = "FILE")]
-    pub ews_password_file: Option<PathBuf>,
-    /// File holding an OAuth access token (instead of a password)
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// PEM file of a CA to trust for the EWS server's certificate
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub conn: EwsConnArgs,
     /// Mailboxes backed up at once
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -113,6 +104,67 @@ pub struct PackArgs {
     /// Compression/sealing threads (default: number of CPUs)
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// How to reach and log on to an EWS endpoint (shared by `pack --ews` and `replay`).
+#[derive(Args, Debug, Clone)]
+pub struct EwsConnArgs {
+    /// EWS account (service account with impersonation rights); its password comes from
+    /// EXARCH_EWS_PASSWORD or --ews-password-file
+    #[arg(long)]
+    pub user: Option<String>,
+    /// File holding the EWS account's password
+    #[arg(long, value_name = "FILE")]
+    pub ews_password_file: Option<PathBuf>,
+    /// File holding an OAuth access token (instead of a password)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM file of a CA to trust for the EWS server's certificate
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Snapshot id, unique prefix (8+ hex digits) or `latest`
+    pub snapshot: String,
+    /// Mailbox for `latest` when the repository holds several
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// EWS endpoint to restore into (https://server/EWS/Exchange.asmx)
+    #[arg(long, value_name = "URL")]
+    pub ews: String,
+    #[command(flatten)]
+    pub conn: EwsConnArgs,
+    /// Restore into this mailbox instead of the snapshot's own; items go under a new top folder
+    /// `Restored <snapshot time>` unless --in-place is given
+    #[arg(long, value_name = "SMTP")]
+    pub to_mailbox: Option<String>,
+    /// With --to-mailbox: restore into the original folder paths instead of a `Restored` folder
+    #[arg(long)]
+    pub in_place: bool,
+    /// Only items in this folder or below (path as `exarch ls` shows it, e.g. `Inbox/Projects`;
+    /// repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub folder: Vec<String>,
+    /// Only this item: its EWS item id, or its file name as `exarch ls` shows it (repeatable)
+    #[arg(long, value_name = "ID")]
+    pub item: Vec<String>,
+    /// Only items received at or after this time (RFC 3339 or YYYY-MM-DD, UTC)
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Only items received before the end of this day, or before this time (RFC 3339)
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+    /// List what would be created where, with counts and bytes; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// UploadItems requests in flight
+    #[arg(long, default_value_t = 4)]
+    pub requests: usize,
+    /// Largest request the server accepts, in bytes of base64 item data (Exchange: about 25 MB)
+    #[arg(long, default_value_t = exarch_ews_source::upload::DEFAULT_UPLOAD_LIMIT, value_name = "BYTES")]
+    pub upload_limit: usize,
 }
 
 #[derive(Args, Debug)]
@@ -231,6 +283,16 @@ pub struct SimulateArgs {
     /// Write every item, laid out as `exarch extract` lays out a snapshot, under OUT/<mailbox>/ and exit
     #[arg(long, value_name = "OUT")]
     pub dump: Option<PathBuf>,
+    /// Empty this mailbox (every item, and every folder but the default ones) and exit
+    #[arg(long, value_name = "MAILBOX")]
+    pub wipe: Option<String>,
+    /// Share of uploaded items the server refuses with ErrorCorruptData (0.02 = 2%), chosen by
+    /// content so the same items are refused every time
+    #[arg(long, default_value_t = 0.0)]
+    pub refuse_rate: f64,
+    /// Largest request body the server accepts; larger requests get HTTP 413
+    #[arg(long, default_value_t = exarch_ews_source::sim::server::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES")]
+    pub max_request_bytes: usize,
 }
 
 #[derive(Args, Debug)]

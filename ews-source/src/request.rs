@@ -59,13 +59,30 @@ pub enum FolderRef<'a> {
 /// The operations exarch sends.
 #[derive(Debug, Clone)]
 pub enum Operation<'a> {
-    ResolveNames { entry: &'a str },
-    SyncFolderHierarchy { root: FolderRef<'a>, sync_state: Option<&'a str> },
-    SyncFolderItems { folder: FolderRef<'a>, sync_state: Option<&'a str>, max_changes: u32 },
-    ExportItems { item_ids: &'a [&'a str] },
-    UploadItems { items: &'a [UploadItem<'a>] },
+    ResolveNames {
+        entry: &'a str,
+    },
+    SyncFolderHierarchy {
+        root: FolderRef<'a>,
+        sync_state: Option<&'a str>,
+    },
+    SyncFolderItems {
+        folder: FolderRef<'a>,
+        sync_state: Option<&'a str>,
+        max_changes: u32,
+    },
+    ExportItems {
+        item_ids: &'a [&'a str],
+    },
+    UploadItems {
+        items: &'a [UploadItem<'a>],
+    },
     /// One folder under `parent`; the element (Folder, CalendarFolder, ...) follows the class.
-    CreateFolder { parent: FolderRef<'a>, name: &'a str, class: &'a str },
+    CreateFolder {
+        parent: FolderRef<'a>,
+        name: &'a str,
+        class: &'a str,
+    },
 }
 
 impl Operation<'_> {

@@ -30,7 +30,10 @@ pub struct ToUpload {
 /// What became of one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Uploaded { id: String, change_key: String },
+    Uploaded {
+        id: String,
+        change_key: String,
+    },
     /// The server refused the item: its response code and text.
     Refused(String),
     /// The item alone is larger than the server accepts in one request.

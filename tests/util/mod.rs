@@ -3,6 +3,7 @@
 
 #[path = "../../benches/corpus.rs"]
 pub mod corpus;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! `exarch demo`: the whole job in one command, against the built-in simulated Exchange.
 
-use crate::args::{DemoArgs, Global, InitArgs, PackArgs, SnapshotsArgs, VerifyArgs};
+use crate::args::{DemoArgs, EwsConnArgs, Global, InitArgs, PackArgs, SnapshotsArgs, VerifyArgs};
 use anyhow::{bail, Context as _, Result};
 use exarch_ews_source::sim::server::{serve, Profile, Simulator};
 use std::sync::Arc;
@@ -50,10 +50,12 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         mailbox: Vec::new(),
         mailboxes_file: None,
         all_mailboxes: true,
-        user: Some("svc-backup".into()),
-        ews_password_file: Some(ews_password),
-        token_file: None,
-        ca_cert: None,
+        conn: EwsConnArgs {
+            user: Some("svc-backup".into()),
+            ews_password_file: Some(ews_password),
+            token_file: None,
+            ca_cert: None,
+        },
         concurrency: 4,
         requests_per_mailbox: 4,
         max_duration: None,

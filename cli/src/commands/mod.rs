@@ -8,6 +8,8 @@ mod ls;
 mod pack;
 mod pack_ews;
 mod prune;
+mod replay;
+mod replay_journal;
 mod simulate;
 mod snapshots;
 mod verify;
@@ -28,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ls(a) => ls::run(g, a),
         Command::Extract(a) => extract::run(g, a),
         Command::Prune(a) => prune::run(g, a),
+        Command::Replay(a) => replay::run(g, a),
         Command::Simulate(a) => simulate::run(g, a),
         Command::Demo(a) => demo::run(g, a),
         Command::Verify(a) => verify::run(g, a),

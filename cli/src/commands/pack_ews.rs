@@ -6,12 +6,12 @@
 //! Exports go through the governor in batches with dirty-item isolation; each exported stream goes
 //! straight into the archive's pipeline.
 
-use crate::args::{Global, PackArgs};
+use crate::args::{EwsConnArgs, Global, PackArgs};
 use crate::output::bytes;
 use anyhow::{bail, Context as _, Result};
 use exarch_archive::backup::{Backup, BackupOptions, BackupStats, ItemMeta};
 use exarch_archive::index::IndexTable;
-use exarch_archive::manifest::{text, NO_TIME};
+use exarch_archive::manifest::{text, ITEM_ASSOCIATED, NO_TIME};
 use exarch_archive::time::parse_rfc3339_ms;
 use exarch_archive::{Id, Repository};
 use exarch_ews_source::client::{Auth, Client, ClientConfig};
@@ -122,7 +122,7 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     crate::Exit(crate::EXIT_USAGE, msg.into()).into()
 }
 
-fn auth(a: &PackArgs) -> Result<Auth> {
+pub(super) fn auth(a: &EwsConnArgs) -> Result<Auth> {
     if let Some(t) = &a.token_file {
         return Ok(Auth::Bearer(crate::secrets::read_file(t)?.0));
     }
@@ -153,8 +153,8 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     };
     let client = Client::new(ClientConfig {
         url: url.to_string(),
-        auth: auth(a)?,
-        ca_cert: a.ca_cert.clone(),
+        auth: auth(&a.conn)?,
+        ca_cert: a.conn.ca_cert.clone(),
         concurrency: (a.concurrency * a.requests_per_mailbox).max(1),
         per_mailbox: a.requests_per_mailbox.max(1),
         timeout: std::time::Duration::from_secs(180),
@@ -397,7 +397,7 @@ fn backup_mailbox(
                             subject: c.subject,
                             sender: c.from,
                             received_ms: parse_rfc3339_ms(&c.received).unwrap_or(NO_TIME),
-                            flags: 0,
+                            flags: if c.associated { ITEM_ASSOCIATED } else { 0 },
                         };
                         pending.push((ToExport { id: c.id, size: c.size }, Pending { folder, meta }));
                     }

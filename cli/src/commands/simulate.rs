@@ -66,6 +66,23 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         println!("churned {pct}%: {n} new, {c} changed, {d} deleted item(s)");
         return Ok(());
     }
+    if let Some(mb) = &a.wipe {
+        let m = state.mailbox(mb).ok_or_else(|| {
+            usage(format!(
+                "--wipe {mb}: no such mailbox (they are user1@{} … user{}@{})",
+                state.domain,
+                state.mailboxes.len(),
+                state.domain
+            ))
+        })?;
+        let (items, folders) = state.wipe(m);
+        state.save(&a.state)?;
+        println!("wiped {}: {items} item(s) and {folders} folder(s) deleted", state.mailboxes[m].address);
+        return Ok(());
+    }
+    if !(0.0..=1.0).contains(&a.refuse_rate) {
+        return Err(usage("--refuse-rate is a fraction between 0 and 1 (0.02 = 2%)"));
+    }
     if let Some(out) = &a.dump {
         let n = dump(&state, &a.state, out)?;
         println!("wrote {n} item(s) of {} mailbox(es) to {}", state.mailboxes.len(), out.display());
@@ -84,7 +101,12 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         None => None,
     };
     let mailboxes = state.mailboxes.len();
-    let sim = Arc::new(Simulator::new(a.state.clone(), state, profile, credentials).with_fault_rate(a.fault_rate));
+    let sim = Arc::new(
+        Simulator::new(a.state.clone(), state, profile, credentials)
+            .with_fault_rate(a.fault_rate)
+            .with_refuse_rate(a.refuse_rate)
+            .with_max_request_bytes(a.max_request_bytes),
+    );
     let running = serve(&listen, sim, 64).with_context(|| format!("listening on {listen}"))?;
     println!(
         "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at http://{}/stats",

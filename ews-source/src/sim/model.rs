@@ -378,7 +378,12 @@ impl State {
 
     /// The id of the top of the information store (`msgfolderroot`).
     pub fn root_folder(&self, mailbox: usize) -> String {
-        self.mailboxes[mailbox].folders.iter().find(|f| f.parent_id.is_empty()).map(|f| f.id.clone()).unwrap_or_default()
+        self.mailboxes[mailbox]
+            .folders
+            .iter()
+            .find(|f| f.parent_id.is_empty())
+            .map(|f| f.id.clone())
+            .unwrap_or_default()
     }
 
     /// Empties a mailbox as a careless user or a bad script would: every item deleted, and every
@@ -424,6 +429,7 @@ impl State {
     /// UploadItems for one item: stores the stream under `uploads/` in `dir` and creates or
     /// updates the item as `action` says (`CreateNew`, `Update`, `UpdateOrCreate`). Returns the
     /// item's id and new change key.
+    #[allow(clippy::too_many_arguments)]
     pub fn upload(
         &mut self,
         dir: &Path,

@@ -103,7 +103,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 35_000_000;
 pub enum Fault {
     /// HTTP 503 with `Retry-After: 1`, as IIS answers when requests queue up.
     Unavailable,
-    /// The connection is closed without a reply.
+    /// The connection breaks without a reply (the request is not handled).
     Drop,
     /// The reply is cut off halfway.
     Truncate,
@@ -625,7 +625,11 @@ pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Resu
                         continue;
                     }
                     Some(Fault::Drop) => {
-                        drop(req.into_writer());
+                        // The connection breaks before the request is handled: the client reads
+                        // bytes that are not HTTP, gives up on this connection, and must resend.
+                        let mut w = req.into_writer();
+                        let _ = std::io::Write::write_all(&mut w, b"\x00\x00 connection reset\r\n\r\n");
+                        let _ = std::io::Write::flush(&mut w);
                         continue;
                     }
                     Some(Fault::Truncate) => {
