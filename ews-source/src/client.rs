@@ -64,6 +64,8 @@ pub struct Client {
     auth: Auth,
     pub governor: Governor,
     stats: Mutex<ClientStats>,
+    /// Server time per exported byte (seconds, moving average): sizes the next export batches.
+    export_speed: Mutex<Option<f64>>,
 }
 
 /// Attempts per request before giving up on a transient failure.
@@ -89,6 +91,7 @@ impl Client {
             auth: cfg.auth,
             governor: Governor::new(cfg.concurrency, cfg.per_mailbox),
             stats: Mutex::new(ClientStats::default()),
+            export_speed: Mutex::new(None),
         })
     }
 
@@ -147,7 +150,7 @@ impl Client {
         mailbox: Option<&str>,
         parse: fn(&[u8]) -> Result<T, EwsError>,
     ) -> Result<T, EwsError> {
-        self.call_with(op, mailbox, parse, MAX_ATTEMPTS, EwsError::is_transient)
+        self.call_with(op, mailbox, parse, MAX_ATTEMPTS, EwsError::is_transient).map(|(v, _)| v)
     }
 
     /// `retry` decides which failures are sent again (after the back-off): requests that change
@@ -159,20 +162,21 @@ impl Client {
         parse: fn(&[u8]) -> Result<T, EwsError>,
         max_attempts: u32,
         retry: fn(&EwsError) -> bool,
-    ) -> Result<T, EwsError> {
+    ) -> Result<(T, Duration), EwsError> {
         let key = mailbox.unwrap_or("(service account)");
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = {
+            let (result, took) = {
                 let _permit = self.governor.acquire(key);
                 *self.stats.lock().expect("stats").requests.entry(op.name().to_string()).or_default() += 1;
-                self.post(op, mailbox).and_then(|body| parse(&body))
+                let t = std::time::Instant::now();
+                (self.post(op, mailbox).and_then(|body| parse(&body)), t.elapsed())
             };
             match result {
                 Ok(v) => {
                     self.governor.succeeded(key);
-                    return Ok(v);
+                    return Ok((v, took));
                 }
                 Err(e) if retry(&e) && attempt < max_attempts => {
                     let waited = self.governor.throttled(key, e.back_off_ms());
@@ -227,7 +231,7 @@ impl Client {
     /// refusing as too expensive is given up on after a few back-offs, so the caller can split it.
     pub fn export(&self, mailbox: &str, ids: &[&str]) -> Result<Vec<Exported>, EwsError> {
         let attempts = if ids.len() > 1 { EXPORT_ATTEMPTS_BEFORE_SPLIT } else { MAX_ATTEMPTS };
-        let r = self.call_with(
+        let (r, took) = self.call_with(
             &Operation::ExportItems { item_ids: ids },
             Some(mailbox),
             response::parse_export_items,
@@ -235,8 +239,22 @@ impl Client {
             EwsError::is_transient,
         )?;
         let n = r.iter().filter(|e| matches!(e, Exported::Ok { .. })).count() as u64;
+        let bytes: usize =
+            r.iter().map(|e| if let Exported::Ok { data, .. } = e { data.len().max(1024) } else { 1024 }).sum();
+        let rate = took.as_secs_f64() / bytes.max(1) as f64;
+        let mut speed = self.export_speed.lock().expect("speed");
+        *speed = Some(match *speed {
+            Some(old) => 0.7 * old + 0.3 * rate,
+            None => rate,
+        });
+        drop(speed);
         self.stats.lock().expect("stats").items_exported += n;
         Ok(r)
+    }
+
+    /// The server's recent export speed (seconds per byte), once there is a measurement.
+    pub fn export_seconds_per_byte(&self) -> Option<f64> {
+        *self.export_speed.lock().expect("speed")
     }
 
     /// One UploadItems request. Only failures after which the server surely stored nothing
@@ -244,7 +262,7 @@ impl Client {
     /// outcome unknown and is returned, so the caller can look before uploading again.
     pub fn upload(&self, mailbox: &str, items: &[UploadItem]) -> Result<Vec<Uploaded>, EwsError> {
         let attempts = if items.len() > 1 { EXPORT_ATTEMPTS_BEFORE_SPLIT } else { MAX_ATTEMPTS };
-        let r = self.call_with(
+        let (r, _) = self.call_with(
             &Operation::UploadItems { items },
             Some(mailbox),
             response::parse_upload_items,
@@ -265,6 +283,7 @@ impl Client {
             MAX_ATTEMPTS,
             EwsError::surely_not_processed,
         )
+        .map(|(v, _)| v)
     }
 
     /// Every item of a folder (a sync from no state): ids and the searchable properties.

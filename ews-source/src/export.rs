@@ -1,7 +1,9 @@
 //! Exporting items in batches, and isolating the "dirty" items that make a whole batch fail.
 //!
-//! Batches hold at most 100 items (Microsoft's advice) and a byte budget from the sizes the sync
-//! reported, so one call stays well under the server's one-minute limit. When a batch fails as a
+//! Batches hold at most 100 items (Microsoft's advice), a byte budget from the sizes the sync
+//! reported, and no more than the server exported in `TARGET_REQUEST_SECS` on earlier requests
+//! (measured as the client goes), so one call stays well under the server's one-minute limit even
+//! when a server or a calendar is slow. When a batch fails as a
 //! whole, it is split in two and the halves are exported; but when the first half succeeds, the
 //! second half is known to hold a dirty item and is split again *without* being sent whole. One dirty
 //! item in 100 costs about 1.5·log2(100) ≈ 10 requests instead of plain halving's 2·log2(100) ≈ 13,
@@ -21,23 +23,25 @@ pub struct ToExport {
 /// Per-batch byte budget (raw item bytes; the response carries a third more as base64).
 pub const BATCH_BYTES: u64 = 24 * 1024 * 1024;
 
-/// Splits `items` into batches of at most `max_items` and `BATCH_BYTES`.
-pub fn batches(items: &[ToExport], max_items: usize) -> Vec<&[ToExport]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
+/// How long one ExportItems request should take on the server. Exchange stops a request after
+/// about a minute; staying far below leaves room for a slow moment without a failed batch.
+pub const TARGET_REQUEST_SECS: f64 = 15.0;
+
+/// The length of the next batch taken from the front of `items`: at most `max_items` items and
+/// `BATCH_BYTES`, and, once the server's speed is known (`secs_per_byte`, measured on earlier
+/// requests), no more than it exports in `TARGET_REQUEST_SECS`. Always at least one item.
+pub fn next_batch(items: &[ToExport], max_items: usize, secs_per_byte: Option<f64>) -> usize {
+    let mut bytes = 0u64;
+    let mut weight = 0u64;
     for (i, it) in items.iter().enumerate() {
-        if i > start && (i - start >= max_items || bytes + it.size > BATCH_BYTES) {
-            out.push(&items[start..i]);
-            start = i;
-            bytes = 0;
+        weight += it.size.max(1024);
+        let too_slow = secs_per_byte.is_some_and(|r| weight as f64 * r > TARGET_REQUEST_SECS);
+        if i > 0 && (i >= max_items || bytes + it.size > BATCH_BYTES || too_slow) {
+            return i;
         }
         bytes += it.size;
     }
-    if start < items.len() {
-        out.push(&items[start..]);
-    }
-    out
+    items.len()
 }
 
 /// What plain halving costs for `n` items of which the ones at `bad` (sorted positions) are dirty.
@@ -131,13 +135,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_respect_count_and_bytes() {
+    fn batches_respect_count_bytes_and_speed() {
         let items: Vec<ToExport> = (0..250).map(|i| ToExport { id: i.to_string(), size: 1000 }).collect();
-        let b = batches(&items, 100);
-        assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![100, 100, 50]);
         let big: Vec<ToExport> = (0..5).map(|i| ToExport { id: i.to_string(), size: BATCH_BYTES / 2 }).collect();
-        assert_eq!(batches(&big, 100).len(), 3);
         assert_eq!(plain_halving(0, 100, &[37]), 13);
+        // adaptive: a fast server gets full batches, a slow one smaller ones, never empty
+        assert_eq!(next_batch(&items, 100, None), 100);
+        assert_eq!(next_batch(&items, 100, Some(1e-9)), 100);
+        assert_eq!(next_batch(&items, 100, Some(TARGET_REQUEST_SECS / 10_240.0)), 10);
+        assert_eq!(next_batch(&items, 100, Some(1.0)), 1);
+        assert_eq!(next_batch(&big, 100, None), 2);
+        assert_eq!(next_batch(&[], 100, None), 0);
         assert_eq!(plain_halving(0, 100, &[]), 1);
     }
 }

@@ -15,7 +15,7 @@ use exarch_archive::manifest::{text, ITEM_ASSOCIATED, NO_TIME};
 use exarch_archive::time::parse_rfc3339_ms;
 use exarch_archive::{Id, Repository};
 use exarch_ews_source::client::{Auth, Client, ClientConfig};
-use exarch_ews_source::export::{batches, export_batch, ToExport};
+use exarch_ews_source::export::{export_batch, next_batch, ToExport};
 use exarch_ews_source::request::{FolderRef, MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
 use exarch_ews_source::response::{ChangeKind, EwsError};
 use serde::{Deserialize, Serialize};
@@ -469,11 +469,16 @@ fn backup_mailbox(
     let list: Vec<ToExport> = to_export.into_iter().map(|(t, _)| t).collect();
     let backup_cell = std::cell::RefCell::new(&mut backup);
     let mut incomplete = false;
-    for batch in batches(&list, MAX_EXPORT_BATCH) {
+    let mut pos = 0;
+    while pos < list.len() {
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             incomplete = true;
             break;
         }
+        // Sized by count, bytes and the server's measured speed (see export::next_batch).
+        let n = next_batch(&list[pos..], MAX_EXPORT_BATCH, client.export_seconds_per_byte());
+        let batch = &list[pos..pos + n];
+        pos += n;
         let mut ok = |id: &str, data: Vec<u8>| -> Result<(), EwsError> {
             let p = metas.get(id).expect("exported item was requested");
             let mut meta = p.meta.clone();
