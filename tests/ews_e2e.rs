@@ -114,6 +114,7 @@ fn strict_profile_finishes_without_penalties() {
     }
     let st = stats(&sim);
     assert_eq!(st["penalties"], 0, "{st}");
+    assert_eq!(st["sync_concurrency_exceeded"], 0, "the client kept to the sync-call cap: {st}");
     // The budget (3 units, 6 a second) is far below what the backup needs, so the server did push
     // back; the client waited every time as told.
     assert!(st["server_busy_sent"].as_u64().unwrap() > 0, "the strict profile should push back: {st}");

@@ -91,6 +91,10 @@ pub struct PackArgs {
     /// EWS requests in flight per mailbox
     #[arg(long, default_value_t = 4)]
     pub requests_per_mailbox: usize,
+    /// Sync calls (SyncFolderHierarchy, SyncFolderItems) in flight for the account: Exchange 2016
+    /// and later limit these per user
+    #[arg(long, default_value_t = 2)]
+    pub sync_concurrency: usize,
     /// With --ews: stop exporting after this long (e.g. 6h, 45m); what was stored is kept and the
     /// next run continues from there
     #[arg(long, value_name = "DURATION")]

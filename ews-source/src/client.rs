@@ -40,6 +40,8 @@ pub struct ClientConfig {
     /// Requests in flight overall, and per mailbox.
     pub concurrency: usize,
     pub per_mailbox: usize,
+    /// Sync calls (SyncFolderHierarchy, SyncFolderItems) in flight for the account.
+    pub sync_concurrency: usize,
     pub timeout: Duration,
 }
 
@@ -89,7 +91,7 @@ impl Client {
             http,
             url: cfg.url,
             auth: cfg.auth,
-            governor: Governor::new(cfg.concurrency, cfg.per_mailbox),
+            governor: Governor::new(cfg.concurrency, cfg.per_mailbox).with_sync_limit(cfg.sync_concurrency),
             stats: Mutex::new(ClientStats::default()),
             export_speed: Mutex::new(None),
         })
@@ -168,7 +170,8 @@ impl Client {
         loop {
             attempt += 1;
             let (result, took) = {
-                let _permit = self.governor.acquire(key);
+                let sync = matches!(op, Operation::SyncFolderHierarchy { .. } | Operation::SyncFolderItems { .. });
+                let _permit = self.governor.acquire_for(key, sync);
                 *self.stats.lock().expect("stats").requests.entry(op.name().to_string()).or_default() += 1;
                 let t = std::time::Instant::now();
                 (self.post(op, mailbox).and_then(|body| parse(&body)), t.elapsed())

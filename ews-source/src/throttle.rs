@@ -21,6 +21,8 @@ struct MailboxState {
 #[derive(Debug)]
 struct State {
     inflight: usize,
+    /// SyncFolderHierarchy/SyncFolderItems calls in flight (Exchange caps these per user).
+    sync_inflight: usize,
     limit: usize,
     successes: u32,
     mailboxes: HashMap<String, MailboxState>,
@@ -29,6 +31,7 @@ struct State {
 pub struct Governor {
     max: usize,
     per_mailbox: usize,
+    sync_max: usize,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -37,12 +40,16 @@ pub struct Governor {
 pub struct Permit<'a> {
     gov: &'a Governor,
     mailbox: String,
+    sync: bool,
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut s = self.gov.state.lock().expect("governor");
         s.inflight -= 1;
+        if self.sync {
+            s.sync_inflight -= 1;
+        }
         if let Some(m) = s.mailboxes.get_mut(&self.mailbox) {
             m.inflight -= 1;
         }
@@ -57,23 +64,46 @@ impl Governor {
         Governor {
             max,
             per_mailbox: per_mailbox.max(1),
-            state: Mutex::new(State { inflight: 0, limit: max, successes: 0, mailboxes: HashMap::new() }),
+            sync_max: max,
+            state: Mutex::new(State {
+                inflight: 0,
+                sync_inflight: 0,
+                limit: max,
+                successes: 0,
+                mailboxes: HashMap::new(),
+            }),
             cv: Condvar::new(),
         }
     }
 
+    /// At most `n` sync calls (SyncFolderHierarchy, SyncFolderItems) in flight at once: Exchange
+    /// 2016 and later limit concurrent sync calls per user separately from other requests.
+    pub fn with_sync_limit(mut self, n: usize) -> Governor {
+        self.sync_max = n.max(1);
+        self
+    }
+
     /// Waits until a request for `mailbox` may be sent.
     pub fn acquire(&self, mailbox: &str) -> Permit<'_> {
+        self.acquire_for(mailbox, false)
+    }
+
+    /// Waits until a request for `mailbox` may be sent; `sync` for a sync call.
+    pub fn acquire_for(&self, mailbox: &str, sync: bool) -> Permit<'_> {
         let mut s = self.state.lock().expect("governor");
         loop {
             let now = Instant::now();
             let (limit, inflight) = (s.limit, s.inflight);
+            let sync_full = sync && s.sync_inflight >= self.sync_max;
             let m = s.mailboxes.entry(mailbox.to_string()).or_default();
             let wait = m.not_before.filter(|t| *t > now).map(|t| t - now);
-            if wait.is_none() && inflight < limit && m.inflight < self.per_mailbox {
+            if wait.is_none() && inflight < limit && m.inflight < self.per_mailbox && !sync_full {
                 m.inflight += 1;
                 s.inflight += 1;
-                return Permit { gov: self, mailbox: mailbox.to_string() };
+                if sync {
+                    s.sync_inflight += 1;
+                }
+                return Permit { gov: self, mailbox: mailbox.to_string(), sync };
             }
             let timeout = wait.unwrap_or(Duration::from_millis(200));
             s = self.cv.wait_timeout(s, timeout).expect("governor").0;
@@ -142,5 +172,25 @@ mod tests {
             g.succeeded("b");
         }
         assert_eq!(g.limit(), 8);
+    }
+
+    #[test]
+    fn sync_calls_have_their_own_cap() {
+        let g = Governor::new(8, 8).with_sync_limit(1);
+        let first = g.acquire_for("a", true);
+        // other requests still go
+        let t = Instant::now();
+        let _other = g.acquire_for("b", false);
+        assert!(t.elapsed() < Duration::from_millis(100));
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let t = Instant::now();
+                let _second = g.acquire_for("b", true);
+                t.elapsed()
+            });
+            std::thread::sleep(Duration::from_millis(150));
+            drop(first);
+            assert!(h.join().unwrap() >= Duration::from_millis(140), "a second sync call went past the cap");
+        });
     }
 }

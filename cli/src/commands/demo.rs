@@ -58,6 +58,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         },
         concurrency: 4,
         requests_per_mailbox: 4,
+        sync_concurrency: 2,
         max_duration: None,
         time: None,
         force: false,

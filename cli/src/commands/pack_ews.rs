@@ -157,6 +157,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         ca_cert: a.conn.ca_cert.clone(),
         concurrency: (a.concurrency * a.requests_per_mailbox).max(1),
         per_mailbox: a.requests_per_mailbox.max(1),
+        sync_concurrency: a.sync_concurrency.max(1),
         timeout: std::time::Duration::from_secs(180),
     })?;
     let mut mailboxes: Vec<String> = a.mailbox.clone();

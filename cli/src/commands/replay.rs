@@ -249,6 +249,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         ca_cert: a.conn.ca_cert.clone(),
         concurrency: a.requests.max(1),
         per_mailbox: a.requests.max(1),
+        sync_concurrency: 2,
         timeout: std::time::Duration::from_secs(300),
     })?;
     let tree = Tree::load(&client, &target).with_context(|| format!("reading the folder tree of {target}"))?;

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub struct Profile {
     /// Requests one account may have in flight.
     pub max_concurrency: usize,
+    /// Sync calls (SyncFolderHierarchy, SyncFolderItems) one account may have in flight.
+    pub max_sync_concurrency: usize,
     /// Budget units a mailbox can spend at once, and per second after that.
     pub burst: f64,
     pub recharge_per_sec: f64,
@@ -36,18 +38,29 @@ impl Profile {
             // Exchange 2016+ defaults: EWSMaxConcurrency 27, generous budgets.
             "onprem-default" => Profile {
                 max_concurrency: 27,
+                max_sync_concurrency: 8,
                 burst: 2000.0,
                 recharge_per_sec: 1000.0,
                 back_off_ms: 1000,
                 item_cost: 0.1,
             },
             // A tight policy: few concurrent requests, small budgets, real back-offs.
-            "strict" => {
-                Profile { max_concurrency: 6, burst: 15.0, recharge_per_sec: 8.0, back_off_ms: 500, item_cost: 0.5 }
-            }
-            "unlimited" => {
-                Profile { max_concurrency: 10_000, burst: 1e12, recharge_per_sec: 1e12, back_off_ms: 0, item_cost: 0.0 }
-            }
+            "strict" => Profile {
+                max_concurrency: 6,
+                max_sync_concurrency: 2,
+                burst: 15.0,
+                recharge_per_sec: 8.0,
+                back_off_ms: 500,
+                item_cost: 0.5,
+            },
+            "unlimited" => Profile {
+                max_concurrency: 10_000,
+                max_sync_concurrency: 10_000,
+                burst: 1e12,
+                recharge_per_sec: 1e12,
+                back_off_ms: 0,
+                item_cost: 0.0,
+            },
             _ => return None,
         })
     }
@@ -65,6 +78,8 @@ pub struct Stats {
     pub requests_too_large: u64,
     pub server_busy_sent: u64,
     pub connection_count_exceeded: u64,
+    /// Sync calls refused because the account had too many in flight.
+    pub sync_concurrency_exceeded: u64,
     pub penalties: u64,
     pub errors: u64,
     pub batches_failed_dirty: u64,
@@ -86,6 +101,7 @@ pub struct Simulator {
     stats: Mutex<Stats>,
     budgets: Mutex<HashMap<String, Budget>>,
     inflight: AtomicUsize,
+    sync_inflight: AtomicUsize,
     sizes: Mutex<HashMap<(String, String), u64>>,
     /// Share of requests answered with a transient fault.
     fault_rate: f64,
@@ -151,6 +167,7 @@ impl Simulator {
             stats: Mutex::new(Stats::default()),
             budgets: Mutex::new(HashMap::new()),
             inflight: AtomicUsize::new(0),
+            sync_inflight: AtomicUsize::new(0),
             sizes: Mutex::new(HashMap::new()),
             fault_rate: 0.0,
             fault_counter: AtomicUsize::new(0),
@@ -291,7 +308,19 @@ impl Simulator {
         let mailbox =
             doc.find("ExchangeImpersonation").and_then(|i| i.find("PrimarySmtpAddress")).map(|e| e.text.clone());
         let n = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
-        let reply = if n > self.profile.max_concurrency {
+        let sync = op.starts_with("Sync");
+        let sync_n = if sync { self.sync_inflight.fetch_add(1, Ordering::SeqCst) + 1 } else { 0 };
+        let reply = if sync && sync_n > self.profile.max_sync_concurrency {
+            self.stats.lock().expect("stats").sync_concurrency_exceeded += 1;
+            (
+                500,
+                fault(
+                    "ErrorExceededConnectionCount",
+                    "You have exceeded the maximum number of concurrent synchronization calls.",
+                    None,
+                ),
+            )
+        } else if n > self.profile.max_concurrency {
             self.stats.lock().expect("stats").connection_count_exceeded += 1;
             (
                 500,
@@ -314,6 +343,9 @@ impl Simulator {
             }
         };
         self.inflight.fetch_sub(1, Ordering::SeqCst);
+        if sync {
+            self.sync_inflight.fetch_sub(1, Ordering::SeqCst);
+        }
         if reply.0 >= 500 && !reply.1.contains("ErrorServerBusy") && !reply.1.contains("ErrorExceededConnectionCount") {
             self.stats.lock().expect("stats").errors += 1;
         }
