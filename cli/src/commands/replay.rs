@@ -479,16 +479,14 @@ fn reconcile(
     }
     let (mut found, mut missing) = (Vec::new(), Vec::new());
     for (folder, keys) in by_folder {
-        let listed = client.list_folder(mailbox, folder).with_context(|| format!("listing a folder of {mailbox}"))?;
-        let mut present: HashMap<(String, String, i64), Vec<String>> = HashMap::new();
-        for c in listed {
-            let fp = fingerprint(&c.item_class, &c.subject, parse_rfc3339_ms(&c.received).unwrap_or(NO_TIME));
-            present.entry(fp).or_default().push(c.id);
-        }
+        let listing = Listing::new(
+            client.list_folder(mailbox, folder).with_context(|| format!("listing a folder of {mailbox}"))?,
+        );
         for k in keys {
             let it = &m.items[k as usize];
             let fp = fingerprint(&text(&it.item_class), &text(&it.subject), it.received_ms.to_native());
-            let hit = present.get(&fp).and_then(|ids| ids.iter().find(|id| !claimed.contains(*id)).cloned());
+            let hit =
+                listing.by_fingerprint.get(&fp).and_then(|ids| ids.iter().find(|id| !claimed.contains(*id)).cloned());
             match hit {
                 Some(id) => {
                     claimed.insert(id.clone());
