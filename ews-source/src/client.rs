@@ -111,7 +111,9 @@ impl Client {
         self.stats.lock().expect("stats").export_requests_plain_halving += n;
     }
 
-    fn post(&self, op: &Operation, mailbox: Option<&str>) -> Result<Vec<u8>, EwsError> {
+    /// Sends one request; returns the HTTP status (200 or 500, which carries a SOAP fault) and the
+    /// response, whose body is still to be read.
+    fn send(&self, op: &Operation, mailbox: Option<&str>) -> Result<(u16, reqwest::blocking::Response), EwsError> {
         let mut req = self
             .http
             .post(&self.url)
@@ -136,13 +138,26 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| s * 1000);
-        let body = resp.bytes().map_err(|e| EwsError::Transport(e.to_string()))?.to_vec();
         match status {
-            200 | 500 => Ok(body), // 500 carries a SOAP fault, which the parser turns into an error
+            200 | 500 => Ok((status, resp)),
             401 | 403 => Err(EwsError::Unauthorized),
             413 => Err(EwsError::TooLarge),
             s => Err(EwsError::Http { status: s, retry_after_ms }),
         }
+    }
+
+    fn post(&self, op: &Operation, mailbox: Option<&str>) -> Result<Vec<u8>, EwsError> {
+        let (_, resp) = self.send(op, mailbox)?;
+        Ok(resp.bytes().map_err(|e| EwsError::Transport(e.to_string()))?.to_vec())
+    }
+
+    /// Waits out the back-off after a failed attempt and counts it.
+    fn backed_off(&self, key: &str, e: &EwsError, retrying: bool) {
+        let waited = self.governor.throttled(key, e.back_off_ms());
+        let mut s = self.stats.lock().expect("stats");
+        s.retries += u64::from(retrying);
+        s.back_offs_honoured += u64::from(e.back_off_ms().is_some());
+        s.back_off_ms_total += waited.as_millis() as u64;
     }
 
     /// Sends `op`, retrying transient failures after the back-off the governor sets.
@@ -152,7 +167,7 @@ impl Client {
         mailbox: Option<&str>,
         parse: fn(&[u8]) -> Result<T, EwsError>,
     ) -> Result<T, EwsError> {
-        self.call_with(op, mailbox, parse, MAX_ATTEMPTS, EwsError::is_transient).map(|(v, _)| v)
+        self.call_with(op, mailbox, parse, MAX_ATTEMPTS, EwsError::is_transient)
     }
 
     /// `retry` decides which failures are sent again (after the back-off): requests that change
@@ -164,39 +179,27 @@ impl Client {
         parse: fn(&[u8]) -> Result<T, EwsError>,
         max_attempts: u32,
         retry: fn(&EwsError) -> bool,
-    ) -> Result<(T, Duration), EwsError> {
+    ) -> Result<T, EwsError> {
         let key = mailbox.unwrap_or("(service account)");
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (result, took) = {
+            let result = {
                 let sync = matches!(op, Operation::SyncFolderHierarchy { .. } | Operation::SyncFolderItems { .. });
                 let _permit = self.governor.acquire_for(key, sync);
                 *self.stats.lock().expect("stats").requests.entry(op.name().to_string()).or_default() += 1;
-                let t = std::time::Instant::now();
-                (self.post(op, mailbox).and_then(|body| parse(&body)), t.elapsed())
+                self.post(op, mailbox).and_then(|body| parse(&body))
             };
             match result {
                 Ok(v) => {
                     self.governor.succeeded(key);
-                    return Ok((v, took));
+                    return Ok(v);
                 }
-                Err(e) if retry(&e) && attempt < max_attempts => {
-                    let waited = self.governor.throttled(key, e.back_off_ms());
-                    let mut s = self.stats.lock().expect("stats");
-                    s.retries += 1;
-                    if e.back_off_ms().is_some() {
-                        s.back_offs_honoured += 1;
-                    }
-                    s.back_off_ms_total += waited.as_millis() as u64;
-                }
+                Err(e) if retry(&e) && attempt < max_attempts => self.backed_off(key, &e, true),
                 Err(e) => {
                     if e.is_transient() {
                         // Giving up on this request, but the back-off still binds the next one.
-                        let waited = self.governor.throttled(key, e.back_off_ms());
-                        let mut s = self.stats.lock().expect("stats");
-                        s.back_offs_honoured += u64::from(e.back_off_ms().is_some());
-                        s.back_off_ms_total += waited.as_millis() as u64;
+                        self.backed_off(key, &e, false);
                     }
                     return Err(e);
                 }
@@ -230,29 +233,76 @@ impl Client {
         self.call(&op, Some(mailbox), response::parse_sync_folder_items)
     }
 
-    /// One ExportItems request (retried only on transient failures). A batch the server keeps
-    /// refusing as too expensive is given up on after a few back-offs, so the caller can split it.
-    pub fn export(&self, mailbox: &str, ids: &[&str]) -> Result<Vec<Exported>, EwsError> {
-        let attempts = if ids.len() > 1 { EXPORT_ATTEMPTS_BEFORE_SPLIT } else { MAX_ATTEMPTS };
-        let (r, took) = self.call_with(
-            &Operation::ExportItems { item_ids: ids },
-            Some(mailbox),
-            response::parse_export_items,
-            attempts,
-            EwsError::is_transient,
-        )?;
-        let n = r.iter().filter(|e| matches!(e, Exported::Ok { .. })).count() as u64;
-        let bytes: usize =
-            r.iter().map(|e| if let Exported::Ok { data, .. } = e { data.len().max(1024) } else { 1024 }).sum();
-        let rate = took.as_secs_f64() / bytes.max(1) as f64;
-        let mut speed = self.export_speed.lock().expect("speed");
-        *speed = Some(match *speed {
-            Some(old) => 0.7 * old + 0.3 * rate,
-            None => rate,
-        });
-        drop(speed);
-        self.stats.lock().expect("stats").items_exported += n;
-        Ok(r)
+    /// Exports `ids`, handing each item to `sink(index, item)` as it arrives (streamed: one item in
+    /// memory at a time). Transient failures are retried after the back-off for the items not yet
+    /// delivered, so no item is handed over twice. A batch the server keeps refusing as too
+    /// expensive is given up on after a few back-offs, so the caller can split it; on `Err`, the
+    /// items delivered so far are exactly those `sink` saw.
+    pub fn export_each(
+        &self,
+        mailbox: &str,
+        ids: &[&str],
+        sink: &mut dyn FnMut(usize, Exported) -> Result<(), EwsError>,
+    ) -> Result<(), EwsError> {
+        let max_attempts = if ids.len() > 1 { EXPORT_ATTEMPTS_BEFORE_SPLIT } else { MAX_ATTEMPTS };
+        let mut delivered = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let rest = &ids[delivered..];
+            let op = Operation::ExportItems { item_ids: rest };
+            let (mut got, mut bytes, mut ok) = (0usize, 0usize, 0u64);
+            let started;
+            let result = {
+                let _permit = self.governor.acquire(mailbox);
+                started = std::time::Instant::now();
+                *self.stats.lock().expect("stats").requests.entry(op.name().to_string()).or_default() += 1;
+                self.send(&op, Some(mailbox)).and_then(|(status, resp)| {
+                    if status == 500 {
+                        let body = resp.bytes().map_err(|e| EwsError::Transport(e.to_string()))?;
+                        return response::parse_export_items(&body).map(|_| 0);
+                    }
+                    let input = std::io::BufReader::with_capacity(256 * 1024, resp);
+                    response::stream_export_items(input, &mut |e| {
+                        if let Exported::Ok { data, .. } = &e {
+                            bytes += data.len().max(1024);
+                            ok += 1;
+                        } else {
+                            bytes += 1024;
+                        }
+                        let i = delivered + got;
+                        got += 1;
+                        sink(i, e)
+                    })
+                })
+            };
+            delivered += got;
+            self.stats.lock().expect("stats").items_exported += ok;
+            match result {
+                Ok(_) if delivered == ids.len() => {
+                    self.governor.succeeded(mailbox);
+                    let rate = started.elapsed().as_secs_f64() / bytes.max(1) as f64;
+                    let mut speed = self.export_speed.lock().expect("speed");
+                    *speed = Some(speed.map_or(rate, |old| 0.7 * old + 0.3 * rate));
+                    return Ok(());
+                }
+                Ok(_) => {
+                    return Err(EwsError::Unexpected {
+                        operation: op.name().into(),
+                        detail: format!("the server answered {delivered} of {} items", ids.len()),
+                    })
+                }
+                // Cut off after the last item: everything arrived.
+                Err(EwsError::Xml(_)) if delivered == ids.len() => return Ok(()),
+                Err(e) if e.is_transient() && attempt < max_attempts => self.backed_off(mailbox, &e, true),
+                Err(e) => {
+                    if e.is_transient() {
+                        self.backed_off(mailbox, &e, false);
+                    }
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// The server's recent export speed (seconds per byte), once there is a measurement.
@@ -265,7 +315,7 @@ impl Client {
     /// outcome unknown and is returned, so the caller can look before uploading again.
     pub fn upload(&self, mailbox: &str, items: &[UploadItem]) -> Result<Vec<Uploaded>, EwsError> {
         let attempts = if items.len() > 1 { EXPORT_ATTEMPTS_BEFORE_SPLIT } else { MAX_ATTEMPTS };
-        let (r, _) = self.call_with(
+        let r = self.call_with(
             &Operation::UploadItems { items },
             Some(mailbox),
             response::parse_upload_items,
@@ -286,7 +336,6 @@ impl Client {
             MAX_ATTEMPTS,
             EwsError::surely_not_processed,
         )
-        .map(|(v, _)| v)
     }
 
     /// Every item of a folder (a sync from no state): ids and the searchable properties.

@@ -22,7 +22,7 @@ pub struct XmlError {
     pub message: String,
 }
 
-fn local(name: &[u8]) -> String {
+pub(crate) fn local(name: &[u8]) -> String {
     let s = String::from_utf8_lossy(name);
     match s.rsplit_once(':') {
         Some((_, l)) => l.to_string(),

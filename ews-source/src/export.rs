@@ -93,18 +93,26 @@ fn send(
         failed(&items[0].id, "ErrorInternalServerError: the item fails every export request that contains it".into());
         return Ok(false);
     }
+    let (mut items, mut offset) = (items, offset);
     if !known_bad {
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-        match client.export(mailbox, &ids) {
-            Ok(results) => {
-                for (it, r) in items.iter().zip(results) {
-                    match r {
-                        Exported::Ok { data, .. } => ok(&it.id, data)?,
-                        Exported::Failed { status } => failed(&it.id, format!("{}: {}", status.code, status.message)),
-                    }
+        // Items arrive one by one; on a failure, those handed over are done and only the rest
+        // is sent again.
+        let mut delivered = 0;
+        let result = client.export_each(mailbox, &ids, &mut |i, r| {
+            delivered = i + 1;
+            match r {
+                Exported::Ok { data, .. } => ok(&items[i].id, data),
+                Exported::Failed { status } => {
+                    failed(&items[i].id, format!("{}: {}", status.code, status.message));
+                    Ok(())
                 }
-                return Ok(true);
             }
+        });
+        items = &items[delivered..];
+        offset += delivered;
+        match result {
+            Ok(()) => return Ok(true),
             // Still throttled after several back-offs: the request is too big for the budget.
             // Send it in two halves (neither is suspected of holding a dirty item).
             Err(e) if e.is_throttling() && items.len() > 1 => {
@@ -113,7 +121,7 @@ fn send(
                 let right = send(client, mailbox, &items[mid..], offset + mid, false, ok, failed, bad)?;
                 return Ok(left && right);
             }
-            Err(e @ (EwsError::Fault { .. } | EwsError::Failed { .. })) if !e.is_throttling() => {
+            Err(e @ (EwsError::Fault { .. } | EwsError::Failed { .. })) if !e.is_throttling() && !items.is_empty() => {
                 if items.len() == 1 {
                     bad.push(offset);
                     failed(&items[0].id, e.to_string());

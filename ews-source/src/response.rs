@@ -267,6 +267,99 @@ pub enum Exported {
     Failed { status: Status },
 }
 
+/// Reads a successful (HTTP 200) ExportItems response as it arrives, handing each item to `on_item`
+/// as soon as its element closes: one item's base64 and bytes are in memory at a time, never the
+/// batch. Returns how many items it handed over. A body that ends early is an `Xml` error after
+/// the items that did arrive complete (items always come whole or not at all).
+pub fn stream_export_items<R: std::io::BufRead>(
+    input: R,
+    on_item: &mut dyn FnMut(Exported) -> Result<(), EwsError>,
+) -> Result<usize, EwsError> {
+    use quick_xml::events::Event;
+    let op = "ExportItems";
+    let mut reader = quick_xml::Reader::from_reader(input);
+    let mut buf = Vec::new();
+    let mut path: Vec<String> = Vec::new();
+    let (mut in_msg, mut finished, mut count) = (false, false, 0usize);
+    let (mut class, mut id, mut code, mut message, mut data) =
+        (String::new(), String::new(), String::new(), String::new(), String::new());
+    let xml_err = |pos: u64, m: String| EwsError::Xml(XmlError { position: pos, message: m });
+    loop {
+        buf.clear();
+        let ev = reader.read_event_into(&mut buf).map_err(|e| xml_err(reader.buffer_position(), e.to_string()))?;
+        let attr = |s: &quick_xml::events::BytesStart, name: &str| -> Option<String> {
+            s.attributes()
+                .flatten()
+                .find(|a| crate::dom::local(a.key.as_ref()) == name)
+                .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+        };
+        match ev {
+            Event::Start(ref s) | Event::Empty(ref s) => {
+                let name = crate::dom::local(s.name().as_ref());
+                match name.as_str() {
+                    "Fault" => return Err(unexpected(op, "SOAP fault in a successful response")),
+                    "ExportItemsResponseMessage" => {
+                        in_msg = true;
+                        class = attr(s, "ResponseClass").unwrap_or_default();
+                        id.clear();
+                        code.clear();
+                        message.clear();
+                        data.clear();
+                    }
+                    "ItemId" if in_msg => id = attr(s, "Id").unwrap_or_default(),
+                    _ => {}
+                }
+                if matches!(ev, Event::Start(_)) {
+                    path.push(name);
+                }
+            }
+            Event::Text(t) if in_msg => {
+                let t = t.unescape().map_err(|e| xml_err(reader.buffer_position(), e.to_string()))?;
+                match path.last().map(String::as_str) {
+                    Some("Data") => data.push_str(&t),
+                    Some("ResponseCode") => code.push_str(&t),
+                    Some("MessageText") => message.push_str(&t),
+                    _ => {}
+                }
+            }
+            Event::End(_) => {
+                let name = path.pop().ok_or_else(|| xml_err(reader.buffer_position(), "unbalanced end tag".into()))?;
+                match name.as_str() {
+                    "ExportItemsResponseMessage" => {
+                        in_msg = false;
+                        count += 1;
+                        let status =
+                            Status { class: std::mem::take(&mut class), code: code.clone(), message: message.clone() };
+                        if status.is_error() {
+                            on_item(Exported::Failed { status })?;
+                            continue;
+                        }
+                        if id.is_empty() {
+                            return Err(unexpected(op, "item without ItemId"));
+                        }
+                        let b64: String = std::mem::take(&mut data).split_ascii_whitespace().collect();
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(b64.as_bytes())
+                            .map_err(|e| unexpected(op, format!("item {id}: Data is not base64: {e}")))?;
+                        on_item(Exported::Ok { id: std::mem::take(&mut id), data: bytes })?;
+                    }
+                    "ResponseMessages" => finished = true,
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !finished || !path.is_empty() {
+        return Err(xml_err(
+            reader.buffer_position(),
+            format!("{} element(s) not closed after {count} item(s) (truncated body?)", path.len()),
+        ));
+    }
+    Ok(count)
+}
+
 /// Parses an ExportItems response. A whole-request failure is an error; per-item failures
 /// (a dirty item) are `Exported::Failed` entries beside the good ones.
 pub fn parse_export_items(xml: &[u8]) -> Result<Vec<Exported>, EwsError> {
@@ -392,6 +485,35 @@ mod tests {
             r#"<m:ExportItemsResponse><m:ResponseMessages><m:ExportItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:ItemId Id="A1"/><m:Data>!!!</m:Data></m:ExportItemsResponseMessage></m:ResponseMessages></m:ExportItemsResponse>"#,
         );
         assert!(matches!(parse_export_items(&bad), Err(EwsError::Unexpected { .. })));
+    }
+
+    #[test]
+    fn streaming_export_matches_the_tree_parser_and_detects_truncation() {
+        let x = wrap(
+            r#"<m:ExportItemsResponse><m:ResponseMessages><m:ExportItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:ItemId Id="A1" ChangeKey="c"/><m:Data>aGVs
+bG8=</m:Data></m:ExportItemsResponseMessage><m:ExportItemsResponseMessage ResponseClass="Error"><m:MessageText>The item is corrupt.</m:MessageText><m:ResponseCode>ErrorItemCorrupt</m:ResponseCode></m:ExportItemsResponseMessage><m:ExportItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:ItemId Id="A3"/><m:Data>d29ybGQ=</m:Data></m:ExportItemsResponseMessage></m:ResponseMessages></m:ExportItemsResponse>"#,
+        );
+        let mut got = Vec::new();
+        let n = stream_export_items(&x[..], &mut |e| {
+            got.push(e);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(got, parse_export_items(&x).unwrap());
+        assert_eq!(got[2], Exported::Ok { id: "A3".into(), data: b"world".to_vec() });
+        // cut inside the third item: the first two arrive, then an error; never a partial item
+        let cut = x.windows(8).position(|w| w == b"d29ybGQ=").unwrap() + 4;
+        let mut got = Vec::new();
+        let r = stream_export_items(&x[..cut], &mut |e| {
+            got.push(e);
+            Ok(())
+        });
+        assert!(matches!(r, Err(EwsError::Xml(_))), "{r:?}");
+        assert_eq!(got.len(), 2);
+        // the consumer's error stops the stream
+        let r = stream_export_items(&x[..], &mut |_| Err(unexpected("archive", "disk full")));
+        assert!(matches!(r, Err(EwsError::Unexpected { .. })));
     }
 
     #[test]
