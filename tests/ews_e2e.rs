@@ -251,3 +251,32 @@ fn transient_faults_are_retried_and_nothing_is_lost() {
     assert!(st["faults_injected"].as_u64().unwrap() > 0, "{st}");
     assert_archive_matches_dump(&env, &state);
 }
+
+#[test]
+fn public_folders_are_a_source_of_their_own() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    {
+        let sim =
+            start_sim(&env, &state, &["--mailboxes", "1", "--items", "40", "--seed", "19", "--public-items", "60"]);
+        let r = pack_ews(&env, &sim, &["--public-folders"]);
+        assert_eq!(r["items"], 100, "{r}");
+        let st = stats(&sim);
+        assert!(st["requests"]["FindItem"].as_u64().unwrap() > 0, "{st}");
+        // the simulator refuses sync calls on public folders, so none failed
+        assert_eq!(st["errors"], 0, "{st}");
+        let snaps = env.json(&["snapshots", "--repo", env.repo().to_str().unwrap()]);
+        assert!(snaps.as_array().unwrap().iter().any(|s| s["mailbox"] == "public-folders" && s["items"] == 60));
+        assert_archive_matches_dump(&env, &state);
+    }
+    let churn = env.ok(&["simulate", "--state", state.to_str().unwrap(), "--churn", "30"]);
+    assert!(churn.contains("churned"), "{churn}");
+    let sim = start_sim(&env, &state, &[]);
+    let r = pack_ews(&env, &sim, &["--public-folders"]);
+    let public = r["mailboxes"].as_array().unwrap().iter().find(|m| m["mailbox"] == "public-folders").unwrap().clone();
+    let carried = public["stats"]["items_carried"].as_u64().unwrap();
+    let exported = public["stats"]["items_read"].as_u64().unwrap();
+    assert!(carried > 0 && exported > 0 && exported < 30, "unchanged public items are carried: {public}");
+    assert_archive_matches_dump(&env, &state);
+}

@@ -271,3 +271,25 @@ fn folder_item_and_date_filters_choose_what_goes_back() {
     expect.sort();
     assert_eq!(files(&dump(&env, &state, "after")), expect);
 }
+
+#[test]
+fn public_folders_replay_into_their_tree() {
+    let env = Env::new();
+    let state = backed_up(&env, &["--mailboxes", "1", "--items", "10", "--seed", "27", "--public-items", "50"]);
+    // (backed_up packs --all-mailboxes only; add the public folders)
+    {
+        let sim = start_sim(&env, &state, &[]);
+        pack_ews(&env, &sim, &["--public-folders"]);
+    }
+    let before = dump(&env, &state, "before");
+    wipe(&env, &state, "public-folders");
+    let sim = start_sim(&env, &state, &[]);
+    for _ in 0..2 {
+        let (c, r, err) = replay(&env, &sim, &["latest", "--mailbox", "public-folders"]);
+        assert_eq!(c, 0, "{err}");
+        assert_eq!(r["uploaded"], 50, "{r}");
+    }
+    drop(sim);
+    util::assert_same_tree(&before, &dump(&env, &state, "after"));
+    assert_eq!(item_count(&state, 1), 50, "the public folders hold each item once");
+}

@@ -83,6 +83,10 @@ pub struct PackArgs {
     /// With --ews: every mailbox the address list resolves (ResolveNames "SMTP:"; see README)
     #[arg(long)]
     pub all_mailboxes: bool,
+    /// With --ews: also back up the public folders, as a snapshot of their own (mailbox
+    /// `public-folders`)
+    #[arg(long)]
+    pub public_folders: bool,
     #[command(flatten)]
     pub conn: EwsConnArgs,
     /// Mailboxes backed up at once
@@ -275,6 +279,9 @@ pub struct SimulateArgs {
     /// truncated body (0.05 = 5%)
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Also make public folders holding this many items (only when the state is first made)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub public_items: usize,
     /// Share of items that fail any export batch containing them (0.01 = 1%)
     #[arg(long, default_value_t = 0.0)]
     pub dirty_rate: f64,

@@ -114,6 +114,7 @@ impl Client {
     /// Sends one request; returns the HTTP status (200 or 500, which carries a SOAP fault) and the
     /// response, whose body is still to be read.
     fn send(&self, op: &Operation, mailbox: Option<&str>) -> Result<(u16, reqwest::blocking::Response), EwsError> {
+        let mailbox = mailbox.filter(|m| *m != crate::PUBLIC_FOLDERS);
         let mut req = self
             .http
             .post(&self.url)
@@ -338,8 +339,73 @@ impl Client {
         )
     }
 
+    /// The public folder tree below `publicfoldersroot`, parents before children. Public folders
+    /// have no SyncFolderHierarchy, so each folder's children are found with FindFolder.
+    pub fn public_folder_tree(&self) -> Result<Vec<response::FolderChange>, EwsError> {
+        let mut out = Vec::new();
+        let mut queue: std::collections::VecDeque<Option<String>> = std::collections::VecDeque::from([None]);
+        while let Some(parent) = queue.pop_front() {
+            let mut offset = 0;
+            loop {
+                let pref = match &parent {
+                    None => FolderRef::Distinguished("publicfoldersroot"),
+                    Some(id) => FolderRef::Id(id),
+                };
+                let op = Operation::FindFolder { parent: pref, offset };
+                let page = self.call(&op, Some(crate::PUBLIC_FOLDERS), response::parse_find_folder)?;
+                for mut f in page.entries {
+                    if let (Some(p), true) = (&parent, f.parent_id.is_empty()) {
+                        f.parent_id = p.clone();
+                    }
+                    queue.push_back(Some(f.id.clone()));
+                    out.push(f);
+                }
+                if page.last || page.next_offset <= offset {
+                    break;
+                }
+                offset = page.next_offset;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every item of a folder through FindItem pages (for public folders, which have no sync).
+    pub fn find_items(&self, mailbox: &str, folder: &str) -> Result<Vec<response::ItemChange>, EwsError> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let op = Operation::FindItem { folder: FolderRef::Id(folder), offset, max: crate::request::MAX_FIND_PAGE };
+            let page = self.call(&op, Some(mailbox), response::parse_find_item)?;
+            out.extend(page.entries);
+            if page.last || page.next_offset <= offset {
+                return Ok(out);
+            }
+            offset = page.next_offset;
+        }
+    }
+
+    /// The top of a mailbox's folder tree as a distinguished folder id.
+    pub fn root_of(mailbox: &str) -> &'static str {
+        if mailbox == crate::PUBLIC_FOLDERS {
+            "publicfoldersroot"
+        } else {
+            "msgfolderroot"
+        }
+    }
+
+    /// A mailbox's folder tree: SyncFolderHierarchy, or FindFolder for the public folders.
+    pub fn folder_tree(&self, mailbox: &str) -> Result<Vec<response::FolderChange>, EwsError> {
+        if mailbox == crate::PUBLIC_FOLDERS {
+            return self.public_folder_tree();
+        }
+        Ok(self.sync_hierarchy(mailbox, FolderRef::Distinguished("msgfolderroot"), None)?.changes)
+    }
+
     /// Every item of a folder (a sync from no state): ids and the searchable properties.
     pub fn list_folder(&self, mailbox: &str, folder: &str) -> Result<Vec<response::ItemChange>, EwsError> {
+        if mailbox == crate::PUBLIC_FOLDERS {
+            return self.find_items(mailbox, folder);
+        }
         let mut out = Vec::new();
         let mut state: Option<String> = None;
         loop {

@@ -20,6 +20,10 @@ pub fn item_file_name(blob: &[u8]) -> String {
     format!("{}.fts", &blake3::hash(blob).to_hex()[..32])
 }
 
+/// The name under which the public folders are backed up (as a snapshot's mailbox) and addressed:
+/// requests for it go without impersonation (public folders are not a user's mailbox).
+pub const PUBLIC_FOLDERS: &str = "public-folders";
+
 /// EWS namespaces.
 pub const NS_MESSAGES: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";
 pub const NS_TYPES: &str = "http://schemas.microsoft.com/exchange/services/2006/types";

@@ -83,6 +83,17 @@ pub enum Operation<'a> {
         name: &'a str,
         class: &'a str,
     },
+    /// The direct subfolders of `parent`, a page from `offset` (public folders: no sync there).
+    FindFolder {
+        parent: FolderRef<'a>,
+        offset: u32,
+    },
+    /// The items of `folder`, a page of at most `max` from `offset`.
+    FindItem {
+        folder: FolderRef<'a>,
+        offset: u32,
+        max: u32,
+    },
 }
 
 impl Operation<'_> {
@@ -95,6 +106,8 @@ impl Operation<'_> {
             Operation::ExportItems { .. } => "ExportItems",
             Operation::UploadItems { .. } => "UploadItems",
             Operation::CreateFolder { .. } => "CreateFolder",
+            Operation::FindFolder { .. } => "FindFolder",
+            Operation::FindItem { .. } => "FindItem",
         }
     }
 }
@@ -117,6 +130,20 @@ fn folder_ref(w: &mut W, wrapper: &str, f: FolderRef) -> R {
         };
         Ok(())
     })?;
+    Ok(())
+}
+
+/// Entries per FindFolder/FindItem page (Exchange's default EWSFindCountLimit is 1000).
+pub const MAX_FIND_PAGE: u32 = 1000;
+
+fn page(w: &mut W, element: &str, max: u32, offset: u32) -> R {
+    w.create_element(element)
+        .with_attributes([
+            ("MaxEntriesReturned", max.to_string().as_str()),
+            ("Offset", offset.to_string().as_str()),
+            ("BasePoint", "Beginning"),
+        ])
+        .write_empty()?;
     Ok(())
 }
 
@@ -196,6 +223,20 @@ fn body(w: &mut W, op: &Operation) -> R {
                     Ok(())
                 })?;
                 Ok(())
+            })?;
+        }
+        Operation::FindFolder { parent, offset } => {
+            w.create_element("m:FindFolder").with_attribute(("Traversal", "Shallow")).write_inner_content(|w| {
+                shape(w, "m:FolderShape", &FOLDER_PROPERTIES)?;
+                page(w, "m:IndexedPageFolderView", MAX_FIND_PAGE, *offset)?;
+                folder_ref(w, "m:ParentFolderIds", *parent)
+            })?;
+        }
+        Operation::FindItem { folder, offset, max } => {
+            w.create_element("m:FindItem").with_attribute(("Traversal", "Shallow")).write_inner_content(|w| {
+                shape(w, "m:ItemShape", &ITEM_PROPERTIES)?;
+                page(w, "m:IndexedPageItemView", (*max).clamp(1, MAX_FIND_PAGE), *offset)?;
+                folder_ref(w, "m:ParentFolderIds", *folder)
             })?;
         }
         Operation::CreateFolder { parent, name, class } => {

@@ -91,7 +91,11 @@ fn body(xml: &[u8], op: &str) -> Result<Element, EwsError> {
         });
         return Err(EwsError::Fault { code, message, back_off_ms });
     }
-    body.children.first().cloned().ok_or_else(|| unexpected(op, "empty SOAP Body"))
+    let first = body.children.first().ok_or_else(|| unexpected(op, "empty SOAP Body"))?;
+    if first.name != format!("{op}Response") {
+        return Err(unexpected(op, format!("the server answered with {}", first.name)));
+    }
+    Ok(first.clone())
 }
 
 /// One `*ResponseMessage`: its class, code and text.
@@ -221,6 +225,71 @@ pub struct ItemSync {
     pub changes: Vec<ItemChange>,
 }
 
+/// An item element (Message, CalendarItem, ...) with the properties exarch asks for.
+fn item_change(kind: ChangeKind, item: Option<&Element>, id_el: Option<&Element>) -> ItemChange {
+    ItemChange {
+        kind,
+        id: id_el.and_then(|i| i.attr("Id")).unwrap_or("").to_string(),
+        change_key: id_el.and_then(|i| i.attr("ChangeKey")).unwrap_or("").to_string(),
+        element: item.map(|i| i.name.clone()).unwrap_or_default(),
+        subject: item.and_then(|i| i.text_at(&["Subject"])).unwrap_or("").to_string(),
+        item_class: item.and_then(|i| i.text_at(&["ItemClass"])).unwrap_or("").to_string(),
+        size: item.and_then(|i| i.text_at(&["Size"])).and_then(|s| s.trim().parse().ok()).unwrap_or(0),
+        received: item.and_then(|i| i.text_at(&["DateTimeReceived"])).unwrap_or("").to_string(),
+        from: item
+            .and_then(|i| i.child("From"))
+            .and_then(|f| f.find("EmailAddress"))
+            .map(|e| e.text.clone())
+            .unwrap_or_default(),
+        associated: item.and_then(|i| i.text_at(&["IsAssociated"])) == Some("true"),
+    }
+}
+
+/// One page of a FindFolder or FindItem answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub entries: Vec<T>,
+    pub last: bool,
+    /// Where the next page starts.
+    pub next_offset: u32,
+}
+
+fn page_of<T>(m: &Element, op: &str, entries: Vec<T>) -> Result<Page<T>, EwsError> {
+    let root = m.child("RootFolder").ok_or_else(|| unexpected(op, "no RootFolder"))?;
+    let last = root.attr("IncludesLastItemInRange") != Some("false");
+    let next_offset = root.attr("IndexedPagingOffset").and_then(|o| o.parse().ok()).unwrap_or(0);
+    Ok(Page { entries, last, next_offset })
+}
+
+/// Subfolders from a FindFolder response (as `FolderChange`s of kind `Create`).
+pub fn parse_find_folder(xml: &[u8]) -> Result<Page<FolderChange>, EwsError> {
+    let op = "FindFolder";
+    let root = body(xml, op)?;
+    let m = single(&root, op)?;
+    let folders = m.child("RootFolder").and_then(|r| r.child("Folders")).map(|f| f.children.as_slice()).unwrap_or(&[]);
+    let entries = folders
+        .iter()
+        .map(|f| FolderChange {
+            kind: ChangeKind::Create,
+            id: f.child("FolderId").and_then(|i| i.attr("Id")).unwrap_or("").to_string(),
+            parent_id: f.child("ParentFolderId").and_then(|p| p.attr("Id")).unwrap_or("").to_string(),
+            display_name: f.text_at(&["DisplayName"]).unwrap_or("").to_string(),
+            folder_class: f.text_at(&["FolderClass"]).unwrap_or("").to_string(),
+        })
+        .collect();
+    page_of(m, op, entries)
+}
+
+/// Items from a FindItem response (as `ItemChange`s of kind `Create`).
+pub fn parse_find_item(xml: &[u8]) -> Result<Page<ItemChange>, EwsError> {
+    let op = "FindItem";
+    let root = body(xml, op)?;
+    let m = single(&root, op)?;
+    let items = m.child("RootFolder").and_then(|r| r.child("Items")).map(|f| f.children.as_slice()).unwrap_or(&[]);
+    let entries = items.iter().map(|i| item_change(ChangeKind::Create, Some(i), i.child("ItemId"))).collect();
+    page_of(m, op, entries)
+}
+
 pub fn parse_sync_folder_items(xml: &[u8]) -> Result<ItemSync, EwsError> {
     let op = "SyncFolderItems";
     let root = body(xml, op)?;
@@ -235,22 +304,7 @@ pub fn parse_sync_folder_items(xml: &[u8]) -> Result<ItemSync, EwsError> {
                 Some(i) => i.child("ItemId"),
                 None => c.child("ItemId"),
             };
-            changes.push(ItemChange {
-                kind: k,
-                id: id_el.and_then(|i| i.attr("Id")).unwrap_or("").to_string(),
-                change_key: id_el.and_then(|i| i.attr("ChangeKey")).unwrap_or("").to_string(),
-                element: item.map(|i| i.name.clone()).unwrap_or_default(),
-                subject: item.and_then(|i| i.text_at(&["Subject"])).unwrap_or("").to_string(),
-                item_class: item.and_then(|i| i.text_at(&["ItemClass"])).unwrap_or("").to_string(),
-                size: item.and_then(|i| i.text_at(&["Size"])).and_then(|s| s.trim().parse().ok()).unwrap_or(0),
-                received: item.and_then(|i| i.text_at(&["DateTimeReceived"])).unwrap_or("").to_string(),
-                from: item
-                    .and_then(|i| i.child("From"))
-                    .and_then(|f| f.find("EmailAddress"))
-                    .map(|e| e.text.clone())
-                    .unwrap_or_default(),
-                associated: item.and_then(|i| i.text_at(&["IsAssociated"])) == Some("true"),
-            });
+            changes.push(item_change(k, item, id_el));
         }
     }
     Ok(ItemSync {
@@ -535,6 +589,23 @@ bG8=</m:Data></m:ExportItemsResponseMessage><m:ExportItemsResponseMessage Respon
         assert!(
             matches!(parse_sync_folder_items(&failed), Err(EwsError::Failed { code, .. }) if code == "ErrorInvalidSyncStateData")
         );
+    }
+
+    #[test]
+    fn find_folder_and_find_item_pages() {
+        let f = wrap(
+            r#"<m:FindFolderResponse><m:ResponseMessages><m:FindFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:RootFolder IndexedPagingOffset="1" TotalItemsInView="2" IncludesLastItemInRange="false"><t:Folders><t:Folder><t:FolderId Id="P1" ChangeKey="c"/><t:ParentFolderId Id="ROOT"/><t:FolderClass>IPF.Note</t:FolderClass><t:DisplayName>Company</t:DisplayName></t:Folder></t:Folders></m:RootFolder></m:FindFolderResponseMessage></m:ResponseMessages></m:FindFolderResponse>"#,
+        );
+        let p = parse_find_folder(&f).unwrap();
+        assert_eq!((p.entries.len(), p.last, p.next_offset), (1, false, 1));
+        assert_eq!(p.entries[0].display_name, "Company");
+        let i = wrap(
+            r#"<m:FindItemResponse><m:ResponseMessages><m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:RootFolder IndexedPagingOffset="1" TotalItemsInView="1" IncludesLastItemInRange="true"><t:Items><t:Message><t:ItemId Id="I1" ChangeKey="K1"/><t:Subject>Hello</t:Subject><t:ItemClass>IPM.Post</t:ItemClass><t:Size>99</t:Size></t:Message></t:Items></m:RootFolder></m:FindItemResponseMessage></m:ResponseMessages></m:FindItemResponse>"#,
+        );
+        let p = parse_find_item(&i).unwrap();
+        assert!(p.last);
+        assert_eq!((p.entries[0].id.as_str(), p.entries[0].change_key.as_str(), p.entries[0].size), ("I1", "K1", 99));
+        assert!(parse_find_item(&f).is_err(), "a FindFolder answer is not a FindItem answer");
     }
 
     #[test]

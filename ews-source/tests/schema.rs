@@ -55,6 +55,9 @@ fn every_request_validates_against_the_ews_schema() {
         Operation::CreateFolder { parent: FolderRef::Id("AQMkAD"), name: "Contacts", class: "IPF.Contact" },
         Operation::CreateFolder { parent: FolderRef::Id("AQMkAD"), name: "Tasks", class: "IPF.Task" },
         Operation::CreateFolder { parent: FolderRef::Id("AQMkAD"), name: "No class", class: "" },
+        Operation::FindFolder { parent: FolderRef::Distinguished("publicfoldersroot"), offset: 0 },
+        Operation::FindFolder { parent: FolderRef::Id("AQMkAD"), offset: 1000 },
+        Operation::FindItem { folder: FolderRef::Id("AQMkAD"), offset: 0, max: 1000 },
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();

@@ -22,7 +22,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     write_private(&ews_password, "demo-password")?;
 
     let state_dir = dir.join("exchange");
-    let state = super::simulate::load_or_generate(&state_dir, 42, "example.com", 5, 150, 0.01)?;
+    let state = super::simulate::load_or_generate(&state_dir, 42, "example.com", 5, 150, 0.01, 0)?;
     let sim = Arc::new(Simulator::new(
         state_dir.clone(),
         state,
@@ -50,6 +50,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         mailbox: Vec::new(),
         mailboxes_file: None,
         all_mailboxes: true,
+        public_folders: false,
         conn: EwsConnArgs {
             user: Some("svc-backup".into()),
             ews_password_file: Some(ews_password),

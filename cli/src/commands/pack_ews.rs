@@ -16,8 +16,9 @@ use exarch_archive::time::parse_rfc3339_ms;
 use exarch_archive::{Id, Repository};
 use exarch_ews_source::client::{Auth, Client, ClientConfig};
 use exarch_ews_source::export::{export_batch, next_batch, ToExport};
-use exarch_ews_source::request::{FolderRef, MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
-use exarch_ews_source::response::{ChangeKind, EwsError};
+use exarch_ews_source::request::{MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
+use exarch_ews_source::response::{ChangeKind, EwsError, ItemChange};
+use exarch_ews_source::PUBLIC_FOLDERS;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -168,10 +169,13 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     if a.all_mailboxes {
         mailboxes.extend(client.all_mailboxes().context("listing mailboxes (ResolveNames)")?);
     }
+    if a.public_folders {
+        mailboxes.push(PUBLIC_FOLDERS.to_string());
+    }
     mailboxes.sort();
     mailboxes.dedup();
     if mailboxes.is_empty() {
-        bail!(usage("no mailboxes: give --mailbox SMTP, --mailboxes-file FILE or --all-mailboxes"));
+        bail!(usage("no mailboxes: give --mailbox SMTP, --mailboxes-file FILE, --all-mailboxes or --public-folders"));
     }
     let repo = super::open(g)?;
     let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
@@ -324,9 +328,10 @@ fn backup_mailbox(
     let mut since_checkpoint = 0usize;
 
     // Folders: display names and parents; the top of the store is whatever is not listed.
-    let h = client.sync_hierarchy(mailbox, FolderRef::Distinguished("msgfolderroot"), None)?;
-    let folders: HashMap<String, (String, String, String)> = h
-        .changes
+    // Public folders have no sync: their tree comes from FindFolder, their items from FindItem.
+    let public = mailbox == PUBLIC_FOLDERS;
+    let tree = client.folder_tree(mailbox)?;
+    let folders: HashMap<String, (String, String, String)> = tree
         .iter()
         .filter(|c| c.kind != ChangeKind::Delete)
         .map(|c| (c.id.clone(), (c.parent_id.clone(), c.display_name.clone(), c.folder_class.clone())))
@@ -371,7 +376,8 @@ fn backup_mailbox(
     let mut to_export: Vec<(ToExport, Pending)> = Vec::new();
     for fid in folder_ids {
         let folder = folder_index(fid, &folders, &mut index_of, &mut backup, 0);
-        let since = prev.folders.get(fid).cloned();
+        // (A public folder is listed whole every time, so the parent is always a valid base.)
+        let since = if public { Some(String::new()) } else { prev.folders.get(fid).cloned() };
         // What the parent holds for this folder is only a valid base if we continue from its state.
         let mut carried: HashMap<String, usize> = match (&since, &parent) {
             (Some(_), Some(p)) => parent_items
@@ -381,40 +387,60 @@ fn backup_mailbox(
             _ => HashMap::new(),
         };
         let mut pending: Vec<(ToExport, Pending)> = Vec::new();
-        let mut sync_state = since.clone();
-        loop {
-            let s = client.sync_items(mailbox, fid, sync_state.as_deref(), MAX_SYNC_CHANGES)?;
-            for c in s.changes {
-                match c.kind {
-                    ChangeKind::Create | ChangeKind::Update => {
-                        carried.remove(&c.id);
-                        pending.retain(|(t, _)| t.id != c.id);
-                        let meta = ItemMeta {
-                            folder,
-                            name: String::new(),
-                            source_id: c.id.clone(),
-                            change_key: c.change_key,
-                            item_class: c.item_class,
-                            subject: c.subject,
-                            sender: c.from,
-                            received_ms: parse_rfc3339_ms(&c.received).unwrap_or(NO_TIME),
-                            flags: if c.associated { ITEM_ASSOCIATED } else { 0 },
-                        };
-                        pending.push((ToExport { id: c.id, size: c.size }, Pending { folder, meta }));
+        let meta_of = |c: &ItemChange| ItemMeta {
+            folder,
+            name: String::new(),
+            source_id: c.id.clone(),
+            change_key: c.change_key.clone(),
+            item_class: c.item_class.clone(),
+            subject: c.subject.clone(),
+            sender: c.from.clone(),
+            received_ms: parse_rfc3339_ms(&c.received).unwrap_or(NO_TIME),
+            flags: if c.associated { ITEM_ASSOCIATED } else { 0 },
+        };
+        if public {
+            // Everything in the folder now; what the parent holds with the same change key is
+            // carried, the rest exported, and what is gone is left out.
+            let listed = client.find_items(mailbox, fid)?;
+            let m = parent.as_ref().map(|p| p.manifest());
+            let unchanged: HashSet<&str> = listed
+                .iter()
+                .filter(|c| {
+                    carried.get(&c.id).zip(m).is_some_and(|(&i, m)| text(&m.items[i].change_key) == c.change_key)
+                })
+                .map(|c| c.id.as_str())
+                .collect();
+            carried.retain(|id, _| unchanged.contains(id.as_str()));
+            for c in listed.iter().filter(|c| !unchanged.contains(c.id.as_str())) {
+                pending.push((ToExport { id: c.id.clone(), size: c.size }, Pending { folder, meta: meta_of(c) }));
+            }
+            // Deleted items are not listed, so nothing else to do; no sync state to keep.
+        } else {
+            let mut sync_state = since.clone();
+            loop {
+                let s = client.sync_items(mailbox, fid, sync_state.as_deref(), MAX_SYNC_CHANGES)?;
+                for c in s.changes {
+                    match c.kind {
+                        ChangeKind::Create | ChangeKind::Update => {
+                            carried.remove(&c.id);
+                            pending.retain(|(t, _)| t.id != c.id);
+                            let meta = meta_of(&c);
+                            pending.push((ToExport { id: c.id, size: c.size }, Pending { folder, meta }));
+                        }
+                        ChangeKind::Delete => {
+                            carried.remove(&c.id);
+                            pending.retain(|(t, _)| t.id != c.id);
+                        }
+                        ChangeKind::ReadFlagChange => {}
                     }
-                    ChangeKind::Delete => {
-                        carried.remove(&c.id);
-                        pending.retain(|(t, _)| t.id != c.id);
-                    }
-                    ChangeKind::ReadFlagChange => {}
+                }
+                sync_state = Some(s.sync_state);
+                if s.last {
+                    break;
                 }
             }
-            sync_state = Some(s.sync_state);
-            if s.last {
-                break;
-            }
+            state.folders.insert(fid.clone(), sync_state.unwrap_or_default());
         }
-        state.folders.insert(fid.clone(), sync_state.unwrap_or_default());
 
         // Unchanged items come from the parent without being exported again.
         if let Some(p) = &parent {
@@ -441,7 +467,8 @@ fn backup_mailbox(
             // Items the parent could not export are tried again.
             let queued: HashSet<String> = pending.iter().map(|(t, _)| t.id.clone()).collect();
             for id in parent_skipped.get(fid).into_iter().flatten() {
-                if !queued.contains(id) && since.is_some() {
+                // (A public folder's listing already queued every item it still holds.)
+                if !queued.contains(id) && since.is_some() && !public {
                     let meta = ItemMeta { folder, source_id: id.clone(), received_ms: NO_TIME, ..ItemMeta::default() };
                     pending.push((ToExport { id: id.clone(), size: 0 }, Pending { folder, meta }));
                 }

@@ -67,8 +67,8 @@ struct Tree {
 
 impl Tree {
     fn load(client: &Client, mailbox: &str) -> Result<Tree, EwsError> {
-        let h = client.sync_hierarchy(mailbox, FolderRef::Distinguished("msgfolderroot"), None)?;
-        let folders: Vec<_> = h.changes.into_iter().filter(|c| c.kind != ChangeKind::Delete).collect();
+        let folders: Vec<_> =
+            client.folder_tree(mailbox)?.into_iter().filter(|c| c.kind != ChangeKind::Delete).collect();
         let ids: HashSet<&str> = folders.iter().map(|f| f.id.as_str()).collect();
         // The top of the store is the parent that is not itself listed.
         let mut roots: HashMap<&str, usize> = HashMap::new();
@@ -118,7 +118,7 @@ impl Folders<'_> {
             let name = &path[depth];
             let class = classes.get(depth).map(String::as_str).unwrap_or("IPF.Note");
             let pref = if parent == self.tree.root {
-                FolderRef::Distinguished("msgfolderroot")
+                FolderRef::Distinguished(Client::root_of(self.mailbox))
             } else {
                 FolderRef::Id(&parent)
             };

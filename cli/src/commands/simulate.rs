@@ -20,11 +20,15 @@ pub fn load_or_generate(
     mailboxes: usize,
     items: usize,
     dirty: f64,
+    public_items: usize,
 ) -> Result<State> {
     if let Some(s) = State::load(dir).with_context(|| format!("reading simulator state in {}", dir.display()))? {
         return Ok(s);
     }
-    let s = State::generate(seed, domain, mailboxes, items, dirty);
+    let mut s = State::generate(seed, domain, mailboxes, items, dirty);
+    if public_items > 0 {
+        s.add_public_folders(public_items);
+    }
     s.save(dir).with_context(|| format!("writing simulator state to {}", dir.display()))?;
     Ok(s)
 }
@@ -59,7 +63,7 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.dirty_rate) {
         return Err(usage("--dirty-rate is a fraction between 0 and 1 (0.01 = 1%)"));
     }
-    let mut state = load_or_generate(&a.state, a.seed, &a.domain, a.mailboxes, a.items, a.dirty_rate)?;
+    let mut state = load_or_generate(&a.state, a.seed, &a.domain, a.mailboxes, a.items, a.dirty_rate, a.public_items)?;
     if let Some(pct) = a.churn {
         let (n, c, d) = state.churn(pct);
         state.save(&a.state)?;
@@ -67,12 +71,14 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         return Ok(());
     }
     if let Some(mb) = &a.wipe {
-        let m = state.mailbox(mb).ok_or_else(|| {
+        let found = if mb == exarch_ews_source::PUBLIC_FOLDERS { state.public_store() } else { state.mailbox(mb) };
+        let m = found.ok_or_else(|| {
             usage(format!(
-                "--wipe {mb}: no such mailbox (they are user1@{} … user{}@{})",
+                "--wipe {mb}: no such mailbox (they are user1@{} … user{}@{}, and {} when made with --public-items)",
                 state.domain,
-                state.mailboxes.len(),
-                state.domain
+                state.mailboxes.iter().filter(|m| !m.public).count(),
+                state.domain,
+                exarch_ews_source::PUBLIC_FOLDERS
             ))
         })?;
         let (items, folders) = state.wipe(m);

@@ -22,6 +22,10 @@ pub struct State {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mailbox {
     pub address: String,
+    /// The public folder store (address `public-folders`): reached without impersonation, listed
+    /// with FindFolder/FindItem only, never returned by ResolveNames.
+    #[serde(default)]
+    pub public: bool,
     pub folders: Vec<Folder>,
     pub items: Vec<Item>,
     pub tombstones: Vec<Tombstone>,
@@ -137,6 +141,7 @@ impl State {
         for m in 0..mailboxes {
             let mut mb = Mailbox {
                 address: format!("user{}@{domain}", m + 1),
+                public: false,
                 folders: Vec::new(),
                 items: Vec::new(),
                 tombstones: Vec::new(),
@@ -232,7 +237,14 @@ impl State {
                         d += 1;
                     }
                     _ => {
-                        let folder = self.mailboxes[m].folders[1 + rng.gen_range(0..FOLDERS.len() - 1)].clone();
+                        // Any folder but the top of the store (a wiped mailbox or the public
+                        // folders have fewer than the default layout).
+                        let open: Vec<&Folder> =
+                            self.mailboxes[m].folders.iter().filter(|f| !f.parent_id.is_empty()).collect();
+                        if open.is_empty() {
+                            continue;
+                        }
+                        let folder = open[rng.gen_range(0..open.len())].clone();
                         let item = self.new_item(&mut rng, &folder, m, 0.0);
                         self.mailboxes[m].items.push(item);
                         n += 1;
@@ -244,7 +256,44 @@ impl State {
     }
 
     pub fn mailbox(&self, address: &str) -> Option<usize> {
-        self.mailboxes.iter().position(|m| m.address.eq_ignore_ascii_case(address))
+        self.mailboxes.iter().position(|m| !m.public && m.address.eq_ignore_ascii_case(address))
+    }
+
+    /// The public folder store, if this organisation has one.
+    pub fn public_store(&self) -> Option<usize> {
+        self.mailboxes.iter().position(|m| m.public)
+    }
+
+    /// Adds public folders holding `items` items (deterministic from the seed; the mailboxes are
+    /// not touched).
+    pub fn add_public_folders(&mut self, items: usize) {
+        const LAYOUT: &[(&str, Option<usize>, &str)] = &[
+            ("IPM_SUBTREE", None, ""),
+            ("Company", Some(0), "IPF.Note"),
+            ("Announcements", Some(1), "IPF.Note"),
+            ("IT", Some(0), "IPF.Note"),
+            ("Change Calendar", Some(3), "IPF.Appointment"),
+            ("Suppliers", Some(0), "IPF.Contact"),
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x0090_b11c);
+        let mut pf = Mailbox {
+            address: crate::PUBLIC_FOLDERS.to_string(),
+            public: true,
+            folders: Vec::new(),
+            items: Vec::new(),
+            tombstones: Vec::new(),
+        };
+        for (name, parent, class) in LAYOUT {
+            let id = token(&mut rng, "AQEuAA");
+            let parent_id = parent.map(|p| pf.folders[p].id.clone()).unwrap_or_default();
+            pf.folders.push(Folder { id, parent_id, name: name.to_string(), class: class.to_string() });
+        }
+        for _ in 0..items {
+            let folder = pf.folders[1 + rng.gen_range(0..LAYOUT.len() - 1)].clone();
+            let item = self.new_item(&mut rng, &folder, 0, 0.0);
+            pf.items.push(item);
+        }
+        self.mailboxes.push(pf);
     }
 
     pub fn load(dir: &Path) -> std::io::Result<Option<State>> {

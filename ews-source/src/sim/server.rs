@@ -358,14 +358,22 @@ impl Simulator {
             let set: String = state
                 .mailboxes
                 .iter()
+                .filter(|m| !m.public)
                 .map(|m| format!("<t:Resolution><t:Mailbox><t:Name>{a}</t:Name><t:EmailAddress>{a}</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType><t:MailboxType>Mailbox</t:MailboxType></t:Mailbox></t:Resolution>", a = escape(&m.address)))
                 .collect();
-            let msg = format!("<m:ResolveNamesResponseMessage ResponseClass=\"Warning\"><m:MessageText>Multiple results were found.</m:MessageText><m:ResponseCode>ErrorNameResolutionMultipleResults</m:ResponseCode><m:ResolutionSet TotalItemsInView=\"{n}\" IncludesLastItemInRange=\"true\">{set}</m:ResolutionSet></m:ResolveNamesResponseMessage>", n = state.mailboxes.len());
+            let msg = format!("<m:ResolveNamesResponseMessage ResponseClass=\"Warning\"><m:MessageText>Multiple results were found.</m:MessageText><m:ResponseCode>ErrorNameResolutionMultipleResults</m:ResponseCode><m:ResolutionSet TotalItemsInView=\"{n}\" IncludesLastItemInRange=\"true\">{set}</m:ResolutionSet></m:ResolveNamesResponseMessage>", n = state.mailboxes.iter().filter(|m| !m.public).count());
             return (200, response("ResolveNames", &msg));
         }
-        let Some(mbx) = mailbox.and_then(|m| state.mailbox(m)) else {
+        // Without impersonation a request goes to the public folders, which know no sync.
+        let Some(mbx) = (match mailbox {
+            Some(m) => state.mailbox(m),
+            None => state.public_store(),
+        }) else {
             return (500, fault("ErrorNonExistentMailbox", "No mailbox with such guid or address.", None));
         };
+        if state.mailboxes[mbx].public && op.starts_with("Sync") {
+            return (500, fault("ErrorInvalidOperation", &format!("{op} is not supported for public folders."), None));
+        }
         match op {
             "UploadItems" => return self.upload_items(&mut state, mbx, el),
             "CreateFolder" => return self.create_folder(&mut state, mbx, el),
@@ -418,6 +426,41 @@ impl Simulator {
                 let body: String = changes.into_iter().map(|c| c.1).collect();
                 let inner = format!("<m:SyncState>{new_state}</m:SyncState><m:IncludesLastItemInRange>{last}</m:IncludesLastItemInRange><m:Changes>{body}</m:Changes>");
                 (200, response("SyncFolderItems", &ok_message("SyncFolderItems", &inner)))
+            }
+            "FindFolder" => {
+                let parent = match el.find("ParentFolderIds").and_then(|p| p.children.first()) {
+                    Some(f) if f.name == "DistinguishedFolderId" => {
+                        mb.folders.iter().find(|f| f.parent_id.is_empty()).map(|f| f.id.clone()).unwrap_or_default()
+                    }
+                    Some(f) => f.attr("Id").unwrap_or("").to_string(),
+                    None => String::new(),
+                };
+                if !mb.folders.iter().any(|f| f.id == parent) {
+                    return (200, response("FindFolder", "<m:FindFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:FindFolderResponseMessage>"));
+                }
+                let children: Vec<_> = mb.folders.iter().filter(|f| f.parent_id == parent).collect();
+                let (from, to, last) = page_bounds(el, "IndexedPageFolderView", children.len());
+                let body: String = children[from..to]
+                    .iter()
+                    .map(|f| format!("<t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/><t:ParentFolderId Id=\"{}\"/><t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder>", escape(&f.id), escape(&f.parent_id), escape(&f.class), escape(&f.name)))
+                    .collect();
+                let inner = format!("<m:RootFolder IndexedPagingOffset=\"{to}\" TotalItemsInView=\"{}\" IncludesLastItemInRange=\"{last}\"><t:Folders>{body}</t:Folders></m:RootFolder>", children.len());
+                (200, response("FindFolder", &ok_message("FindFolder", &inner)))
+            }
+            "FindItem" => {
+                let folder_id = el
+                    .find("ParentFolderIds")
+                    .and_then(|p| p.find("FolderId"))
+                    .and_then(|f| f.attr("Id"))
+                    .unwrap_or("");
+                if !mb.folders.iter().any(|f| f.id == folder_id) {
+                    return (200, response("FindItem", "<m:FindItemResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:FindItemResponseMessage>"));
+                }
+                let items: Vec<_> = mb.items.iter().filter(|i| i.folder_id == folder_id && !i.associated).collect();
+                let (from, to, last) = page_bounds(el, "IndexedPageItemView", items.len());
+                let body: String = items[from..to].iter().map(|it| self.item_xml(state, it)).collect();
+                let inner = format!("<m:RootFolder IndexedPagingOffset=\"{to}\" TotalItemsInView=\"{}\" IncludesLastItemInRange=\"{last}\"><t:Items>{body}</t:Items></m:RootFolder>", items.len());
+                (200, response("FindItem", &ok_message("FindItem", &inner)))
             }
             "ExportItems" => {
                 let ids: Vec<&str> = el
@@ -515,12 +558,17 @@ impl Simulator {
     /// CreateFolder: one or more folders under one parent.
     fn create_folder(&self, state: &mut State, mbx: usize, el: &dom::Element) -> Reply {
         let parent = match el.child("ParentFolderId").and_then(|p| p.children.first()) {
-            Some(f) if f.name == "DistinguishedFolderId" && f.attr("Id") == Some("msgfolderroot") => String::new(),
+            Some(f)
+                if f.name == "DistinguishedFolderId"
+                    && matches!(f.attr("Id"), Some("msgfolderroot" | "publicfoldersroot")) =>
+            {
+                String::new()
+            }
             Some(f) if f.name == "FolderId" => f.attr("Id").unwrap_or("").to_string(),
             _ => {
                 return (
                     200,
-                    response("CreateFolder", "<m:CreateFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>Only msgfolderroot and folder ids are supported as parents.</m:MessageText><m:ResponseCode>ErrorInvalidRequest</m:ResponseCode></m:CreateFolderResponseMessage>"),
+                    response("CreateFolder", "<m:CreateFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>Only msgfolderroot, publicfoldersroot and folder ids are supported as parents.</m:MessageText><m:ResponseCode>ErrorInvalidRequest</m:ResponseCode></m:CreateFolderResponseMessage>"),
                 )
             }
         };
@@ -579,6 +627,15 @@ impl Simulator {
             it.associated
         )
     }
+}
+
+/// The slice `[from, to)` of `total` entries an indexed page view asks for, and whether it is the last.
+fn page_bounds(el: &dom::Element, view: &str, total: usize) -> (usize, usize, bool) {
+    let v = el.find(view);
+    let num = |name: &str, default: usize| v.and_then(|v| v.attr(name)).and_then(|x| x.parse().ok()).unwrap_or(default);
+    let from = num("Offset", 0).min(total);
+    let to = (from + num("MaxEntriesReturned", 1000).clamp(1, 1000)).min(total);
+    (from, to, to == total)
 }
 
 /// Calendars are slow to export on real servers; so are they here.
