@@ -280,3 +280,35 @@ fn public_folders_are_a_source_of_their_own() {
     assert!(carried > 0 && exported > 0 && exported < 30, "unchanged public items are carried: {public}");
     assert_archive_matches_dump(&env, &state);
 }
+
+#[test]
+fn ntlm_windows_authentication() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    let sim = start_sim(
+        &env,
+        &state,
+        &["--mailboxes", "2", "--items", "60", "--seed", "29", "--user", "CORP\\svc", "--auth", "ntlm"],
+    );
+    let repo = env.repo();
+    let run = |password: &str, extra: &[&str]| {
+        let mut args =
+            vec!["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "CORP\\svc", "--all-mailboxes"];
+        args.extend_from_slice(extra);
+        env.cmd(&args).env("EXARCH_EWS_PASSWORD", password).output().unwrap()
+    };
+    // the right password: the default (auto) finds NTLM, and so does --auth ntlm
+    let out = run("sim-secret", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run("sim-secret", &["--auth", "ntlm", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_archive_matches_dump(&env, &state);
+    // a wrong password, or Basic against a server that only takes NTLM: refused, clearly
+    for (pass, extra) in [("wrong", &[][..]), ("sim-secret", &["--auth", "basic"][..])] {
+        let out = run(pass, extra);
+        assert_eq!(code(&out), 1);
+        assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    }
+    assert_eq!(stats(&sim)["errors"], 0);
+}

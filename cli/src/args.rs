@@ -127,6 +127,10 @@ pub struct EwsConnArgs {
     /// File holding an OAuth access token (instead of a password)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// How to log on with --user: ntlm (Windows authentication, on-premises default), basic, or
+    /// auto (NTLM when the server offers it, else Basic)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ntlm", "basic"])]
+    pub auth: String,
     /// PEM file of a CA to trust for the EWS server's certificate
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
@@ -288,6 +292,9 @@ pub struct SimulateArgs {
     /// Accept only this user (password from --password-file or EXARCH_EWS_PASSWORD)
     #[arg(long)]
     pub user: Option<String>,
+    /// Authentication the server asks for: basic, or ntlm (Windows authentication; needs --user)
+    #[arg(long, default_value = "basic", value_parser = ["basic", "ntlm"])]
+    pub auth: String,
     /// Change PCT percent of the items (new, changed, deleted) and exit
     #[arg(long, value_name = "PCT")]
     pub churn: Option<f64>,

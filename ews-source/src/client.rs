@@ -1,35 +1,17 @@
 //! The EWS client: one HTTP request per call, retried through the governor.
 //!
-//! TLS is verified (rustls, system-independent roots plus `--ca-cert` for on-premises CAs).
-//! Impersonation: every mailbox request carries the `ExchangeImpersonation` header and
+//! HTTP, TLS and authentication are in `transport.rs`. Impersonation: every mailbox request carries the `ExchangeImpersonation` header and
 //! `X-AnchorMailbox`, so Exchange routes it to the right mailbox server.
 
 use crate::request::{envelope, FolderRef, Operation, UploadItem};
 use crate::response::{self, EwsError, Exported, HierarchySync, ItemSync, Uploaded};
 use crate::throttle::Governor;
+pub use crate::transport::Auth;
+use crate::transport::{Body, Transport};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
-
-#[derive(Clone)]
-pub enum Auth {
-    Basic {
-        user: String,
-        password: String,
-    },
-    /// An OAuth access token (e.g. app-only with `full_access_as_app` in Exchange Online).
-    Bearer(String),
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Auth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
-            Auth::Bearer(_) => f.write_str("Bearer(***)"),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -61,9 +43,7 @@ pub struct ClientStats {
 }
 
 pub struct Client {
-    http: reqwest::blocking::Client,
-    url: String,
-    auth: Auth,
+    transport: Transport,
     pub governor: Governor,
     stats: Mutex<ClientStats>,
     /// Server time per exported byte (seconds, moving average): sizes the next export batches.
@@ -77,20 +57,9 @@ const EXPORT_ATTEMPTS_BEFORE_SPLIT: u32 = 4;
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, EwsError> {
-        let mut b =
-            reqwest::blocking::Client::builder().timeout(cfg.timeout).pool_max_idle_per_host(cfg.concurrency.max(4));
-        if let Some(ca) = &cfg.ca_cert {
-            let pem = std::fs::read(ca)
-                .map_err(|e| EwsError::Transport(format!("reading CA certificate {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| EwsError::Transport(format!("CA certificate {}: {e}", ca.display())))?;
-            b = b.add_root_certificate(cert);
-        }
-        let http = b.build().map_err(|e| EwsError::Transport(e.to_string()))?;
+        let transport = Transport::new(cfg.url, cfg.auth, cfg.ca_cert.as_deref(), cfg.timeout, cfg.concurrency.max(4))?;
         Ok(Client {
-            http,
-            url: cfg.url,
-            auth: cfg.auth,
+            transport,
             governor: Governor::new(cfg.concurrency, cfg.per_mailbox).with_sync_limit(cfg.sync_concurrency),
             stats: Mutex::new(ClientStats::default()),
             export_speed: Mutex::new(None),
@@ -112,44 +81,14 @@ impl Client {
     }
 
     /// Sends one request; returns the HTTP status (200 or 500, which carries a SOAP fault) and the
-    /// response, whose body is still to be read.
-    fn send(&self, op: &Operation, mailbox: Option<&str>) -> Result<(u16, reqwest::blocking::Response), EwsError> {
+    /// body, still to be read. Requests for the public folders go without impersonation.
+    fn send(&self, op: &Operation, mailbox: Option<&str>) -> Result<(u16, Body), EwsError> {
         let mailbox = mailbox.filter(|m| *m != crate::PUBLIC_FOLDERS);
-        let mut req = self
-            .http
-            .post(&self.url)
-            .header("Content-Type", "text/xml; charset=utf-8")
-            .header(
-                "SOAPAction",
-                format!("\"http://schemas.microsoft.com/exchange/services/2006/messages/{}\"", op.name()),
-            )
-            .body(envelope(op, mailbox));
-        if let Some(m) = mailbox {
-            req = req.header("X-AnchorMailbox", m);
-        }
-        req = match &self.auth {
-            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
-            Auth::Bearer(t) => req.bearer_auth(t),
-        };
-        let resp = req.send().map_err(|e| EwsError::Transport(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let retry_after_ms = resp
-            .headers()
-            .get("Retry-After")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| s * 1000);
-        match status {
-            200 | 500 => Ok((status, resp)),
-            401 | 403 => Err(EwsError::Unauthorized),
-            413 => Err(EwsError::TooLarge),
-            s => Err(EwsError::Http { status: s, retry_after_ms }),
-        }
+        self.transport.post(op.name(), mailbox, envelope(op, mailbox))
     }
 
     fn post(&self, op: &Operation, mailbox: Option<&str>) -> Result<Vec<u8>, EwsError> {
-        let (_, resp) = self.send(op, mailbox)?;
-        Ok(resp.bytes().map_err(|e| EwsError::Transport(e.to_string()))?.to_vec())
+        self.send(op, mailbox)?.1.bytes()
     }
 
     /// Waits out the back-off after a failed attempt and counts it.
@@ -260,8 +199,7 @@ impl Client {
                 *self.stats.lock().expect("stats").requests.entry(op.name().to_string()).or_default() += 1;
                 self.send(&op, Some(mailbox)).and_then(|(status, resp)| {
                     if status == 500 {
-                        let body = resp.bytes().map_err(|e| EwsError::Transport(e.to_string()))?;
-                        return response::parse_export_items(&body).map(|_| 0);
+                        return response::parse_export_items(&resp.bytes()?).map(|_| 0);
                     }
                     let input = std::io::BufReader::with_capacity(256 * 1024, resp);
                     response::stream_export_items(input, &mut |e| {

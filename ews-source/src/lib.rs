@@ -8,10 +8,12 @@
 pub mod client;
 pub mod dom;
 pub mod export;
+pub mod ntlm;
 pub mod request;
 pub mod response;
 pub mod sim;
 pub mod throttle;
+pub mod transport;
 pub mod upload;
 
 /// The file name an item gets when extracted (and in the simulator's dump): derived from its

@@ -55,6 +55,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
             user: Some("svc-backup".into()),
             ews_password_file: Some(ews_password),
             token_file: None,
+            auth: "auto".into(),
             ca_cert: None,
         },
         concurrency: 4,

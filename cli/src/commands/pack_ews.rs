@@ -133,7 +133,11 @@ pub(super) fn auth(a: &EwsConnArgs) -> Result<Auth> {
         (None, Ok(p)) if !p.is_empty() => p,
         _ => return Err(usage("no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE")),
     };
-    Ok(Auth::Basic { user, password })
+    Ok(match a.auth.as_str() {
+        "basic" => Auth::Basic { user, password },
+        "ntlm" => Auth::Ntlm { user, password },
+        _ => Auth::Auto { user, password },
+    })
 }
 
 /// The outcome for one mailbox.

@@ -107,11 +107,15 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         None => None,
     };
     let mailboxes = state.mailboxes.len();
+    if a.auth == "ntlm" && credentials.is_none() {
+        return Err(usage("--auth ntlm needs --user NAME and a password (--password-file or EXARCH_EWS_PASSWORD)"));
+    }
+    let mut sim = Simulator::new(a.state.clone(), state, profile, credentials);
+    if a.auth == "ntlm" {
+        sim = sim.with_ntlm();
+    }
     let sim = Arc::new(
-        Simulator::new(a.state.clone(), state, profile, credentials)
-            .with_fault_rate(a.fault_rate)
-            .with_refuse_rate(a.refuse_rate)
-            .with_max_request_bytes(a.max_request_bytes),
+        sim.with_fault_rate(a.fault_rate).with_refuse_rate(a.refuse_rate).with_max_request_bytes(a.max_request_bytes),
     );
     let running = serve(&listen, sim, 64).with_context(|| format!("listening on {listen}"))?;
     println!(

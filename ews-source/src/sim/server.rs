@@ -110,6 +110,22 @@ pub struct Simulator {
     refuse_rate: f64,
     /// Largest request body accepted (IIS/EWS maxReceivedMessageSize); larger ones get HTTP 413.
     max_request_bytes: usize,
+    /// Windows authentication (NTLM) instead of Basic: per connection, by its peer address.
+    ntlm: bool,
+    ntlm_conns: Mutex<HashMap<std::net::SocketAddr, NtlmConn>>,
+}
+
+#[derive(Default)]
+struct NtlmConn {
+    challenge: Option<[u8; 8]>,
+    authenticated: bool,
+}
+
+/// What the NTLM gate decided for one request.
+pub enum Gate {
+    Pass,
+    /// Answer 401 with this `WWW-Authenticate` value.
+    Challenge(String),
 }
 
 /// Default request size limit: room for the ~25 MB of base64 Exchange accepts in one import.
@@ -173,6 +189,59 @@ impl Simulator {
             fault_counter: AtomicUsize::new(0),
             refuse_rate: 0.0,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            ntlm: false,
+            ntlm_conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Accepts only NTLM (Windows authentication), as on-premises Exchange does by default. Needs
+    /// credentials.
+    pub fn with_ntlm(mut self) -> Simulator {
+        self.ntlm = true;
+        self
+    }
+
+    /// The NTLM handshake for a request that arrived on connection `peer`: an authenticated
+    /// connection passes; NEGOTIATE gets a CHALLENGE; a valid AUTHENTICATE authenticates the
+    /// connection and passes. In Basic mode every request passes here.
+    pub fn ntlm_gate(&self, peer: Option<std::net::SocketAddr>, auth: Option<&str>) -> Gate {
+        if !self.ntlm {
+            return Gate::Pass;
+        }
+        let (Some(peer), Some((user, pass))) = (peer, &self.credentials) else {
+            return Gate::Challenge("NTLM".into());
+        };
+        let mut conns = self.ntlm_conns.lock().expect("ntlm");
+        let conn = conns.entry(peer).or_default();
+        let msg = auth
+            .and_then(|a| a.strip_prefix("NTLM "))
+            .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok());
+        match msg {
+            Some(m) if m.get(8) == Some(&1) => {
+                let c: [u8; 8] = rand::random();
+                conn.challenge = Some(c);
+                conn.authenticated = false;
+                let ch = crate::ntlm::challenge(c, "EXCHANGE");
+                Gate::Challenge(format!(
+                    "NTLM {}",
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ch)
+                ))
+            }
+            Some(m) if m.get(8) == Some(&3) => {
+                let ok = conn.challenge.take().is_some_and(|c| {
+                    crate::ntlm::verify(&m, c, pass).is_ok_and(|u| {
+                        u.eq_ignore_ascii_case(user) || crate::ntlm::split_user(user).0.eq_ignore_ascii_case(&u)
+                    })
+                });
+                conn.authenticated = ok;
+                if ok {
+                    Gate::Pass
+                } else {
+                    Gate::Challenge("NTLM".into())
+                }
+            }
+            _ if conn.authenticated => Gate::Pass,
+            _ => Gate::Challenge("NTLM".into()),
         }
     }
 
@@ -272,6 +341,13 @@ impl Simulator {
     }
 
     fn authorised(&self, header: Option<&str>) -> bool {
+        if self.ntlm {
+            return true; // the connection passed ntlm_gate
+        }
+        // A Basic-only server answers an NTLM attempt with 401, whatever the credentials.
+        if header.is_some_and(|h| h.starts_with("NTLM ")) {
+            return false;
+        }
         let Some((user, pass)) = &self.credentials else { return true };
         let Some(v) = header.and_then(|h| h.strip_prefix("Basic ")) else { return false };
         let Ok(raw) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v.trim()) else {
@@ -704,6 +780,14 @@ pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Resu
                 if std::io::Read::read_to_end(req.as_reader(), &mut body).is_err() {
                     continue;
                 }
+                if let Gate::Challenge(v) = sim.ntlm_gate(req.remote_addr().copied(), auth.as_deref()) {
+                    let _ = req.respond(
+                        tiny_http::Response::from_string("")
+                            .with_status_code(401)
+                            .with_header(tiny_http::Header::from_bytes("WWW-Authenticate", v).expect("header")),
+                    );
+                    continue;
+                }
                 match sim.next_fault() {
                     Some(Fault::Unavailable) => {
                         let _ = req.respond(
@@ -738,8 +822,11 @@ pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Resu
                 );
                 if status == 401 {
                     resp = resp.with_header(
-                        tiny_http::Header::from_bytes("WWW-Authenticate", "Basic realm=\"exarch-simulate\"")
-                            .expect("header"),
+                        tiny_http::Header::from_bytes(
+                            "WWW-Authenticate",
+                            if sim.ntlm { "NTLM" } else { "Basic realm=\"exarch-simulate\"" },
+                        )
+                        .expect("header"),
                     );
                 }
                 let _ = req.respond(resp);

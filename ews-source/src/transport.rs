@@ -1,0 +1,263 @@
+//! HTTP, TLS and authentication: one POST to the EWS endpoint, with Basic, NTLM or a bearer token.
+//!
+//! TLS is verified (rustls, system-independent roots plus `--ca-cert` for on-premises CAs).
+//! NTLM authenticates a TCP connection, not a request, so every NTLM request takes a *lease*: an
+//! HTTP client of its own holding at most one connection, used by one request at a time and handed
+//! back when the response has been read. A lease's connection is authenticated once (NEGOTIATE with
+//! an empty body, CHALLENGE, then the real request with AUTHENTICATE) and then carries requests
+//! without further handshakes; when the server has closed it meanwhile, the next 401 starts a new
+//! handshake. `Auto` tries NTLM first and settles on Basic when the server does not offer NTLM.
+
+use crate::ntlm;
+use crate::response::EwsError;
+use base64::Engine as _;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone)]
+pub enum Auth {
+    Basic {
+        user: String,
+        password: String,
+    },
+    /// NTLMv2, the on-premises default (`DOMAIN\user` or a UPN).
+    Ntlm {
+        user: String,
+        password: String,
+    },
+    /// NTLM when the server offers it, Basic otherwise.
+    Auto {
+        user: String,
+        password: String,
+    },
+    /// An OAuth access token (e.g. app-only with `full_access_as_app` in Exchange Online).
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
+            Auth::Ntlm { user, .. } => write!(f, "Ntlm({user}, ***)"),
+            Auth::Auto { user, .. } => write!(f, "Auto({user}, ***)"),
+            Auth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Basic,
+    Ntlm,
+}
+
+struct Lease {
+    http: reqwest::blocking::Client,
+    authenticated: bool,
+}
+
+type Leases = Arc<Mutex<Vec<Lease>>>;
+
+/// A response body still to be read; for NTLM it holds the lease until dropped.
+pub struct Body {
+    resp: Option<reqwest::blocking::Response>,
+    lease: Option<(Lease, Leases)>,
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.resp.as_mut().expect("body present until dropped").read(buf)
+    }
+}
+
+impl Body {
+    pub fn bytes(mut self) -> Result<Vec<u8>, EwsError> {
+        let mut v = Vec::new();
+        self.read_to_end(&mut v).map_err(|e| EwsError::Transport(e.to_string()))?;
+        Ok(v)
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // The response first, so its connection is idle again before the lease is reused.
+        drop(self.resp.take());
+        if let Some((lease, pool)) = self.lease.take() {
+            pool.lock().expect("leases").push(lease);
+        }
+    }
+}
+
+pub struct Transport {
+    http: reqwest::blocking::Client,
+    url: String,
+    auth: Auth,
+    ca: Option<reqwest::Certificate>,
+    timeout: Duration,
+    leases: Leases,
+    /// For `Auto`: the scheme the server turned out to take.
+    settled: Mutex<Option<Scheme>>,
+}
+
+enum Header<'a> {
+    None,
+    Basic(&'a str, &'a str),
+    Bearer(&'a str),
+    Ntlm(Vec<u8>),
+}
+
+impl Transport {
+    pub fn new(
+        url: String,
+        auth: Auth,
+        ca_cert: Option<&std::path::Path>,
+        timeout: Duration,
+        idle: usize,
+    ) -> Result<Transport, EwsError> {
+        let ca = match ca_cert {
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| EwsError::Transport(format!("reading CA certificate {}: {e}", ca.display())))?;
+                Some(
+                    reqwest::Certificate::from_pem(&pem)
+                        .map_err(|e| EwsError::Transport(format!("CA certificate {}: {e}", ca.display())))?,
+                )
+            }
+            None => None,
+        };
+        let http = build(ca.as_ref(), timeout, idle)?;
+        Ok(Transport {
+            http,
+            url,
+            auth,
+            ca,
+            timeout,
+            leases: Arc::new(Mutex::new(Vec::new())),
+            settled: Mutex::new(None),
+        })
+    }
+
+    fn request(
+        &self,
+        http: &reqwest::blocking::Client,
+        action: &str,
+        anchor: Option<&str>,
+        body: String,
+        header: Header,
+    ) -> Result<reqwest::blocking::Response, EwsError> {
+        let mut req = http
+            .post(&self.url)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("SOAPAction", format!("\"http://schemas.microsoft.com/exchange/services/2006/messages/{action}\""))
+            .body(body);
+        if let Some(m) = anchor {
+            req = req.header("X-AnchorMailbox", m);
+        }
+        req = match header {
+            Header::None => req,
+            Header::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Header::Bearer(t) => req.bearer_auth(t),
+            Header::Ntlm(m) => {
+                req.header("Authorization", format!("NTLM {}", base64::engine::general_purpose::STANDARD.encode(m)))
+            }
+        };
+        req.send().map_err(|e| EwsError::Transport(e.to_string()))
+    }
+
+    /// POSTs `body` (the SOAP envelope of `action`); returns the status (200, or 500 with a SOAP
+    /// fault) and the body to read. Other statuses are errors.
+    pub fn post(&self, action: &str, anchor: Option<&str>, body: String) -> Result<(u16, Body), EwsError> {
+        let (user, password, scheme) = match &self.auth {
+            Auth::Bearer(t) => return finish(self.request(&self.http, action, anchor, body, Header::Bearer(t))?, None),
+            Auth::Basic { user, password } => (user, password, Some(Scheme::Basic)),
+            Auth::Ntlm { user, password } => (user, password, Some(Scheme::Ntlm)),
+            Auth::Auto { user, password } => (user, password, *self.settled.lock().expect("settled")),
+        };
+        if scheme == Some(Scheme::Basic) {
+            return finish(self.request(&self.http, action, anchor, body, Header::Basic(user, password))?, None);
+        }
+        let mut lease = self.leases.lock().expect("leases").pop().map_or_else(
+            || Ok::<_, EwsError>(Lease { http: build(self.ca.as_ref(), self.timeout, 1)?, authenticated: false }),
+            Ok,
+        )?;
+        for _ in 0..2 {
+            if lease.authenticated {
+                let resp = self.request(&lease.http, action, anchor, body.clone(), Header::None)?;
+                if resp.status().as_u16() != 401 {
+                    return finish(resp, Some((lease, self.leases.clone())));
+                }
+                // The server closed the authenticated connection meanwhile: authenticate again.
+                drop(resp);
+                lease.authenticated = false;
+                continue;
+            }
+            let resp = self.request(&lease.http, action, anchor, String::new(), Header::Ntlm(ntlm::negotiate()))?;
+            let status = resp.status().as_u16();
+            let challenge = resp
+                .headers()
+                .get_all("WWW-Authenticate")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| v.strip_prefix("NTLM "))
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+                .and_then(|m| ntlm::parse_challenge(&m).ok());
+            let _ = resp.bytes(); // read to the end so the connection stays usable
+            let Some(challenge) = challenge else {
+                if status == 401 && matches!(self.auth, Auth::Auto { .. }) {
+                    // The server does not do NTLM: Basic from now on.
+                    *self.settled.lock().expect("settled") = Some(Scheme::Basic);
+                    return self.post(action, anchor, body);
+                }
+                return Err(EwsError::Unauthorized);
+            };
+            let mut client_challenge = [0u8; 8];
+            rand::Rng::fill(&mut rand::thread_rng(), &mut client_challenge);
+            let msg = ntlm::authenticate(user, password, &challenge, client_challenge, filetime_now());
+            let resp = self.request(&lease.http, action, anchor, body, Header::Ntlm(msg))?;
+            if resp.status().as_u16() == 401 {
+                return Err(EwsError::Unauthorized);
+            }
+            lease.authenticated = true;
+            if matches!(self.auth, Auth::Auto { .. }) {
+                *self.settled.lock().expect("settled") = Some(Scheme::Ntlm);
+            }
+            return finish(resp, Some((lease, self.leases.clone())));
+        }
+        Err(EwsError::Unauthorized)
+    }
+}
+
+fn build(
+    ca: Option<&reqwest::Certificate>,
+    timeout: Duration,
+    idle: usize,
+) -> Result<reqwest::blocking::Client, EwsError> {
+    let mut b = reqwest::blocking::Client::builder().timeout(timeout).pool_max_idle_per_host(idle);
+    if let Some(c) = ca {
+        b = b.add_root_certificate(c.clone());
+    }
+    b.build().map_err(|e| EwsError::Transport(e.to_string()))
+}
+
+fn filetime_now() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (since.as_nanos() / 100) as u64 + 116_444_736_000_000_000
+}
+
+fn finish(resp: reqwest::blocking::Response, lease: Option<(Lease, Leases)>) -> Result<(u16, Body), EwsError> {
+    let status = resp.status().as_u16();
+    let retry_after_ms = resp
+        .headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| s * 1000);
+    let body = Body { resp: Some(resp), lease };
+    match status {
+        200 | 500 => Ok((status, body)),
+        401 | 403 => Err(EwsError::Unauthorized),
+        413 => Err(EwsError::TooLarge),
+        s => Err(EwsError::Http { status: s, retry_after_ms }),
+    }
+}
