@@ -202,14 +202,30 @@ impl Transport {
                 .find_map(|v| v.strip_prefix("NTLM "))
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
                 .and_then(|m| ntlm::parse_challenge(&m).ok());
+            let retry_after_ms = resp
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| s * 1000);
             let _ = resp.bytes(); // read to the end so the connection stays usable
             let Some(challenge) = challenge else {
-                if status == 401 && matches!(self.auth, Auth::Auto { .. }) {
-                    // The server does not do NTLM: Basic from now on.
-                    *self.settled.lock().expect("settled") = Some(Scheme::Basic);
-                    return self.post(action, anchor, body);
+                let auto = matches!(self.auth, Auth::Auto { .. });
+                match status {
+                    // Not NTLM, or no authentication at all: Basic from now on.
+                    401 | 200 | 500 if auto => {
+                        *self.settled.lock().expect("settled") = Some(Scheme::Basic);
+                        return self.post(action, anchor, body);
+                    }
+                    401 => return Err(EwsError::Unauthorized),
+                    // The server asked for no logon at all: send the request as it is.
+                    200 | 500 => {
+                        lease.authenticated = true;
+                        continue;
+                    }
+                    // Busy or broken before any logon: the caller retries after its back-off.
+                    s => return Err(EwsError::Http { status: s, retry_after_ms }),
                 }
-                return Err(EwsError::Unauthorized);
             };
             let mut client_challenge = [0u8; 8];
             rand::Rng::fill(&mut rand::thread_rng(), &mut client_challenge);
