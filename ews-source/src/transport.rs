@@ -143,7 +143,7 @@ impl Transport {
         http: &reqwest::blocking::Client,
         action: &str,
         anchor: Option<&str>,
-        body: String,
+        body: bytes::Bytes,
         header: Header,
     ) -> Result<reqwest::blocking::Response, EwsError> {
         let mut req = http
@@ -168,6 +168,11 @@ impl Transport {
     /// POSTs `body` (the SOAP envelope of `action`); returns the status (200, or 500 with a SOAP
     /// fault) and the body to read. Other statuses are errors.
     pub fn post(&self, action: &str, anchor: Option<&str>, body: String) -> Result<(u16, Body), EwsError> {
+        self.post_bytes(action, anchor, bytes::Bytes::from(body))
+    }
+
+    /// `post` with a body that is cheap to send twice (NTLM may need to).
+    fn post_bytes(&self, action: &str, anchor: Option<&str>, body: bytes::Bytes) -> Result<(u16, Body), EwsError> {
         let (user, password, scheme) = match &self.auth {
             Auth::Bearer(t) => return finish(self.request(&self.http, action, anchor, body, Header::Bearer(t))?, None),
             Auth::Basic { user, password } => (user, password, Some(Scheme::Basic)),
@@ -192,7 +197,8 @@ impl Transport {
                 lease.authenticated = false;
                 continue;
             }
-            let resp = self.request(&lease.http, action, anchor, String::new(), Header::Ntlm(ntlm::negotiate()))?;
+            let resp =
+                self.request(&lease.http, action, anchor, bytes::Bytes::new(), Header::Ntlm(ntlm::negotiate()))?;
             let status = resp.status().as_u16();
             let challenge = resp
                 .headers()
@@ -215,7 +221,7 @@ impl Transport {
                     // Not NTLM, or no authentication at all: Basic from now on.
                     401 | 200 | 500 if auto => {
                         *self.settled.lock().expect("settled") = Some(Scheme::Basic);
-                        return self.post(action, anchor, body);
+                        return self.post_bytes(action, anchor, body);
                     }
                     401 => return Err(EwsError::Unauthorized),
                     // The server asked for no logon at all: send the request as it is.
