@@ -168,6 +168,17 @@ pub struct HierarchySync {
     pub changes: Vec<FolderChange>,
 }
 
+/// A folder element (Folder, CalendarFolder, ...) with the properties exarch asks for.
+fn folder_change(kind: ChangeKind, id: String, folder: Option<&Element>) -> FolderChange {
+    FolderChange {
+        kind,
+        id,
+        parent_id: folder.and_then(|f| f.child("ParentFolderId")).and_then(|p| p.attr("Id")).unwrap_or("").to_string(),
+        display_name: folder.and_then(|f| f.text_at(&["DisplayName"])).unwrap_or("").to_string(),
+        folder_class: folder.and_then(|f| f.text_at(&["FolderClass"])).unwrap_or("").to_string(),
+    }
+}
+
 pub fn parse_sync_folder_hierarchy(xml: &[u8]) -> Result<HierarchySync, EwsError> {
     let op = "SyncFolderHierarchy";
     let root = body(xml, op)?;
@@ -182,17 +193,7 @@ pub fn parse_sync_folder_hierarchy(xml: &[u8]) -> Result<HierarchySync, EwsError
                 let f = c.children.first().ok_or_else(|| unexpected(op, "change without folder"))?;
                 (f.child("FolderId").and_then(|i| i.attr("Id")).unwrap_or("").to_string(), Some(f))
             };
-            changes.push(FolderChange {
-                kind: k,
-                id,
-                parent_id: folder
-                    .and_then(|f| f.child("ParentFolderId"))
-                    .and_then(|p| p.attr("Id"))
-                    .unwrap_or("")
-                    .to_string(),
-                display_name: folder.and_then(|f| f.text_at(&["DisplayName"])).unwrap_or("").to_string(),
-                folder_class: folder.and_then(|f| f.text_at(&["FolderClass"])).unwrap_or("").to_string(),
-            });
+            changes.push(folder_change(k, id, folder));
         }
     }
     Ok(HierarchySync {
@@ -269,12 +270,9 @@ pub fn parse_find_folder(xml: &[u8]) -> Result<Page<FolderChange>, EwsError> {
     let folders = m.child("RootFolder").and_then(|r| r.child("Folders")).map(|f| f.children.as_slice()).unwrap_or(&[]);
     let entries = folders
         .iter()
-        .map(|f| FolderChange {
-            kind: ChangeKind::Create,
-            id: f.child("FolderId").and_then(|i| i.attr("Id")).unwrap_or("").to_string(),
-            parent_id: f.child("ParentFolderId").and_then(|p| p.attr("Id")).unwrap_or("").to_string(),
-            display_name: f.text_at(&["DisplayName"]).unwrap_or("").to_string(),
-            folder_class: f.text_at(&["FolderClass"]).unwrap_or("").to_string(),
+        .map(|f| {
+            let id = f.child("FolderId").and_then(|i| i.attr("Id")).unwrap_or("").to_string();
+            folder_change(ChangeKind::Create, id, Some(f))
         })
         .collect();
     page_of(m, op, entries)

@@ -208,12 +208,7 @@ impl Transport {
                 .find_map(|v| v.strip_prefix("NTLM "))
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
                 .and_then(|m| ntlm::parse_challenge(&m).ok());
-            let retry_after_ms = resp
-                .headers()
-                .get("Retry-After")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| s * 1000);
+            let retry_after_ms = retry_after_ms(&resp);
             let _ = resp.bytes(); // read to the end so the connection stays usable
             let Some(challenge) = challenge else {
                 let auto = matches!(self.auth, Auth::Auto { .. });
@@ -267,14 +262,18 @@ fn filetime_now() -> u64 {
     (since.as_nanos() / 100) as u64 + 116_444_736_000_000_000
 }
 
-fn finish(resp: reqwest::blocking::Response, lease: Option<(Lease, Leases)>) -> Result<(u16, Body), EwsError> {
-    let status = resp.status().as_u16();
-    let retry_after_ms = resp
-        .headers()
+/// The server's `Retry-After` (seconds) in milliseconds.
+fn retry_after_ms(resp: &reqwest::blocking::Response) -> Option<u64> {
+    resp.headers()
         .get("Retry-After")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| s * 1000);
+        .map(|s| s * 1000)
+}
+
+fn finish(resp: reqwest::blocking::Response, lease: Option<(Lease, Leases)>) -> Result<(u16, Body), EwsError> {
+    let status = resp.status().as_u16();
+    let retry_after_ms = retry_after_ms(&resp);
     let body = Body { resp: Some(resp), lease };
     match status {
         200 | 500 => Ok((status, body)),

@@ -263,7 +263,8 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
 
     if a.dry_run {
         let recovered = Journal::peek(&journal_path)?;
-        return dry_run(g, &a, &snap_id, &source_mailbox, &target, m, &selected, &target_path, &tree, &recovered);
+        let scope = Scope { g, a: &a, snap_id: &snap_id, source: &source_mailbox, target: &target, m };
+        return dry_run(&scope, &selected, &target_path, &tree, &recovered);
     }
 
     let started = std::time::Instant::now();
@@ -362,19 +363,18 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     if results.uncertain.is_empty() {
         journal.complete(&results.mapping)?;
     }
-    report(
-        g,
-        &a,
-        &snap_id,
-        &source_mailbox,
-        &target,
-        m,
-        &client,
-        &folders.created,
-        &results,
-        already,
-        started.elapsed().as_secs_f64(),
-    )
+    let scope = Scope { g, a: &a, snap_id: &snap_id, source: &source_mailbox, target: &target, m };
+    report(&scope, &client, &folders.created, &results, already, started.elapsed().as_secs_f64())
+}
+
+/// What the dry run and the summary both describe.
+struct Scope<'a> {
+    g: &'a Global,
+    a: &'a ReplayArgs,
+    snap_id: &'a Id,
+    source: &'a str,
+    target: &'a str,
+    m: &'a ArchivedManifest,
 }
 
 /// The folder classes along the path of folder `idx` (root excluded).
@@ -629,19 +629,14 @@ fn item_path(m: &ArchivedManifest, k: u32) -> String {
     p.join("/")
 }
 
-#[allow(clippy::too_many_arguments)]
 fn dry_run(
-    g: &Global,
-    a: &ReplayArgs,
-    snap_id: &Id,
-    source: &str,
-    target: &str,
-    m: &ArchivedManifest,
+    scope: &Scope,
     selected: &[u32],
     target_path: &dyn Fn(u32) -> (Vec<String>, Vec<String>),
     tree: &Tree,
     recovered: &Recovered,
 ) -> Result<()> {
+    let Scope { g, a, snap_id, source, target, m } = *scope;
     let mut per: BTreeMap<Vec<String>, (u64, u64)> = BTreeMap::new();
     for &k in selected {
         let e = per.entry(target_path(k).0).or_default();
@@ -702,20 +697,8 @@ fn dry_run(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    g: &Global,
-    a: &ReplayArgs,
-    snap_id: &Id,
-    source: &str,
-    target: &str,
-    m: &ArchivedManifest,
-    client: &Client,
-    created: &[String],
-    r: &Results,
-    already: u64,
-    secs: f64,
-) -> Result<()> {
+fn report(scope: &Scope, client: &Client, created: &[String], r: &Results, already: u64, secs: f64) -> Result<()> {
+    let Scope { g, a, snap_id, source, target, m } = *scope;
     let cs = client.stats();
     let describe = |k: u32, error: &str| {
         let it = &m.items[k as usize];
