@@ -1,4 +1,4 @@
-//! EWS responses come from the network: any bytes must give a value or an error, never a panic.
+//! EWS responses and NTLM messages come from the network: any bytes must give a value or an error, never a panic.
 #![no_main]
 
 use exarch_ews_source::response;
@@ -10,4 +10,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = response::parse_sync_folder_items(data);
     let _ = response::parse_sync_folder_hierarchy(data);
     let _ = response::parse_resolve_names(data);
+    let _ = response::parse_upload_items(data);
+    let _ = response::parse_create_folder(data);
+    let _ = response::parse_find_folder(data);
+    let _ = response::parse_find_item(data);
+    let _ = response::stream_export_items(data, &mut |_| Ok(()));
+    if let Ok(c) = exarch_ews_source::ntlm::parse_challenge(data) {
+        let _ = exarch_ews_source::ntlm::authenticate("D\\u", "p", &c, [0; 8], 0);
+    }
+    let _ = exarch_ews_source::ntlm::verify(data, [0; 8], "p");
 });
