@@ -293,3 +293,30 @@ fn public_folders_replay_into_their_tree() {
     util::assert_same_tree(&before, &dump(&env, &state, "after"));
     assert_eq!(item_count(&state, 1), 50, "the public folders hold each item once");
 }
+
+#[test]
+fn default_folders_go_to_the_folder_with_the_same_role_in_another_language() {
+    let env = Env::new();
+    let en = backed_up(&env, &["--mailboxes", "1", "--items", "60", "--seed", "31"]);
+    let before = dump(&env, &en, "before");
+    // another server, whose mailboxes call their default folders Posteingang, Kalender, ...
+    let de = env.path("exchange-de");
+    let sim = start_sim(&env, &de, &["--mailboxes", "1", "--items", "0", "--seed", "32", "--locale", "de"]);
+    let (c, r, err) = replay(&env, &sim, &["latest"]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(r["uploaded"], 60, "{r}");
+    assert!(r["folders_created"].as_array().unwrap().is_empty(), "no English default folder made: {r}");
+    drop(sim);
+    let after = dump(&env, &de, "after");
+    let renamed = |p: &str| {
+        p.replacen("/Inbox/", "/Posteingang/", 1)
+            .replacen("/Sent Items/", "/Gesendete Elemente/", 1)
+            .replacen("/Deleted Items/", "/Gelöschte Elemente/", 1)
+            .replacen("/Calendar/", "/Kalender/", 1)
+            .replacen("/Contacts/", "/Kontakte/", 1)
+            .replacen("/Tasks/", "/Aufgaben/", 1)
+    };
+    let want: std::collections::BTreeMap<String, Vec<u8>> =
+        tree(&before).into_iter().map(|(k, v)| (renamed(&k), v)).collect();
+    assert_eq!(tree(&after), want);
+}

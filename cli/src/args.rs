@@ -283,6 +283,10 @@ pub struct SimulateArgs {
     /// truncated body (0.05 = 5%)
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Names of the default folders when the state is first made: en (Inbox, ...) or de
+    /// (Posteingang, ...)
+    #[arg(long, default_value = "en", value_parser = ["en", "de"])]
+    pub locale: String,
     /// Also make public folders holding this many items (only when the state is first made)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub public_items: usize,

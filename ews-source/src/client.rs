@@ -50,6 +50,21 @@ pub struct Client {
     export_speed: Mutex<Option<f64>>,
 }
 
+/// Distinguished names of the default folders a restore maps by role rather than by name.
+pub const DEFAULT_FOLDERS: [&str; 11] = [
+    "inbox",
+    "sentitems",
+    "deleteditems",
+    "drafts",
+    "outbox",
+    "junkemail",
+    "calendar",
+    "contacts",
+    "tasks",
+    "notes",
+    "journal",
+];
+
 /// Attempts per request before giving up on a transient failure.
 const MAX_ATTEMPTS: u32 = 30;
 /// Throttled attempts of a multi-item export before it is split into smaller requests.
@@ -320,6 +335,14 @@ impl Client {
             }
             offset = page.next_offset;
         }
+    }
+
+    /// The mailbox's default folders (Inbox, Sent Items, ...), which have other names in other
+    /// languages: folder id → distinguished name. Folders the mailbox lacks are left out.
+    pub fn default_folders(&self, mailbox: &str) -> Result<std::collections::BTreeMap<String, String>, EwsError> {
+        let refs: Vec<FolderRef> = DEFAULT_FOLDERS.iter().map(|d| FolderRef::Distinguished(d)).collect();
+        let ids = self.call(&Operation::GetFolder { folders: &refs }, Some(mailbox), response::parse_get_folder)?;
+        Ok(ids.into_iter().zip(DEFAULT_FOLDERS).filter_map(|(id, d)| id.map(|id| (id, d.to_string()))).collect())
     }
 
     /// The top of a mailbox's folder tree as a distinguished folder id.

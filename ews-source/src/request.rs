@@ -94,6 +94,10 @@ pub enum Operation<'a> {
         offset: u32,
         max: u32,
     },
+    /// Folders by id or distinguished name (how a mailbox's Inbox is found whatever its language).
+    GetFolder {
+        folders: &'a [FolderRef<'a>],
+    },
 }
 
 impl Operation<'_> {
@@ -108,6 +112,7 @@ impl Operation<'_> {
             Operation::CreateFolder { .. } => "CreateFolder",
             Operation::FindFolder { .. } => "FindFolder",
             Operation::FindItem { .. } => "FindItem",
+            Operation::GetFolder { .. } => "GetFolder",
         }
     }
 }
@@ -237,6 +242,25 @@ fn body(w: &mut W, op: &Operation) -> R {
                 shape(w, "m:ItemShape", &ITEM_PROPERTIES)?;
                 page(w, "m:IndexedPageItemView", (*max).clamp(1, MAX_FIND_PAGE), *offset)?;
                 folder_ref(w, "m:ParentFolderIds", *folder)
+            })?;
+        }
+        Operation::GetFolder { folders } => {
+            w.create_element("m:GetFolder").write_inner_content(|w| {
+                shape(w, "m:FolderShape", &FOLDER_PROPERTIES)?;
+                w.create_element("m:FolderIds").write_inner_content(|w| {
+                    for f in folders.iter() {
+                        match f {
+                            FolderRef::Distinguished(id) => {
+                                w.create_element("t:DistinguishedFolderId").with_attribute(("Id", *id)).write_empty()?
+                            }
+                            FolderRef::Id(id) => {
+                                w.create_element("t:FolderId").with_attribute(("Id", *id)).write_empty()?
+                            }
+                        };
+                    }
+                    Ok(())
+                })?;
+                Ok(())
             })?;
         }
         Operation::CreateFolder { parent, name, class } => {

@@ -278,6 +278,22 @@ pub fn parse_find_folder(xml: &[u8]) -> Result<Page<FolderChange>, EwsError> {
     page_of(m, op, entries)
 }
 
+/// GetFolder: for each requested folder in order, its id, or `None` when the mailbox has no such
+/// folder (a per-folder error such as ErrorFolderNotFound).
+pub fn parse_get_folder(xml: &[u8]) -> Result<Vec<Option<String>>, EwsError> {
+    let op = "GetFolder";
+    let root = body(xml, op)?;
+    Ok(messages(&root, op)?
+        .iter()
+        .map(|m| {
+            if Status::of(m).is_error() {
+                return None;
+            }
+            m.find("FolderId").and_then(|f| f.attr("Id")).map(str::to_string)
+        })
+        .collect())
+}
+
 /// Items from a FindItem response (as `ItemChange`s of kind `Create`).
 pub fn parse_find_item(xml: &[u8]) -> Result<Page<ItemChange>, EwsError> {
     let op = "FindItem";

@@ -58,6 +58,7 @@ fn every_request_validates_against_the_ews_schema() {
         Operation::FindFolder { parent: FolderRef::Distinguished("publicfoldersroot"), offset: 0 },
         Operation::FindFolder { parent: FolderRef::Id("AQMkAD"), offset: 1000 },
         Operation::FindItem { folder: FolderRef::Id("AQMkAD"), offset: 0, max: 1000 },
+        Operation::GetFolder { folders: &[FolderRef::Distinguished("inbox"), FolderRef::Distinguished("calendar")] },
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();

@@ -22,7 +22,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     write_private(&ews_password, "demo-password")?;
 
     let state_dir = dir.join("exchange");
-    let state = super::simulate::load_or_generate(&state_dir, 42, "example.com", 5, 150, 0.01, 0)?;
+    let state = super::simulate::load_or_generate(&state_dir, 42, "example.com", 5, 150, 0.01, 0, "en")?;
     let sim = Arc::new(Simulator::new(
         state_dir.clone(),
         state,

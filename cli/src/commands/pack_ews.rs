@@ -117,6 +117,10 @@ impl std::error::Error for OutOfTime {}
 struct SourceState {
     version: u32,
     folders: BTreeMap<String, String>,
+    /// The mailbox's default folders, folder id → role (`inbox`, `sentitems`, ...), so that a
+    /// restore finds them in a mailbox where they have other names.
+    #[serde(default)]
+    default_folders: BTreeMap<String, String>,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
@@ -375,7 +379,9 @@ fn backup_mailbox(
         }
     }
 
-    let mut state = SourceState { version: 1, folders: BTreeMap::new() };
+    // (A restore aid only: a server that cannot say costs nothing but the mapping.)
+    let default_folders = if public { BTreeMap::new() } else { client.default_folders(mailbox).unwrap_or_default() };
+    let mut state = SourceState { version: 1, folders: BTreeMap::new(), default_folders };
     // Everything to export, from all folders: batches then fill up across small folders.
     let mut to_export: Vec<(ToExport, Pending)> = Vec::new();
     for fid in folder_ids {

@@ -63,6 +63,8 @@ struct Tree {
     root: String,
     /// (parent id, lower-case display name) → folder id
     children: HashMap<(String, String), String>,
+    /// folder id → (parent id, display name)
+    folders: HashMap<String, (String, String)>,
 }
 
 impl Tree {
@@ -80,7 +82,8 @@ impl Tree {
         let root = roots.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r.to_string()).unwrap_or_default();
         let children =
             folders.iter().map(|f| ((f.parent_id.clone(), f.display_name.to_lowercase()), f.id.clone())).collect();
-        Ok(Tree { root, children })
+        let folders = folders.into_iter().map(|f| (f.id, (f.parent_id, f.display_name))).collect();
+        Ok(Tree { root, children, folders })
     }
 
     fn find(&self, path: &[String]) -> Option<String> {
@@ -234,14 +237,6 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         )
         .into());
     }
-    let target_path = |k: u32| -> (Vec<String>, Vec<String>) {
-        let folder = m.items[k as usize].folder.to_native() as usize;
-        let mut p = base.clone();
-        p.extend(paths.get(folder).cloned().unwrap_or_default());
-        let mut c: Vec<String> = base.iter().map(|_| "IPF.Note".to_string()).collect();
-        c.extend(classes.get(folder).cloned().unwrap_or_default());
-        (p, c)
-    };
 
     let client = Client::new(ClientConfig {
         url: a.ews.clone(),
@@ -253,6 +248,20 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         timeout: std::time::Duration::from_secs(300),
     })?;
     let tree = Tree::load(&client, &target).with_context(|| format!("reading the folder tree of {target}"))?;
+    // Default folders go back to the folder with the same role, whatever it is called there
+    // (the snapshot's Inbox into the target's Posteingang), when restoring into original paths.
+    let renamed = if base.is_empty() { default_folder_names(&client, &target, &tree, m) } else { HashMap::new() };
+    let target_path = |k: u32| -> (Vec<String>, Vec<String>) {
+        let folder = m.items[k as usize].folder.to_native();
+        let mut p = base.clone();
+        p.extend(paths.get(folder as usize).cloned().unwrap_or_default());
+        if let Some(name) = top_folder(m, folder).and_then(|t| renamed.get(&t)) {
+            p[0] = name.clone();
+        }
+        let mut c: Vec<String> = base.iter().map(|_| "IPF.Note".to_string()).collect();
+        c.extend(classes.get(folder as usize).cloned().unwrap_or_default());
+        (p, c)
+    };
     let journal_path = repo.cache_dir().join("replay").join(format!(
         "{}.jsonl",
         &Id::of_content(
@@ -375,6 +384,53 @@ struct Scope<'a> {
     source: &'a str,
     target: &'a str,
     m: &'a ArchivedManifest,
+}
+
+/// The top-level folder (a child of the root) that folder `idx` is in, if any.
+fn top_folder(m: &ArchivedManifest, idx: u32) -> Option<u32> {
+    let mut cur = idx;
+    for _ in 0..=m.folders.len() {
+        let parent = m.folders.get(cur as usize)?.parent.to_native();
+        if parent == exarch_archive::manifest::NO_PARENT {
+            return None;
+        }
+        if m.folders.get(parent as usize)?.parent.to_native() == exarch_archive::manifest::NO_PARENT {
+            return Some(cur);
+        }
+        cur = parent;
+    }
+    None
+}
+
+/// For the snapshot's top-level default folders (by the roles the backup recorded), the name the
+/// folder with the same role has in the target mailbox, where that differs. Best effort: without
+/// the roles, or when the server cannot say, names are matched as they are.
+fn default_folder_names(client: &Client, target: &str, tree: &Tree, m: &ArchivedManifest) -> HashMap<u32, String> {
+    let roles: BTreeMap<String, String> = serde_json::from_slice::<serde_json::Value>(&m.source_state)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.get("default_folders")?.clone()).ok())
+        .unwrap_or_default();
+    if roles.is_empty() || target == exarch_ews_source::PUBLIC_FOLDERS {
+        return HashMap::new();
+    }
+    let Ok(there) = client.default_folders(target) else { return HashMap::new() };
+    let name_of_role: HashMap<&str, &str> = there
+        .iter()
+        .filter_map(|(id, role)| {
+            let (parent, name) = tree.folders.get(id)?;
+            (parent == &tree.root).then_some((role.as_str(), name.as_str()))
+        })
+        .collect();
+    let mut out = HashMap::new();
+    for (i, f) in m.folders.iter().enumerate() {
+        let Some(role) = roles.get(text(&f.source_id).as_ref()) else { continue };
+        if let Some(name) = name_of_role.get(role.as_str()) {
+            if !name.eq_ignore_ascii_case(&text(&f.name)) {
+                out.insert(i as u32, name.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// The folder classes along the path of folder `idx` (root excluded).

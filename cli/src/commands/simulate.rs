@@ -21,6 +21,7 @@ pub fn load_or_generate(
     items: usize,
     dirty: f64,
     public_items: usize,
+    locale: &str,
 ) -> Result<State> {
     if let Some(s) = State::load(dir).with_context(|| format!("reading simulator state in {}", dir.display()))? {
         return Ok(s);
@@ -29,6 +30,7 @@ pub fn load_or_generate(
     if public_items > 0 {
         s.add_public_folders(public_items);
     }
+    s.localize(locale).map_err(|e| usage(format!("--locale: {e}")))?;
     s.save(dir).with_context(|| format!("writing simulator state to {}", dir.display()))?;
     Ok(s)
 }
@@ -63,7 +65,8 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.dirty_rate) {
         return Err(usage("--dirty-rate is a fraction between 0 and 1 (0.01 = 1%)"));
     }
-    let mut state = load_or_generate(&a.state, a.seed, &a.domain, a.mailboxes, a.items, a.dirty_rate, a.public_items)?;
+    let mut state =
+        load_or_generate(&a.state, a.seed, &a.domain, a.mailboxes, a.items, a.dirty_rate, a.public_items, &a.locale)?;
     if let Some(pct) = a.churn {
         let (n, c, d) = state.churn(pct);
         state.save(&a.state)?;

@@ -34,6 +34,9 @@ pub struct Mailbox {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Folder {
     pub id: String,
+    /// The default folder's role (`inbox`, `sentitems`, ...), empty for user folders.
+    #[serde(default)]
+    pub distinguished: String,
     /// Empty for the top of the information store (`msgfolderroot`).
     pub parent_id: String,
     pub name: String,
@@ -149,7 +152,18 @@ impl State {
             for (name, parent, class) in FOLDERS {
                 let id = token(&mut rng, "AQMkAD");
                 let parent_id = parent.map(|p| mb.folders[p].id.clone()).unwrap_or_default();
-                mb.folders.push(Folder { id, parent_id, name: name.to_string(), class: class.to_string() });
+                let distinguished = DEFAULT_FOLDERS
+                    .iter()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, d, _)| d.to_string())
+                    .unwrap_or_default();
+                mb.folders.push(Folder {
+                    id,
+                    distinguished,
+                    parent_id,
+                    name: name.to_string(),
+                    class: class.to_string(),
+                });
             }
             for i in 0..items {
                 let folder = 1 + rng.gen_range(0..FOLDERS.len() - 1);
@@ -286,7 +300,13 @@ impl State {
         for (name, parent, class) in LAYOUT {
             let id = token(&mut rng, "AQEuAA");
             let parent_id = parent.map(|p| pf.folders[p].id.clone()).unwrap_or_default();
-            pf.folders.push(Folder { id, parent_id, name: name.to_string(), class: class.to_string() });
+            pf.folders.push(Folder {
+                id,
+                distinguished: String::new(),
+                parent_id,
+                name: name.to_string(),
+                class: class.to_string(),
+            });
         }
         for _ in 0..items {
             let folder = pf.folders[1 + rng.gen_range(0..LAYOUT.len() - 1)].clone();
@@ -418,11 +438,47 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
 }
 
 /// The folders a wipe keeps: the mailbox's default folders.
-const DEFAULT_FOLDERS: &[&str] = &["Inbox", "Sent Items", "Deleted Items", "Calendar", "Contacts", "Tasks"];
+/// The default folders: English name, role (distinguished id), German name.
+const DEFAULT_FOLDERS: &[(&str, &str, &str)] = &[
+    ("Inbox", "inbox", "Posteingang"),
+    ("Sent Items", "sentitems", "Gesendete Elemente"),
+    ("Deleted Items", "deleteditems", "Gelöschte Elemente"),
+    ("Calendar", "calendar", "Kalender"),
+    ("Contacts", "contacts", "Kontakte"),
+    ("Tasks", "tasks", "Aufgaben"),
+];
 
 impl State {
     fn rng(&self, salt: u64) -> ChaCha8Rng {
         ChaCha8Rng::seed_from_u64(self.seed ^ salt ^ self.seq.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    /// Names the default folders of every mailbox as a server in `locale` does (`en`, `de`).
+    pub fn localize(&mut self, locale: &str) -> Result<(), String> {
+        let pick = |(en, _, de): &(&str, &str, &str)| -> Result<String, String> {
+            match locale {
+                "en" => Ok(en.to_string()),
+                "de" => Ok(de.to_string()),
+                other => Err(format!("unknown locale {other}: use en or de")),
+            }
+        };
+        for mb in &mut self.mailboxes {
+            for f in &mut mb.folders {
+                if let Some(d) = DEFAULT_FOLDERS.iter().find(|d| d.1 == f.distinguished) {
+                    f.name = pick(d)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder with this distinguished id (`msgfolderroot` is the top of the store).
+    pub fn distinguished_folder(&self, mailbox: usize, id: &str) -> Option<&Folder> {
+        let folders = &self.mailboxes[mailbox].folders;
+        if id == "msgfolderroot" || id == "publicfoldersroot" {
+            return folders.iter().find(|f| f.parent_id.is_empty());
+        }
+        folders.iter().find(|f| f.distinguished == id)
     }
 
     /// The id of the top of the information store (`msgfolderroot`).
@@ -447,7 +503,7 @@ impl State {
         let root = self.root_folder(mailbox);
         let mb = &mut self.mailboxes[mailbox];
         let before = mb.folders.len();
-        mb.folders.retain(|f| f.id == root || (f.parent_id == root && DEFAULT_FOLDERS.contains(&f.name.as_str())));
+        mb.folders.retain(|f| f.id == root || (f.parent_id == root && !f.distinguished.is_empty()));
         (n, before - mb.folders.len())
     }
 
@@ -468,6 +524,7 @@ impl State {
         let id = token(&mut self.rng(0xf01d), "AQMkAD");
         self.mailboxes[mailbox].folders.push(Folder {
             id: id.clone(),
+            distinguished: String::new(),
             parent_id: parent,
             name: name.to_string(),
             class: class.to_string(),

@@ -503,6 +503,21 @@ impl Simulator {
                 let inner = format!("<m:SyncState>{new_state}</m:SyncState><m:IncludesLastItemInRange>{last}</m:IncludesLastItemInRange><m:Changes>{body}</m:Changes>");
                 (200, response("SyncFolderItems", &ok_message("SyncFolderItems", &inner)))
             }
+            "GetFolder" => {
+                let mut msgs = String::new();
+                for f in el.find("FolderIds").map(|f| f.children.as_slice()).unwrap_or(&[]) {
+                    let found = match (f.name.as_str(), f.attr("Id")) {
+                        ("DistinguishedFolderId", Some(d)) => state.distinguished_folder(mbx, d),
+                        (_, Some(id)) => mb.folders.iter().find(|x| x.id == id),
+                        _ => None,
+                    };
+                    match found {
+                        Some(x) => msgs.push_str(&ok_message("GetFolder", &format!("<m:Folders><t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/><t:ParentFolderId Id=\"{}\"/><t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder></m:Folders>", escape(&x.id), escape(&x.parent_id), escape(&x.class), escape(&x.name)))),
+                        None => msgs.push_str("<m:GetFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:GetFolderResponseMessage>"),
+                    }
+                }
+                (200, response("GetFolder", &msgs))
+            }
             "FindFolder" => {
                 let parent = match el.find("ParentFolderIds").and_then(|p| p.children.first()) {
                     Some(f) if f.name == "DistinguishedFolderId" => {
