@@ -99,21 +99,27 @@ pub fn text(v: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 impl ArchivedManifest {
-    /// The folder path of folder `idx` as its components (root excluded).
-    pub fn folder_path(&self, idx: u32) -> Vec<String> {
-        let mut parts = Vec::new();
+    /// The folders from below the root down to folder `idx` (root excluded), as indexes. Stops at
+    /// a cycle or a parent index outside the table (a damaged manifest).
+    pub fn ancestors(&self, idx: u32) -> Vec<u32> {
+        let mut out = Vec::new();
         let mut cur = idx;
         let mut guard = 0;
         while cur != NO_PARENT && (cur as usize) < self.folders.len() && guard <= self.folders.len() {
             let f = &self.folders[cur as usize];
             if f.parent.to_native() != NO_PARENT {
-                parts.push(text(&f.name).into_owned());
+                out.push(cur);
             }
             cur = f.parent.to_native();
             guard += 1;
         }
-        parts.reverse();
-        parts
+        out.reverse();
+        out
+    }
+
+    /// The folder path of folder `idx` as its components (root excluded).
+    pub fn folder_path(&self, idx: u32) -> Vec<String> {
+        self.ancestors(idx).into_iter().map(|i| text(&self.folders[i as usize].name).into_owned()).collect()
     }
 }
 
@@ -185,6 +191,7 @@ mod tests {
         let a = rkyv::access::<ArchivedManifest, rkyv::rancor::Error>(&bytes).unwrap();
         assert_eq!(a.folder_path(2), vec!["Inbox", "Projects"]);
         assert!(a.folder_path(0).is_empty());
+        assert_eq!(a.ancestors(2), vec![1, 2]);
         let mut bad = bytes.clone();
         let n = bad.len();
         bad[n - 28] = 0x7f; // a relative pointer in the root now points outside the buffer

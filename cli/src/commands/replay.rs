@@ -255,7 +255,8 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         let folder = m.items[k as usize].folder.to_native();
         let mut p = base.clone();
         p.extend(paths.get(folder as usize).cloned().unwrap_or_default());
-        if let Some(name) = top_folder(m, folder).and_then(|t| renamed.get(&t)) {
+        // (the first ancestor is the top-level folder)
+        if let Some(name) = m.ancestors(folder).first().and_then(|t| renamed.get(t)) {
             p[0] = name.clone();
         }
         let mut c: Vec<String> = base.iter().map(|_| "IPF.Note".to_string()).collect();
@@ -360,7 +361,9 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
             r.uncertain = uncertain.into_iter().filter(|(k, _)| missing.iter().any(|(mk, _)| mk == k)).collect();
             break;
         }
-        pending = missing.into_iter().map(|(k, f)| fresh_job(k, f, &r.mapping)).collect();
+        // Known to be missing: no listing to match against.
+        let mut claimed = HashSet::new();
+        pending = missing.into_iter().map(|(k, f)| assign(k, f, m, other, &r.mapping, None, &mut claimed)).collect();
         drop(r);
         if pending.is_empty() {
             break;
@@ -384,22 +387,6 @@ struct Scope<'a> {
     source: &'a str,
     target: &'a str,
     m: &'a ArchivedManifest,
-}
-
-/// The top-level folder (a child of the root) that folder `idx` is in, if any.
-fn top_folder(m: &ArchivedManifest, idx: u32) -> Option<u32> {
-    let mut cur = idx;
-    for _ in 0..=m.folders.len() {
-        let parent = m.folders.get(cur as usize)?.parent.to_native();
-        if parent == exarch_archive::manifest::NO_PARENT {
-            return None;
-        }
-        if m.folders.get(parent as usize)?.parent.to_native() == exarch_archive::manifest::NO_PARENT {
-            return Some(cur);
-        }
-        cur = parent;
-    }
-    None
 }
 
 /// For the snapshot's top-level default folders (by the roles the backup recorded), the name the
@@ -435,18 +422,7 @@ fn default_folder_names(client: &Client, target: &str, tree: &Tree, m: &Archived
 
 /// The folder classes along the path of folder `idx` (root excluded).
 fn folder_classes(m: &ArchivedManifest, idx: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = idx;
-    for _ in 0..=m.folders.len() {
-        let Some(f) = m.folders.get(cur as usize) else { break };
-        if f.parent.to_native() == exarch_archive::manifest::NO_PARENT {
-            break;
-        }
-        out.push(text(&f.folder_class).into_owned());
-        cur = f.parent.to_native();
-    }
-    out.reverse();
-    out
+    m.ancestors(idx).into_iter().map(|i| text(&m.folders[i as usize].folder_class).into_owned()).collect()
 }
 
 fn item_matches(it: &exarch_archive::manifest::ArchivedItem, id: &str) -> bool {
@@ -469,6 +445,14 @@ impl Listing {
             l.ids.insert(c.id);
         }
         l
+    }
+
+    /// An item of this folder that looks like `it` and is not yet `claimed`; claims it.
+    fn claim(&self, it: &exarch_archive::manifest::ArchivedItem, claimed: &mut HashSet<String>) -> Option<String> {
+        let fp = fingerprint(&text(&it.item_class), &text(&it.subject), it.received_ms.to_native());
+        let id = self.by_fingerprint.get(&fp)?.iter().find(|id| !claimed.contains(*id))?.clone();
+        claimed.insert(id.clone());
+        Some(id)
     }
 }
 
@@ -499,23 +483,11 @@ fn assign(
         if !other && l.ids.contains(&original) && claimed.insert(original.clone()) {
             return update(original);
         }
-        let fp = fingerprint(&text(&it.item_class), &text(&it.subject), it.received_ms.to_native());
-        if let Some(id) =
-            l.by_fingerprint.get(&fp).and_then(|ids| ids.iter().find(|id| !claimed.contains(*id))).cloned()
-        {
-            claimed.insert(id.clone());
+        if let Some(id) = l.claim(it, claimed) {
             return update(id);
         }
     }
     Job { key: k, folder_id, action: CreateAction::CreateNew, item_id: None }
-}
-
-/// An item known not to be in its folder: created, unless an earlier replay gave it an id.
-fn fresh_job(k: u32, folder_id: String, mapping: &HashMap<u32, String>) -> Job {
-    match mapping.get(&k) {
-        Some(id) => Job { key: k, folder_id, action: CreateAction::UpdateOrCreate, item_id: Some(id.clone()) },
-        None => Job { key: k, folder_id, action: CreateAction::CreateNew, item_id: None },
-    }
 }
 
 /// Looks for `items` in their folders by class, subject and received time; returns the ones found
@@ -539,15 +511,8 @@ fn reconcile(
             client.list_folder(mailbox, folder).with_context(|| format!("listing a folder of {mailbox}"))?,
         );
         for k in keys {
-            let it = &m.items[k as usize];
-            let fp = fingerprint(&text(&it.item_class), &text(&it.subject), it.received_ms.to_native());
-            let hit =
-                listing.by_fingerprint.get(&fp).and_then(|ids| ids.iter().find(|id| !claimed.contains(*id)).cloned());
-            match hit {
-                Some(id) => {
-                    claimed.insert(id.clone());
-                    found.push((k, id));
-                }
+            match listing.claim(&m.items[k as usize], &mut claimed) {
+                Some(id) => found.push((k, id)),
                 None => missing.push((k, folder.to_string())),
             }
         }
