@@ -464,7 +464,7 @@ impl Simulator {
                     mb.folders
                         .iter()
                         .filter(|f| !f.parent_id.is_empty())
-                        .map(|f| format!("<t:Create><t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/><t:ParentFolderId Id=\"{}\"/><t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder></t:Create>", escape(&f.id), escape(&f.parent_id), escape(&f.class), escape(&f.name)))
+                        .map(|f| format!("<t:Create>{}</t:Create>", folder_xml(f)))
                         .collect()
                 } else {
                     String::new()
@@ -512,7 +512,7 @@ impl Simulator {
                         _ => None,
                     };
                     match found {
-                        Some(x) => msgs.push_str(&ok_message("GetFolder", &format!("<m:Folders><t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/><t:ParentFolderId Id=\"{}\"/><t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder></m:Folders>", escape(&x.id), escape(&x.parent_id), escape(&x.class), escape(&x.name)))),
+                        Some(x) => msgs.push_str(&ok_message("GetFolder", &format!("<m:Folders>{}</m:Folders>", folder_xml(x)))),
                         None => msgs.push_str("<m:GetFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:GetFolderResponseMessage>"),
                     }
                 }
@@ -531,10 +531,7 @@ impl Simulator {
                 }
                 let children: Vec<_> = mb.folders.iter().filter(|f| f.parent_id == parent).collect();
                 let (from, to, last) = page_bounds(el, "IndexedPageFolderView", children.len());
-                let body: String = children[from..to]
-                    .iter()
-                    .map(|f| format!("<t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/><t:ParentFolderId Id=\"{}\"/><t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder>", escape(&f.id), escape(&f.parent_id), escape(&f.class), escape(&f.name)))
-                    .collect();
+                let body: String = children[from..to].iter().map(|f| folder_xml(f)).collect();
                 let inner = format!("<m:RootFolder IndexedPagingOffset=\"{to}\" TotalItemsInView=\"{}\" IncludesLastItemInRange=\"{last}\"><t:Folders>{body}</t:Folders></m:RootFolder>", children.len());
                 (200, response("FindFolder", &ok_message("FindFolder", &inner)))
             }
@@ -718,6 +715,17 @@ impl Simulator {
             it.associated
         )
     }
+}
+
+/// A folder element with the properties clients ask for (sync, FindFolder and GetFolder alike).
+fn folder_xml(f: &super::model::Folder) -> String {
+    format!(
+        "<t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/><t:ParentFolderId Id=\"{}\"/><t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder>",
+        escape(&f.id),
+        escape(&f.parent_id),
+        escape(&f.class),
+        escape(&f.name)
+    )
 }
 
 /// The slice `[from, to)` of `total` entries an indexed page view asks for, and whether it is the last.
