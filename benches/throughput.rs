@@ -31,6 +31,7 @@ fn pack_all(repo: &Repository, items: &[corpus::CorpusItem]) {
         parent: None,
         run_id: [0; 16],
         workers,
+        lock: exarch_archive::lock::LockWatch::unlocked(),
     };
     let mut b = Backup::start(repo, Arc::new(index), opts).unwrap();
     for (i, it) in items.iter().enumerate() {

@@ -87,6 +87,7 @@ fn generate(dir: &Path) {
             run_id,
             // one worker: blob order in packs, and so every byte, is a function of the input
             workers: 1,
+            lock: exarch_archive::lock::LockWatch::unlocked(),
         };
         let mut b = Backup::start(&repo, Arc::new(index), opts).unwrap();
         for (folders, name, data) in snapshot_items(n) {

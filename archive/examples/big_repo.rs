@@ -51,6 +51,7 @@ fn main() {
             parent: None,
             run_id: [n as u8; 16],
             workers: 2,
+            lock: exarch_archive::lock::LockWatch::unlocked(),
         };
         let mut backup = Backup::start(&repo, index, opts).unwrap();
         for (k, data) in items.iter().flat_map(|p| p.iter()).enumerate() {

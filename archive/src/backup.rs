@@ -12,6 +12,7 @@ use crate::crypto::{Entropy, Keys};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{write_index_file, BlobLocation, IndexTable, MAX_ENTRIES_PER_FILE};
+use crate::lock::LockWatch;
 use crate::manifest::{Folder, Item, Manifest, Skipped, Summary, NO_PARENT};
 use crate::pack::{seal_blob, PackBuilder, SealedBlob};
 use crate::repository::Repository;
@@ -48,6 +49,9 @@ pub struct BackupOptions {
     pub run_id: [u8; 16],
     /// Compression/sealing threads.
     pub workers: usize,
+    /// The repository lock this backup runs under: checked before a checkpoint is handed out and
+    /// before the snapshot is written, so a backup that lost its lock commits nothing.
+    pub lock: LockWatch,
 }
 
 /// Counters of one backup, reported to the user.
@@ -380,6 +384,7 @@ impl<'r> Backup<'r> {
             Some(r) => r?,
             None => return Err(self.pipeline_error()),
         };
+        self.opts.lock.check()?;
         let mut items = self.manifest.items.clone();
         for (k, slot) in self.read_items.iter().enumerate() {
             items[*slot].chunks = chunk_ids.get(k).cloned().unwrap_or_default();
@@ -428,6 +433,7 @@ impl<'r> Backup<'r> {
         let manifest = std::mem::take(&mut self.manifest);
         let (id, bytes) =
             snapshot::encode(self.repo.keys(), &ctx.entropy, self.repo.config().zstd_level, summary, &manifest)?;
+        self.opts.lock.check()?;
         self.repo.storage().put(FileKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok((id, self.stats.clone()))
     }

@@ -41,6 +41,11 @@ pub enum Error {
     UnsupportedVersion { what: String, version: u32, supported: u32 },
     #[error("repository is locked: {0}")]
     Locked(String),
+    #[error("lock lost: {0}")]
+    LockLost(String),
+    /// A destructive operation would act without proof that it is safe; nothing was deleted.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Usage(String),
     #[error("{0} not found in the repository")]
@@ -53,7 +58,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::WrongPassphrase { .. } | Error::NoKeySlot => ErrorClass::WrongKey,
-            Error::Damaged { .. } => ErrorClass::Damage,
+            Error::Damaged { .. } | Error::Refused(_) => ErrorClass::Damage,
             Error::Usage(_) | Error::NotFound(_) => ErrorClass::Usage,
             _ => ErrorClass::Failure,
         }

@@ -5,6 +5,11 @@
 //! sorted table in the local cache (`IndexTable`), read through a memory map, with a 65,536-slot
 //! fan-out on the first two id bytes so a lookup touches one or two pages. Keeping the table current
 //! is a streaming k-way merge, so memory stays flat however large the repository grows.
+//!
+//! The table is a cache on a local disk, not authenticated repository data, so it carries a BLAKE3
+//! checksum of its bytes. Opening checks its structure (cheap, so a damaged table never makes a
+//! lookup panic); merging and `sync_verified` (what prune and repair use before they act on it)
+//! check the checksum too and rebuild a table that fails it.
 
 use crate::crypto::{Entropy, Keys};
 use crate::envelope::{open_file, seal_file};
@@ -24,7 +29,8 @@ pub const INDEX_VERSION: u8 = 1;
 pub const MAX_ENTRIES_PER_FILE: usize = 65_536;
 const FILE_ENTRY_LEN: usize = 32 + 4 + 4 + 4 + 4 + 1;
 
-const TABLE_MAGIC: &[u8; 8] = b"EXRIDXT1";
+const TABLE_MAGIC: &[u8; 8] = b"EXRIDXT2";
+const TABLE_CHECKSUM: usize = 32;
 const FANOUT: usize = 65_536;
 const TABLE_HEADER: usize = 8 + 8 + 8 + 8;
 const TABLE_ENTRY: usize = 80;
@@ -198,16 +204,43 @@ impl IndexTable {
         let count = u64at(8) as usize;
         let covers_off = u64at(16) as usize;
         let covers_len = u64at(24) as usize;
-        let entries_end = TABLE_HEADER + FANOUT * 4 + count * TABLE_ENTRY;
-        if covers_off != entries_end || covers_off + covers_len != map.len() {
+        let Some(entries_end) = count.checked_mul(TABLE_ENTRY).and_then(|n| n.checked_add(TABLE_HEADER + FANOUT * 4))
+        else {
+            return Ok(None);
+        };
+        if covers_off != entries_end || covers_off.checked_add(covers_len).and_then(|n| n.checked_add(TABLE_CHECKSUM)) != Some(map.len()) {
             return Ok(None);
         }
-        let covers = std::str::from_utf8(&map[covers_off..])
+        // The fan-out must rise to `count`, or a lookup could index past the entries.
+        let mut prev = 0usize;
+        for slot in 0..FANOUT {
+            let o = TABLE_HEADER + slot * 4;
+            let v = u32::from_le_bytes(map[o..o + 4].try_into().expect("4")) as usize;
+            if v < prev || v > count {
+                return Ok(None);
+            }
+            prev = v;
+        }
+        if prev != count {
+            return Ok(None);
+        }
+        let covers = std::str::from_utf8(&map[covers_off..covers_off + covers_len])
             .map_err(|_| table_err(path, "covers list is not text"))?
             .lines()
             .map(str::to_string)
             .collect();
         Ok(Some(IndexTable { map: Some(map), count, covers, skipped: Vec::new() }))
+    }
+
+    /// True if the table's bytes match their checksum (reads the whole table).
+    pub fn checksum_ok(&self) -> bool {
+        match &self.map {
+            None => true,
+            Some(m) => {
+                let body = m.len() - TABLE_CHECKSUM;
+                blake3::hash(&m[..body]).as_bytes()[..] == m[body..]
+            }
+        }
     }
 
     fn fanout(&self, slot: usize) -> usize {
@@ -262,10 +295,25 @@ impl IndexTable {
     /// maps it. New index files are merged in; if any file the table covers has gone (prune), the
     /// table is rebuilt. Either way memory use is bounded by `RUN_ENTRIES`, not by the repository.
     pub fn sync(storage: &dyn Storage, keys: &Keys, cache_dir: &Path) -> Result<IndexTable> {
+        Self::sync_inner(storage, keys, cache_dir, false)
+    }
+
+    /// Like `sync`, but the table is trusted only after its checksum was checked; one that fails
+    /// it is rebuilt from the index files. What prune and repair use before deciding anything.
+    pub fn sync_verified(storage: &dyn Storage, keys: &Keys, cache_dir: &Path) -> Result<IndexTable> {
+        Self::sync_inner(storage, keys, cache_dir, true)
+    }
+
+    fn sync_inner(storage: &dyn Storage, keys: &Keys, cache_dir: &Path, verify: bool) -> Result<IndexTable> {
         let path = cache_dir.join("index.tbl");
         let mut names = storage.list(FileKind::Index)?;
         names.sort();
+        // A table that fails its checksum is not used, not even as the base of a merge.
         let old = IndexTable::open_file(&path)?;
+        let old = match old {
+            Some(t) if (verify || t.covers != names) && !t.checksum_ok() => None,
+            o => o,
+        };
         let (base, todo): (Option<IndexTable>, Vec<String>) = match old {
             Some(t) if t.covers == names => return Ok(t),
             Some(t) if t.covers.iter().all(|c| names.binary_search(c).is_ok()) => {
@@ -371,7 +419,13 @@ impl Drop for RunFile {
 }
 
 fn write_merged(tmp: &Path, base: Option<&IndexTable>, runs: &[RunFile], covers: &[String]) -> Result<()> {
-    let f = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(|e| Error::io(tmp, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let io = |e| Error::io(tmp, e);
     w.write_all(&[0u8; TABLE_HEADER + FANOUT * 4]).map_err(io)?;
@@ -423,6 +477,13 @@ fn write_merged(tmp: &Path, base: Option<&IndexTable>, runs: &[RunFile], covers:
     }
     f.seek(SeekFrom::Start(0)).map_err(io)?;
     f.write_all(&head).map_err(io)?;
+    // The checksum covers everything written so far; read back through a map.
+    let sum = {
+        let map = map_file(&f, tmp)?;
+        *blake3::hash(&map).as_bytes()
+    };
+    f.seek(SeekFrom::End(0)).map_err(io)?;
+    f.write_all(&sum).map_err(io)?;
     f.sync_all().map_err(io)?;
     Ok(())
 }
@@ -479,6 +540,25 @@ mod tests {
         let t3 = IndexTable::sync(&s, &keys, &cache).unwrap();
         assert_eq!(t3.len(), 501);
         assert!(t3.get(&a[0].entry.id).is_none());
+        // a flipped byte in the cached table: the plain sync may still map it, but the checksum
+        // catches it and the verified sync rebuilds it
+        let tbl = cache.join("index.tbl");
+        let mut raw = fs::read(&tbl).unwrap();
+        let at = TABLE_HEADER + FANOUT * 4 + 10 * TABLE_ENTRY + 40; // inside an entry's pack id
+        raw[at] ^= 0x40;
+        fs::write(&tbl, &raw).unwrap();
+        assert!(!IndexTable::sync(&s, &keys, &cache).unwrap().checksum_ok());
+        let t4 = IndexTable::sync_verified(&s, &keys, &cache).unwrap();
+        assert!(t4.checksum_ok());
+        assert_eq!(t4.len(), 501);
+        for l in &b[1..] {
+            assert_eq!(t4.get(&l.entry.id), Some(*l));
+        }
+        // a table whose fan-out is damaged is not even mapped (no lookup can run past its end)
+        let mut raw = fs::read(&tbl).unwrap();
+        raw[TABLE_HEADER + 4 * 100..TABLE_HEADER + 4 * 101].copy_from_slice(&u32::MAX.to_le_bytes());
+        fs::write(&tbl, &raw).unwrap();
+        assert!(IndexTable::open_file(&tbl).unwrap().is_none());
         // no temporary run files left
         let leftovers: Vec<_> = fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("index.tbl")]);

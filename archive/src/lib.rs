@@ -29,6 +29,8 @@ pub use repository::{Context, InitOptions, Repository, SnapshotInfo};
 pub use storage::{FileKind, LocalStorage, Storage};
 pub mod backup;
 pub mod prune;
+pub mod repair;
+pub mod usage;
 pub mod restore;
 pub mod retention;
 pub mod verify;

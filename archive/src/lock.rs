@@ -2,10 +2,17 @@
 //!
 //! A lock is a small JSON file in `locks/`. Writers (`pack`) and readers (`verify`, `extract`) take
 //! shared locks; `prune` takes a prune lock, which excludes other prunes but not backups (deletion
-//! is two-phase, see `prune.rs`); `prune --delete-now` takes an exclusive lock. A holder rewrites its lock every `lease / 3`; a lock
-//! whose `refreshed` time is older than its lease is stale and ignored, so a host that died (or lost
-//! the NAS) cannot block others for longer than one lease, and no one has to guess. On the same host a
-//! lock whose process is gone is stale at once.
+//! is two-phase, see `prune.rs`); `prune --delete-now` takes an exclusive lock. A holder rewrites
+//! its lock every `lease / 3`. Others treat a lock as stale only when its `refreshed` time is older
+//! than **twice** its lease (one lease plus a safety margin of one lease), so a host that died (or
+//! lost the NAS) blocks others for a bounded time. On the same host a lock whose process is gone is
+//! stale at once.
+//!
+//! The holder's side of the bargain: if it could not refresh for a whole lease (the process was
+//! paused, the storage hung) or its file vanished, it must assume the lock was taken from it.
+//! `LockWatch::check` says so, and writers call it before anything that makes their work
+//! visible (a snapshot, a resume checkpoint), so a stalled backup never commits a snapshot whose
+//! packs a prune may have deleted meanwhile.
 //!
 //! Acquiring is optimistic: write our lock, then look at the others; on conflict remove ours and fail.
 //! Two processes racing for exclusive locks both back off, never both proceed.
@@ -14,12 +21,16 @@ use crate::crypto::Entropy;
 use crate::error::{Error, Result};
 use crate::storage::{FileKind, Storage};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub const DEFAULT_LEASE_SECS: u64 = 120;
+/// Others wait this many leases after the last refresh before they treat a lock as stale; the
+/// holder gives up after one. The lease in between is the margin that covers clock skew and a
+/// refresh that is slow to land.
+pub const STALE_AFTER_LEASES: i64 = 2;
 
 /// What a lock excludes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +62,8 @@ pub struct LockInfo {
 
 impl LockInfo {
     pub fn is_stale(&self, now: i64, this_host: &str) -> bool {
-        if now > self.refreshed + self.lease_secs as i64 {
+        let lease = self.lease_secs.min(i64::MAX as u64 / 4) as i64;
+        if now > self.refreshed.saturating_add(STALE_AFTER_LEASES * lease) {
             return true;
         }
         self.host == this_host && !process_alive(self.pid)
@@ -110,8 +122,60 @@ pub struct LockGuard {
     storage: Arc<dyn Storage>,
     name: String,
     stop: Arc<(Mutex<bool>, Condvar)>,
-    lost: Arc<AtomicBool>,
+    watch: LockWatch,
     refresher: Option<JoinHandle<()>>,
+}
+
+/// A cheap handle that tells whether a held lock may have been lost; cloned into long-running work.
+#[derive(Clone, Debug)]
+pub struct LockWatch {
+    /// A refresh failed, or the file was gone when we came to refresh it.
+    failed: Arc<AtomicBool>,
+    /// Unix seconds of the last time the lock was known to be ours on the storage.
+    last_ok: Arc<AtomicI64>,
+    lease_secs: u64,
+    name: String,
+}
+
+impl LockWatch {
+    /// A watch that never reports a loss (for callers that hold no lock, e.g. tests).
+    pub fn unlocked() -> LockWatch {
+        LockWatch {
+            failed: Arc::new(AtomicBool::new(false)),
+            last_ok: Arc::new(AtomicI64::new(i64::MAX)),
+            lease_secs: u64::MAX / 4,
+            name: String::new(),
+        }
+    }
+
+    /// True if others may have treated the lock as stale: a refresh failed, the file vanished, or
+    /// a whole lease passed since the lock was last confirmed (the process was paused, the storage hung).
+    pub fn lost(&self) -> bool {
+        self.lost_at(now_unix())
+    }
+
+    fn lost_at(&self, now: i64) -> bool {
+        let last = self.last_ok.load(Ordering::SeqCst);
+        self.failed.load(Ordering::SeqCst)
+            || (last != i64::MAX && now.saturating_sub(last) > self.lease_secs.min(i64::MAX as u64 / 4) as i64)
+    }
+
+    /// Fails when the lock may have been lost; writers call this before committing anything.
+    pub fn check(&self) -> Result<()> {
+        if !self.lost() {
+            return Ok(());
+        }
+        let last = self.last_ok.load(Ordering::SeqCst);
+        Err(Error::LockLost(format!(
+            "the repository lock locks/{} was last confirmed {} s ago (lease {} s){}: the process was paused or \
+             the storage did not answer, so another process may have taken the lock as stale and removed \
+             data this run wrote. Nothing was committed; run the command again",
+            self.name,
+            now_unix().saturating_sub(last),
+            self.lease_secs,
+            if self.failed.load(Ordering::SeqCst) { ", and a refresh failed or found the file gone" } else { "" }
+        )))
+    }
 }
 
 impl LockGuard {
@@ -162,9 +226,14 @@ impl LockGuard {
             }
         }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let lost = Arc::new(AtomicBool::new(false));
+        let watch = LockWatch {
+            failed: Arc::new(AtomicBool::new(false)),
+            last_ok: Arc::new(AtomicI64::new(now)),
+            lease_secs,
+            name: name.clone(),
+        };
         let refresher = {
-            let (storage, name, stop, lost) = (storage.clone(), name.clone(), stop.clone(), lost.clone());
+            let (storage, name, stop, watch) = (storage.clone(), name.clone(), stop.clone(), watch.clone());
             std::thread::Builder::new()
                 .name("lock-refresh".into())
                 .spawn(move || {
@@ -180,18 +249,25 @@ impl LockGuard {
                         if *stopped {
                             return;
                         }
+                        // A lease without a refresh (paused process, hung storage) is a loss for
+                        // good: someone may have acted on it, so a late refresh cannot undo it.
+                        if watch.lost_at(now_unix()) {
+                            watch.failed.store(true, Ordering::SeqCst);
+                        }
+                        // A file that is gone was removed by someone who took it as stale.
+                        if !matches!(storage.exists(FileKind::Lock, &name), Ok(true)) {
+                            watch.failed.store(true, Ordering::SeqCst);
+                        }
                         info.refreshed = now_unix();
-                        if storage
-                            .put(FileKind::Lock, &name, &serde_json::to_vec(&info).expect("lock serialises"))
-                            .is_err()
-                        {
-                            lost.store(true, Ordering::SeqCst);
+                        match storage.put(FileKind::Lock, &name, &serde_json::to_vec(&info).expect("lock serialises")) {
+                            Ok(()) => watch.last_ok.store(info.refreshed, Ordering::SeqCst),
+                            Err(_) => watch.failed.store(true, Ordering::SeqCst),
                         }
                     }
                 })
                 .map_err(|e| Error::Other(format!("starting lock refresher: {e}")))?
         };
-        Ok(LockGuard { storage, name, stop, lost, refresher: Some(refresher) })
+        Ok(LockGuard { storage, name, stop, watch, refresher: Some(refresher) })
     }
 
     /// The lock file's name.
@@ -199,9 +275,19 @@ impl LockGuard {
         &self.name
     }
 
-    /// True if a refresh failed, so others may have taken the lock as stale.
+    /// True if others may have taken the lock as stale (see `LockWatch::lost`).
     pub fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.watch.lost()
+    }
+
+    /// Fails when the lock may have been lost (see `LockWatch::check`).
+    pub fn check(&self) -> Result<()> {
+        self.watch.check()
+    }
+
+    /// A handle for work that runs while the lock is held.
+    pub fn watch(&self) -> LockWatch {
+        self.watch.clone()
     }
 }
 
@@ -255,6 +341,9 @@ mod tests {
             refreshed: now_unix() - 1000,
             lease_secs: 120,
         };
+        // within two leases it still blocks: a paused holder gets a margin before others act
+        let recent = LockInfo { refreshed: now_unix() - 200, ..old.clone() };
+        assert!(!recent.is_stale(now_unix(), "h1"));
         s.put(FileKind::Lock, "stale", &serde_json::to_vec(&old).unwrap()).unwrap();
         let y = LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).unwrap();
         drop(y);
@@ -262,5 +351,25 @@ mod tests {
         let live = LockInfo { refreshed: now_unix(), ..old };
         s.put(FileKind::Lock, "live", &serde_json::to_vec(&live).unwrap()).unwrap();
         assert!(LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).is_err());
+    }
+
+    #[test]
+    fn a_holder_paused_past_its_lease_knows_it_lost_the_lock() {
+        let t = tempfile::tempdir().unwrap();
+        let s: Arc<dyn Storage> = Arc::new(LocalStorage::new(t.path()));
+        let g = LockGuard::acquire(s.clone(), &Entropy::os(), LockKind::Shared, "pack", "h1", 60).unwrap();
+        let w = g.watch();
+        assert!(!w.lost() && w.check().is_ok());
+        // as if the process had been stopped for 61 s: no refresh landed within the lease
+        w.last_ok.store(now_unix() - 61, Ordering::SeqCst);
+        assert!(w.lost());
+        let err = g.check().unwrap_err();
+        assert!(err.to_string().contains("Nothing was committed"), "{err}");
+        // a lock file removed by someone else is a loss too
+        let g2 = LockGuard::acquire(s.clone(), &Entropy::os(), LockKind::Shared, "pack", "h1", 3).unwrap();
+        s.delete(FileKind::Lock, &g2.name).unwrap();
+        std::thread::sleep(Duration::from_millis(1300));
+        assert!(g2.lost());
+        assert!(!LockWatch::unlocked().lost());
     }
 }

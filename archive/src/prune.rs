@@ -13,19 +13,28 @@
 //! leaves duplicates or marks to finish, never a snapshot pointing at nothing.
 //!
 //! `delete_now` (under an exclusive lock, so nothing else runs) does both phases at once.
+//!
+//! Nothing is deleted (snapshot, pack or index file) before `usage::prove` has established, from
+//! metadata that authenticated, what every snapshot references; a damaged or missing index file,
+//! a damaged snapshot, an unindexed pack or a damaged cache makes prune refuse (exit 4) instead.
+//! Retention looks at intact snapshots only and never removes a mailbox's last snapshot unless
+//! told to (`allow_empty`). When prune stops with an error part-way, `Stopped` still carries the
+//! report of what it did delete.
+//!
 //! Memory: two bitmaps with one bit per indexed chunk, a counter pair per pack, one index file or
 //! pack at a time.
 
 use crate::envelope::{open_file, seal_file};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{read_index_file, write_index_file, BlobLocation, IndexTable, MAX_ENTRIES_PER_FILE};
-use crate::lock::live_locks;
+use crate::index::{read_index_file, write_index_file, BlobLocation, MAX_ENTRIES_PER_FILE};
+use crate::lock::{live_locks, LockInfo};
 use crate::manifest::text;
 use crate::pack::{read_header, PackBuilder, SealedBlob};
 use crate::repository::Repository;
 use crate::retention::{self, Policy};
 use crate::storage::FileKind;
+use crate::usage::{prove, Bitmap, ProofScope, Usage};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -74,7 +83,8 @@ pub fn marked_packs(repo: &Repository) -> Result<HashSet<Id>> {
 fn write_mark(repo: &Repository, packs: &[Id], now_ms: i64) -> Result<()> {
     let mut names: Vec<String> = packs.iter().map(|p| p.to_hex()).collect();
     names.sort();
-    let body = serde_json::to_vec(&MarkFile { version: 1, marked_ms: now_ms, packs: names }).expect("serialises");
+    let body = serde_json::to_vec(&MarkFile { version: 1, marked_ms: now_ms, packs: names })
+        .map_err(|e| Error::Other(format!("encoding mark: {e}")))?;
     let file = seal_file(repo.keys(), &repo.context().entropy, MARK_MAGIC, 1, &body);
     repo.storage().put(FileKind::Mark, &Id::of_content(&file).to_hex(), &file)
 }
@@ -91,6 +101,8 @@ pub struct PruneOptions {
     pub repack_threshold: f64,
     /// The caller's own lock file, ignored when looking for running processes.
     pub own_lock: Option<String>,
+    /// Let the policy remove every snapshot of a mailbox (otherwise that is refused).
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +116,8 @@ pub struct SnapRef {
 pub struct PruneReport {
     pub dry_run: bool,
     pub snapshots_kept: Vec<SnapRef>,
+    /// Snapshots removed (in a dry run: that would be removed). Only those really deleted are
+    /// listed, also when prune stopped with an error.
     pub snapshots_removed: Vec<SnapRef>,
     /// Packs marked in this run (dead, or emptied by repacking).
     pub packs_marked: u64,
@@ -116,75 +130,53 @@ pub struct PruneReport {
     pub bytes_deleted: u64,
     /// Marked packs kept because a snapshot turned out to need them.
     pub packs_rescued: u64,
+    /// Packs in no index file left alone because a backup is running that may still index them.
+    pub packs_in_flight: u64,
     /// Marks not finished yet, and why.
     pub marks_waiting: Vec<String>,
 }
 
-/// One bit per position of the index table.
-struct Bitmap(Vec<u64>);
-
-impl Bitmap {
-    fn new(n: usize) -> Bitmap {
-        Bitmap(vec![0; n.div_ceil(64)])
-    }
-    fn set(&mut self, i: usize) {
-        self.0[i / 64] |= 1 << (i % 64);
-    }
-    fn get(&self, i: usize) -> bool {
-        self.0[i / 64] & (1 << (i % 64)) != 0
-    }
+/// A prune that stopped with an error, and what it had done by then.
+#[derive(Debug)]
+pub struct Stopped {
+    pub report: PruneReport,
+    pub error: Error,
 }
 
-/// Chunks referenced by the given snapshots, as a bitmap over `index`. Fails if one cannot be read:
-/// garbage collection must never guess what a damaged manifest referenced.
-fn used_chunks(repo: &Repository, index: &IndexTable, snapshots: &[Id]) -> Result<Bitmap> {
-    let mut used = Bitmap::new(index.len());
-    for id in snapshots {
-        let snap = repo.load_snapshot(id).map_err(|e| {
-            Error::Other(format!(
-                "snapshot {} cannot be read ({e}); garbage collection needs every manifest: run `exarch verify`",
-                id.short()
-            ))
-        })?;
-        for item in snap.manifest().items.iter() {
-            for c in item.chunks.iter() {
-                if let Some(pos) = index.position(&Id(*c)) {
-                    used.set(pos);
-                }
-            }
-        }
-    }
-    Ok(used)
-}
-
-/// True if `l` is the location the table serves for its chunk and the chunk is used.
-fn is_live(index: &IndexTable, used: &Bitmap, l: &BlobLocation) -> bool {
-    match index.position(&l.entry.id) {
-        Some(pos) => {
-            used.get(pos) && {
-                let served = index.entry(pos);
-                served.pack == l.pack && served.entry.offset == l.entry.offset
-            }
-        }
-        None => false,
-    }
-}
-
-pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    let storage = repo.storage();
+/// Runs retention and garbage collection. On error the report of what was done comes back too.
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> std::result::Result<PruneReport, Box<Stopped>> {
     let mut report = PruneReport { dry_run: opts.dry_run, ..PruneReport::default() };
+    match prune_into(repo, opts, &mut report) {
+        Ok(()) => Ok(report),
+        Err(error) => Err(Box::new(Stopped { report, error })),
+    }
+}
 
-    // Retention, per mailbox.
+/// Locks of other processes that are still running, except prunes.
+fn others_running<'a>(locks: &'a [(String, LockInfo)], opts: &'a PruneOptions) -> impl Iterator<Item = &'a LockInfo> {
+    locks.iter().filter(move |(n, l)| Some(n) != opts.own_lock.as_ref() && !l.prune).map(|(_, l)| l)
+}
+
+fn backups_running(repo: &Repository, opts: &PruneOptions) -> Result<bool> {
+    let locks = live_locks(repo.storage().as_ref(), &repo.context().host)?;
+    let running = others_running(&locks, opts).any(|l| l.purpose == "pack");
+    Ok(running)
+}
+
+fn prune_into(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
+    let storage = repo.storage();
+
+    // Retention, per mailbox, on the snapshots whose summary opens (the proof below refuses if
+    // any snapshot is damaged, so nothing is decided on a partial picture).
     let all = repo.snapshots()?;
     let mut groups: BTreeMap<String, Vec<(Id, i64)>> = BTreeMap::new();
-    let mut unreadable = Vec::new();
     for s in &all {
-        match &s.summary {
-            Ok(m) => groups.entry(text(&m.mailbox).into_owned()).or_default().push((s.id, m.time_ms)),
-            Err(_) => unreadable.push(s.id),
+        if let Ok(m) = &s.summary {
+            groups.entry(text(&m.mailbox).into_owned()).or_default().push((s.id, m.time_ms));
         }
     }
-    let mut keep_ids: Vec<Id> = unreadable.clone();
+    let mut doomed: Vec<SnapRef> = Vec::new();
+    let mut doomed_ids: HashSet<Id> = HashSet::new();
     for (mailbox, snaps) in &groups {
         let applies = opts.mailbox.as_ref().is_none_or(|m| m == mailbox);
         let keep = if applies {
@@ -192,57 +184,68 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         } else {
             vec![true; snaps.len()]
         };
+        if !keep.contains(&true) && !opts.allow_empty {
+            return Err(Error::Usage(format!(
+                "the retention rules would remove all {} snapshot(s) of mailbox {mailbox}; nothing was deleted. \
+                 Keep at least one (e.g. --keep-last 1), or add --allow-empty if that is really meant",
+                snaps.len()
+            )));
+        }
         for ((id, t), k) in snaps.iter().zip(keep) {
             let r = SnapRef { id: id.to_hex(), mailbox: mailbox.clone(), time: crate::time::format_unix_ms(*t) };
             if k {
-                keep_ids.push(*id);
                 report.snapshots_kept.push(r);
             } else {
-                report.snapshots_removed.push(r);
+                doomed_ids.insert(*id);
+                doomed.push(r);
             }
         }
     }
-    if !opts.dry_run {
-        for r in &report.snapshots_removed {
+    let all_ids: Vec<Id> = all.iter().map(|s| s.id).collect();
+    let running = !opts.delete_now && backups_running(repo, opts)?;
+    let counts = |id: &Id| !doomed_ids.contains(id);
+    let mut usage = prove(repo, &ProofScope { snapshots: &all_ids, counts: &counts, backups_running: running })?;
+
+    if opts.dry_run {
+        report.snapshots_removed = doomed;
+    } else {
+        for r in doomed {
             storage.delete(FileKind::Snapshot, &r.id)?;
+            report.snapshots_removed.push(r);
         }
         // Finish older marks before making new ones, so a pack is never in both.
-        finish_marks(repo, opts, &mut report)?;
+        if !opts.delete_now && finish_marks(repo, opts, report)? {
+            usage = fresh_usage(repo, opts)?; // index files were rewritten
+        }
     }
+    report.packs_in_flight = usage.unindexed_in_flight.len() as u64;
 
     // What is dead now.
-    let index = repo.index()?;
-    let used = used_chunks(repo, &index, &keep_ids)?;
     let marked = marked_packs(repo)?;
     let mut live_bytes: HashMap<Id, (u64, u64)> = HashMap::new(); // pack -> (live, total)
-    for name in storage.list(FileKind::Index)? {
-        let locs = match read_index_file(storage.as_ref(), repo.keys(), &name) {
-            Ok(l) => l,
-            Err(e) if e.class() == crate::ErrorClass::Damage => continue, // verify reports it
-            Err(e) => return Err(e),
-        };
-        for l in locs {
+    for name in &usage.index_files {
+        for l in read_index_file(storage.as_ref(), repo.keys(), name)? {
             if marked.contains(&l.pack) {
                 continue;
             }
             let e = live_bytes.entry(l.pack).or_default();
             e.1 += l.entry.length as u64;
-            if is_live(&index, &used, &l) {
+            if usage.is_live(&l) {
                 e.0 += l.entry.length as u64;
             }
         }
     }
     let mut to_mark: Vec<Id> = Vec::new();
     let mut to_repack: Vec<Id> = Vec::new();
-    for name in storage.list(FileKind::Pack)? {
-        let Some(pack) = Id::from_hex(&name) else { continue };
+    let mut packs: Vec<Id> = usage.packs.iter().copied().collect();
+    packs.sort();
+    for pack in packs {
         if marked.contains(&pack) {
             continue;
         }
         match live_bytes.get(&pack) {
-            // In no index: left by an interrupted backup, or being written right now. Marking is
-            // safe either way: phase 2 rescues it if its backup finishes and needs it.
-            None => to_mark.push(pack),
+            // In no index: in flight for a running backup (the proof refused otherwise).
+            None => {}
             Some((0, _)) => to_mark.push(pack),
             Some((live, total)) if (total - live) as f64 >= opts.repack_threshold * *total as f64 && live < total => {
                 to_repack.push(pack)
@@ -257,15 +260,38 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         report.packs_marked = (to_mark.len() + to_repack.len()) as u64;
         report.packs_repacked = to_repack.len() as u64;
         report.bytes_repacked = to_repack.iter().filter_map(|p| live_bytes.get(p)).map(|(l, _)| *l).sum();
-        return Ok(report);
+        return Ok(());
     }
 
-    // Copy live blobs out of mostly-dead packs.
+    let repacked = repack(repo, &usage, &to_repack, report)?;
+    report.packs_repacked = repacked.len() as u64;
+    to_mark.extend(repacked);
+    report.packs_marked = to_mark.len() as u64;
+    if !to_mark.is_empty() {
+        write_mark(repo, &to_mark, crate::time::now_ms())?;
+    }
+    drop(usage); // the table is rebuilt after phase 2 rewrites index files; do not map both at once
+    if opts.delete_now {
+        finish_marks(repo, opts, report)?;
+    }
+    Ok(())
+}
+
+/// Usage of every snapshot that exists now (phase 2 must count backups that finished meanwhile).
+fn fresh_usage(repo: &Repository, opts: &PruneOptions) -> Result<Usage> {
+    let snapshots: Vec<Id> = repo.storage().list(FileKind::Snapshot)?.iter().filter_map(|n| Id::from_hex(n)).collect();
+    let running = !opts.delete_now && backups_running(repo, opts)?;
+    prove(repo, &ProofScope { snapshots: &snapshots, counts: &|_| true, backups_running: running })
+}
+
+/// Copies the live blobs out of mostly-dead packs into new packs; returns the packs emptied so.
+fn repack(repo: &Repository, usage: &Usage, to_repack: &[Id], report: &mut PruneReport) -> Result<Vec<Id>> {
+    let storage = repo.storage();
     let mut builder = PackBuilder::new(0);
     let mut new_locs: Vec<BlobLocation> = Vec::new();
     let pack_size = repo.config().pack_size as usize;
     let mut repacked = Vec::new();
-    for pack in &to_repack {
+    for pack in to_repack {
         let (entries, bytes) = match read_header(storage.as_ref(), repo.keys(), pack)
             .and_then(|e| Ok((e, storage.get(FileKind::Pack, &pack.to_hex())?)))
         {
@@ -277,39 +303,32 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
         for entry in entries {
             let l = BlobLocation { pack: *pack, entry };
-            if !is_live(&index, &used, &l) {
+            if !usage.is_live(&l) {
                 continue;
             }
-            let sealed = bytes[entry.offset as usize..(entry.offset + entry.length) as usize].to_vec();
+            let Some(sealed) = bytes.get(entry.offset as usize..(entry.offset as u64 + entry.length as u64) as usize)
+            else {
+                continue;
+            };
             builder.add(SealedBlob {
                 id: entry.id,
                 compression: entry.compression,
                 raw_length: entry.raw_length,
-                bytes: sealed,
+                bytes: sealed.to_vec(),
             });
             if builder.len() >= pack_size {
-                store_pack(repo, std::mem::take(&mut builder), &mut new_locs, &mut report)?;
+                store_pack(repo, std::mem::take(&mut builder), &mut new_locs, report)?;
             }
         }
         repacked.push(*pack);
     }
     if !builder.is_empty() {
-        store_pack(repo, builder, &mut new_locs, &mut report)?;
+        store_pack(repo, builder, &mut new_locs, report)?;
     }
     for chunk in new_locs.chunks_mut(MAX_ENTRIES_PER_FILE) {
         write_index_file(storage.as_ref(), repo.keys(), &repo.context().entropy, chunk)?;
     }
-    report.packs_repacked = repacked.len() as u64;
-    to_mark.extend(repacked);
-    report.packs_marked = to_mark.len() as u64;
-    if !to_mark.is_empty() {
-        write_mark(repo, &to_mark, crate::time::now_ms())?;
-    }
-    drop(index); // the table is rebuilt after phase 2 rewrites index files; do not map both at once
-    if opts.delete_now {
-        finish_marks(repo, opts, &mut report)?;
-    }
-    Ok(report)
+    Ok(repacked)
 }
 
 fn store_pack(
@@ -326,34 +345,32 @@ fn store_pack(
 }
 
 /// Phase 2: delete the packs of marks that are old enough and that nothing can still need.
-fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
+/// Returns true if it changed index files.
+fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Result<bool> {
     let storage = repo.storage();
     let now = crate::time::now_ms();
     let locks = live_locks(storage.as_ref(), &repo.context().host)?;
     let mut eligible: Vec<(String, MarkFile)> = Vec::new();
     for (name, mark) in read_marks(repo)? {
         let Ok(mark) = mark else {
-            report.marks_waiting.push(format!("mark {} is damaged; its packs are kept", &name[..8]));
+            report.marks_waiting.push(format!("mark {} is damaged; its packs are kept", &name[..8.min(name.len())]));
             continue;
         };
         if !opts.delete_now {
-            if now - mark.marked_ms < opts.grace_ms {
+            if now.saturating_sub(mark.marked_ms) < opts.grace_ms {
                 report.marks_waiting.push(format!(
                     "mark {} from {} waits for its grace period",
-                    &name[..8],
+                    &name[..8.min(name.len())],
                     crate::time::format_unix_ms(mark.marked_ms)
                 ));
                 continue;
             }
-            let busy = locks.iter().find(|(n, l)| {
-                Some(n) != opts.own_lock.as_ref()
-                    && !l.prune
-                    && (l.purpose != "pack" || l.created * 1000 < mark.marked_ms)
-            });
-            if let Some((_, l)) = busy {
+            let busy = others_running(&locks, opts)
+                .find(|l| l.purpose != "pack" || l.created.saturating_mul(1000) < mark.marked_ms);
+            if let Some(l) = busy {
                 report.marks_waiting.push(format!(
                     "mark {} waits for {} on {} (pid {}) to finish",
-                    &name[..8],
+                    &name[..8.min(name.len())],
                     l.purpose,
                     l.host,
                     l.pid
@@ -364,32 +381,29 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         eligible.push((name, mark));
     }
     if eligible.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let doomed: HashSet<Id> =
         eligible.iter().flat_map(|(_, m)| m.packs.iter().filter_map(|p| Id::from_hex(p))).collect();
 
-    // Fresh usage, and which used chunks have a copy outside the doomed packs.
-    let index = repo.index()?;
-    let snapshots: Vec<Id> = storage.list(FileKind::Snapshot)?.iter().filter_map(|n| Id::from_hex(n)).collect();
-    let used = used_chunks(repo, &index, &snapshots)?;
+    // Fresh, proven usage, and which used chunks have a copy outside the doomed packs.
+    let usage = fresh_usage(repo, opts)?;
+    let index = &usage.index;
     let mut elsewhere = Bitmap::new(index.len());
-    let existing: HashSet<Id> = storage.list(FileKind::Pack)?.iter().filter_map(|n| Id::from_hex(n)).collect();
-    let index_files = storage.list(FileKind::Index)?;
     let mut touching: Vec<String> = Vec::new();
     let mut needed_in: HashSet<Id> = HashSet::new();
     let mut doomed_entries: Vec<(Id, usize)> = Vec::new();
-    for name in &index_files {
-        let Ok(locs) = read_index_file(storage.as_ref(), repo.keys(), name) else { continue };
+    for name in &usage.index_files {
+        let locs = read_index_file(storage.as_ref(), repo.keys(), name)?;
         let mut touches = false;
         for l in locs {
             let Some(pos) = index.position(&l.entry.id) else { continue };
             if doomed.contains(&l.pack) {
                 touches = true;
-                if used.get(pos) {
+                if usage.used.get(pos) {
                     doomed_entries.push((l.pack, pos));
                 }
-            } else if existing.contains(&l.pack) {
+            } else if usage.packs.contains(&l.pack) {
                 elsewhere.set(pos);
             }
         }
@@ -404,10 +418,11 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
     }
     report.packs_rescued += needed_in.len() as u64;
     let delete: HashSet<Id> = doomed.difference(&needed_in).copied().collect();
+    drop(usage);
 
     // 1. index files without the deleted packs (new file first, then the old one goes)
     for name in &touching {
-        let Ok(locs) = read_index_file(storage.as_ref(), repo.keys(), name) else { continue };
+        let locs = read_index_file(storage.as_ref(), repo.keys(), name)?;
         let before = locs.len();
         let mut keep: Vec<BlobLocation> = locs.into_iter().filter(|l| !delete.contains(&l.pack)).collect();
         if keep.len() == before {
@@ -419,6 +434,8 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         storage.delete(FileKind::Index, name)?;
     }
     // 2. the packs
+    let mut delete: Vec<Id> = delete.into_iter().collect();
+    delete.sort();
     for pack in &delete {
         let name = pack.to_hex();
         if let Ok(size) = storage.size(FileKind::Pack, &name) {
@@ -431,5 +448,5 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
     for (name, _) in &eligible {
         storage.delete(FileKind::Mark, name)?;
     }
-    Ok(())
+    Ok(true)
 }

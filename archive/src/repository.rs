@@ -255,6 +255,25 @@ impl Repository {
         }
     }
 
+    /// The newest snapshot of `mailbox` whose summary and manifest both open, and the newer ones
+    /// of that mailbox that did not (id, why), newest first. A backup continues from the former.
+    pub fn latest_intact(&self, mailbox: &str) -> Result<(Option<(Id, Snapshot)>, Vec<(Id, String)>)> {
+        let mut damaged = Vec::new();
+        let all = self.snapshots()?;
+        for s in all.iter().rev() {
+            let Ok(summary) = &s.summary else { continue };
+            if text(&summary.mailbox) != mailbox {
+                continue;
+            }
+            match self.load_snapshot(&s.id) {
+                Ok(snap) => return Ok((Some((s.id, snap)), damaged)),
+                Err(e) if e.class() == crate::ErrorClass::Damage => damaged.push((s.id, e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((None, damaged))
+    }
+
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         Snapshot::load(self.storage.as_ref(), &self.keys, id)
     }

@@ -53,6 +53,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check the repository's integrity (exit 4 when anything is damaged)
     Verify(VerifyArgs),
+    /// Remove the named snapshots (their data is freed by a later prune)
+    Forget(ForgetArgs),
+    /// Repair damaged metadata: rebuild the index from the packs, remove damaged snapshots
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Manage key slots (passphrases)
     #[command(subcommand)]
     Key(KeyCommand),
@@ -251,6 +256,37 @@ pub struct PruneArgs {
     /// Rewrite packs whose dead share is at least this many percent
     #[arg(long, default_value_t = 20.0, value_name = "PERCENT")]
     pub repack_threshold: f64,
+    /// Let the rules remove every snapshot of a mailbox (refused otherwise)
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove: ids (8+ hex digits) or `latest` with --mailbox
+    #[arg(required = true, value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Mailbox for `latest`
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// Show what would be removed; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild every index file from the packs' own sealed headers (takes an exclusive lock)
+    Index(RepairArgs),
+    /// Remove every snapshot that cannot be read (summary or manifest damaged)
+    Snapshots(RepairArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Show what would change; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

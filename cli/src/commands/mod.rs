@@ -2,6 +2,7 @@
 
 mod demo;
 mod extract;
+mod forget;
 mod init;
 mod key;
 mod ls;
@@ -9,6 +10,7 @@ mod pack;
 mod pack_ews;
 mod prune;
 mod replay;
+mod repair;
 mod replay_journal;
 mod simulate;
 mod snapshots;
@@ -34,6 +36,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(a) => simulate::run(g, a),
         Command::Demo(a) => demo::run(g, a),
         Command::Verify(a) => verify::run(g, a),
+        Command::Forget(a) => forget::run(g, a),
+        Command::Repair(c) => repair::run(g, c),
         Command::Key(k) => key::run(g, k),
     }
 }

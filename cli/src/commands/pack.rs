@@ -89,23 +89,24 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         bail!(crate::Exit(crate::EXIT_USAGE, format!("--from-dir {}: not a directory", from_dir.display())));
     }
     let repo = super::open(g)?;
-    let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
+    let lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
     let started = std::time::Instant::now();
     let files = walk(&from_dir)?;
     let index = repo.index()?;
     super::warn_skipped_index(&index);
 
-    // The parent: the latest readable snapshot of this mailbox.
-    let parent_id = repo.resolve_snapshot("latest", Some(&mailbox)).ok();
-    let parent = match parent_id {
-        Some(id) if !a.force => match repo.load_snapshot(&id) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("warning: parent snapshot {} unreadable ({e}); reading every file", id.short());
-                None
-            }
-        },
-        _ => None,
+    // The parent: the newest snapshot of this mailbox that opens (damaged newer ones are named).
+    let (found, damaged) = repo.latest_intact(&mailbox)?;
+    for (id, why) in &damaged {
+        eprintln!(
+            "warning: snapshot {} of {mailbox} is damaged ({why}); not used as the parent — `exarch forget {}` removes it",
+            id.short(),
+            id.short()
+        );
+    }
+    let (parent_id, parent) = match found {
+        Some((id, s)) => (Some(id), (!a.force).then_some(s)),
+        None => (None, None),
     };
     let previous: HashMap<&[u8], usize> = parent
         .as_ref()
@@ -122,6 +123,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         parent: parent_id,
         run_id,
         workers: super::threads(a.threads),
+        lock: lock.watch(),
     };
     let mut backup = Backup::start(&repo, std::sync::Arc::new(index), opts)?;
     let pb = progress(files.iter().map(|f| f.size).sum(), g.quiet, "pack");

@@ -186,7 +186,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         bail!(usage("no mailboxes: give --mailbox SMTP, --mailboxes-file FILE, --all-mailboxes or --public-folders"));
     }
     let repo = super::open(g)?;
-    let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
+    let lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
     let index = Arc::new(repo.index()?);
     super::warn_skipped_index(&index);
     let mut run_id = [0u8; 16];
@@ -198,7 +198,13 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         for _ in 0..a.concurrency.max(1).min(mailboxes.len()) {
             s.spawn(|| loop {
                 let Some(mb) = queue.lock().expect("queue").pop() else { return };
-                let result = backup_mailbox(&repo, index.clone(), &client, url, &mb, run_id, time_ms, deadline);
+                let result = backup_mailbox(
+                    &repo,
+                    index.clone(),
+                    &client,
+                    Run { url, run_id, time_ms, deadline, lock: lock.watch(), quiet: g.quiet || g.json },
+                    &mb,
+                );
                 if !g.quiet && !g.json {
                     match &result {
                         Ok((id, st)) => eprintln!(
@@ -300,20 +306,40 @@ struct Pending {
     meta: ItemMeta,
 }
 
+/// What every mailbox of one run shares.
+struct Run<'a> {
+    url: &'a str,
+    run_id: [u8; 16],
+    time_ms: i64,
+    deadline: Option<std::time::Instant>,
+    lock: exarch_archive::lock::LockWatch,
+    quiet: bool,
+}
+
 fn backup_mailbox(
     repo: &Repository,
     index: Arc<IndexTable>,
     client: &Client,
-    url: &str,
+    run: Run<'_>,
     mailbox: &str,
-    run_id: [u8; 16],
-    time_ms: i64,
-    deadline: Option<std::time::Instant>,
 ) -> Result<(Id, BackupStats)> {
-    let parent_id = repo.resolve_snapshot("latest", Some(mailbox)).ok();
-    let parent = match parent_id {
-        Some(id) => Some(repo.load_snapshot(&id).with_context(|| format!("reading parent snapshot {}", id.short()))?),
-        None => None,
+    let Run { url, run_id, time_ms, deadline, lock, quiet } = run;
+    // The parent: the newest snapshot of this mailbox that opens. A damaged newer one is passed
+    // over (and named), so one bad snapshot does not block every later backup.
+    let (parent, damaged) = repo.latest_intact(mailbox)?;
+    if !quiet {
+        for (id, why) in &damaged {
+            eprintln!(
+                "{mailbox}: warning: snapshot {} is damaged ({why}); continuing from {} — `exarch forget {}` removes it",
+                id.short(),
+                parent.as_ref().map(|(p, _)| format!("snapshot {}", p.short())).unwrap_or_else(|| "a full export".into()),
+                id.short()
+            );
+        }
+    }
+    let (parent_id, parent) = match parent {
+        Some((id, s)) => (Some(id), Some(s)),
+        None => (None, None),
     };
     let prev: SourceState =
         parent.as_ref().and_then(|p| serde_json::from_slice(&p.manifest().source_state).ok()).unwrap_or_default();
@@ -324,6 +350,7 @@ fn backup_mailbox(
         parent: parent_id,
         run_id,
         workers: 2,
+        lock,
     };
     let mut backup = Backup::start(repo, index, opts)?;
     let resume_at = resume_path(repo, mailbox);

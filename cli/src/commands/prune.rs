@@ -47,14 +47,30 @@ pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
         grace_ms,
         repack_threshold: a.repack_threshold / 100.0,
         own_lock: Some(lock.name().to_string()),
+        allow_empty: a.allow_empty,
     };
-    let r = prune(&repo, &opts)?;
+    // A prune that stops part-way still says what it deleted, then fails with the cause.
+    let (r, failed) = match prune(&repo, &opts) {
+        Ok(r) => (r, None),
+        Err(stopped) => (stopped.report, Some(stopped.error)),
+    };
+    let nothing_done = r.snapshots_removed.is_empty() && r.packs_marked == 0 && r.packs_deleted == 0;
     if g.json {
-        return super::print_json(&r);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(e) = &failed {
+            v["error"] = serde_json::Value::String(e.to_string());
+        }
+        super::print_json(&v)?;
+    } else if !g.quiet && !(failed.is_some() && nothing_done) {
+        print_report(&r);
     }
-    if g.quiet {
-        return Ok(());
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
     }
+}
+
+fn print_report(r: &exarch_archive::prune::PruneReport) {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     let mut mailboxes: Vec<&str> =
         r.snapshots_kept.iter().chain(&r.snapshots_removed).map(|s| s.mailbox.as_str()).collect();
@@ -76,7 +92,7 @@ pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
             r.packs_repacked,
             bytes(r.bytes_repacked)
         );
-        return Ok(());
+        return;
     }
     println!(
         "packs: {} marked for deletion ({}), {} repacked ({} written), {} deleted ({} freed), {} rescued",
@@ -88,8 +104,10 @@ pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
         bytes(r.bytes_deleted),
         r.packs_rescued
     );
+    if r.packs_in_flight > 0 {
+        println!("left alone: {} pack(s) not indexed yet (a backup is running)", r.packs_in_flight);
+    }
     for w in &r.marks_waiting {
         println!("waiting: {w}");
     }
-    Ok(())
 }
