@@ -29,6 +29,11 @@ pub struct Global {
     /// No progress bar and no summary (errors and --json output still print)
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Seconds a lock holder has to refresh its lock; others take it as stale after twice this.
+    /// Raise it for storage that can stall for minutes
+    #[arg(long, global = true, env = "EXARCH_LOCK_LEASE", value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(3..=86_400))]
+    pub lock_lease: u64,
 }
 
 #[derive(Subcommand, Debug)]

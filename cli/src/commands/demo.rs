@@ -38,6 +38,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         cache_dir: g.cache_dir.clone().or_else(|| Some(dir.join("cache"))),
         json: false,
         quiet: false,
+        lock_lease: g.lock_lease,
     };
     println!("2. new archive at {}", dir.join("archive").display());
     super::init::run(&Global { quiet: true, ..g2.clone() }, InitArgs { label: "demo".into() })?;

@@ -83,7 +83,9 @@ pub fn open(g: &Global) -> Result<Repository> {
         return Err(exarch_archive::Error::NotARepository(repo_path(g)?).into());
     }
     let pass = secrets::repository_passphrase(g.password_file.as_deref(), false)?;
-    Repository::open(storage, pass.0.as_bytes(), Context::new(cache_root(g))).with_context(|| {
+    let mut ctx = Context::new(cache_root(g));
+    ctx.lease_secs = g.lock_lease;
+    Repository::open(storage, pass.0.as_bytes(), ctx).with_context(|| {
         format!("opening repository {}", repo_path(g).map(|p| p.display().to_string()).unwrap_or_default())
     })
 }
