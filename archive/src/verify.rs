@@ -85,7 +85,8 @@ pub struct Report {
     pub checked: Checked,
     pub problems: Vec<Problem>,
     pub affected: Vec<AffectedSnapshot>,
-    /// Packs that no index lists: left by an interrupted backup, harmless, removed by prune.
+    /// Packs that no index lists (a lost index file, or an interrupted backup): `repair index` indexes
+    /// them, after which prune can tell whether anything needs them.
     pub unindexed_packs: Vec<String>,
 }
 

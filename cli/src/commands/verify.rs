@@ -70,7 +70,8 @@ fn print_report(r: &Report, no_key: bool) {
     );
     if !r.unindexed_packs.is_empty() {
         println!(
-            "note: {} pack(s) not in any index (left by an interrupted backup; prune removes them)",
+            "note: {} pack(s) not in any index (an index file was lost, or a backup was interrupted); prune will \
+             not delete anything until `exarch repair index` has indexed them",
             r.unindexed_packs.len()
         );
     }
