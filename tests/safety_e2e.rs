@@ -255,3 +255,41 @@ fn a_backup_stalled_past_its_lease_commits_nothing_and_prune_loses_nothing() {
     r.ok(&["prune", "--delete-now"]);
     r.assert_whole(&ids, &before, "after");
 }
+
+#[test]
+fn absurd_arguments_are_refused_without_a_panic() {
+    let r = Repo::new();
+    let before = r.files();
+    let o = r.env.path("o");
+    let os = o.to_str().unwrap();
+    let st = r.env.path("st");
+    let sts = st.to_str().unwrap();
+    let src = r.env.path("src1");
+    let srcs = src.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["prune", "--keep-within", "99999999999d"],
+        &["prune", "--keep-within", "20000y"],
+        &["prune", "--grace", "200000000000000d"],
+        &["prune", "--keep-within", "0h"], // would empty every mailbox: refused without --allow-empty
+        &["prune", "--keep-last", "99999999999"],
+        &["prune", "--repack-threshold", "nan"],
+        &["pack", "--from-dir", srcs, "--mailbox", "m", "--threads", "99999999999"],
+        &["pack", "--from-dir", srcs, "--mailbox", "m", "--time", "99999-99-99T99:99:99Z"],
+        &["extract", "latest", "--mailbox", "m", "--to", os, "--threads", "0"],
+        &["verify", "--read-data-subset", "99999999999/99999999999"],
+        &["simulate", "--state", sts, "--items", "99999999999"],
+        &["simulate", "--state", sts, "--mailboxes", "100000", "--items", "1000"],
+        &["pack", "--ews", "http://127.0.0.1:9/EWS", "--user", "u", "--mailbox", "a@b", "--max-duration", "9999999999999d"],
+        &["ls", "0000"],
+        &["--lock-lease", "99999999999", "snapshots"],
+    ];
+    for a in cases {
+        let out = r.run(a);
+        assert_eq!(code(&out), 2, "{a:?} should be a usage error: {}", stderr(&out));
+    }
+    assert!(r.files() == before, "a refused argument changed the repository");
+    // `--keep-last 0` is no rule, as in restic: nothing is removed
+    let p = r.json(&["prune", "--keep-last", "0", "--delete-now"]);
+    assert_eq!(p["snapshots_removed"].as_array().unwrap().len(), 0, "{p}");
+    assert_eq!(r.ids().len(), 4);
+}

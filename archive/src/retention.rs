@@ -21,11 +21,28 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// True when no rule is given: nothing is removed.
+    /// The same policy with every count of 0 dropped: `--keep-last 0` is no rule, as in restic.
+    pub fn normalized(&self) -> Policy {
+        let n = |c: Option<u32>| c.filter(|&c| c > 0);
+        Policy {
+            last: n(self.last),
+            hourly: n(self.hourly),
+            daily: n(self.daily),
+            weekly: n(self.weekly),
+            monthly: n(self.monthly),
+            yearly: n(self.yearly),
+            within: self.within,
+        }
+    }
+
+    /// True when no rule is given (counts of 0 are no rule): nothing is removed.
     pub fn is_empty(&self) -> bool {
-        *self == Policy::default()
+        self.normalized() == Policy::default()
     }
 }
+
+/// The longest duration accepted (`keep-within`, grace periods): far beyond any retention.
+pub const MAX_YEARS: i64 = 1000;
 
 /// A calendar duration such as `1y6m`, `14d`, `2d12h` (restic's syntax).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,7 +56,11 @@ pub struct Within {
 impl std::str::FromStr for Within {
     type Err = Error;
     fn from_str(s: &str) -> Result<Within> {
-        let bad = || Error::Usage(format!("`{s}` is not a duration like 1y2m3d4h (years, months, days, hours)"));
+        let bad = || {
+            Error::Usage(format!(
+                "`{s}` is not a duration like 1y2m3d4h (years, months, days, hours; at most {MAX_YEARS} years in all)"
+            ))
+        };
         let mut w = Within::default();
         let mut num = String::new();
         let mut any = false;
@@ -51,15 +72,18 @@ impl std::str::FromStr for Within {
             let n: i64 = num.parse().map_err(|_| bad())?;
             num.clear();
             any = true;
+            if n > MAX_YEARS * 366 * 24 {
+                return Err(bad());
+            }
             match c {
-                'y' => w.years = n as i32,
-                'm' => w.months = n as i32,
+                'y' => w.years = i32::try_from(n).map_err(|_| bad())?,
+                'm' => w.months = i32::try_from(n).map_err(|_| bad())?,
                 'd' => w.days = n,
                 'h' => w.hours = n,
                 _ => return Err(bad()),
             }
         }
-        if !num.is_empty() || !any {
+        if !num.is_empty() || !any || w.approx_hours().is_none_or(|h| h > MAX_YEARS * 366 * 24) {
             return Err(bad());
         }
         Ok(w)
@@ -67,15 +91,35 @@ impl std::str::FromStr for Within {
 }
 
 impl Within {
-    /// `t` minus this duration, months clamped to the month's length.
+    /// Hours, counting a year as 366 days and a month as 31 (an upper bound, for limits).
+    pub fn approx_hours(&self) -> Option<i64> {
+        let days = (self.years as i64).checked_mul(366)?.checked_add((self.months as i64).checked_mul(31)?)?;
+        days.checked_add(self.days)?.checked_mul(24)?.checked_add(self.hours)
+    }
+
+    /// Milliseconds, counting a year as 365 days and a month as 30 (grace periods).
+    pub fn approx_ms(&self) -> Option<i64> {
+        let days = (self.years as i64).checked_mul(365)?.checked_add((self.months as i64).checked_mul(30)?)?;
+        days.checked_add(self.days)?.checked_mul(24)?.checked_add(self.hours)?.checked_mul(3_600_000)
+    }
+
+    /// `t` minus this duration, months clamped to the month's length. A result before the
+    /// earliest representable date is that date (everything is newer: nothing is removed).
     fn before(&self, t: OffsetDateTime) -> OffsetDateTime {
+        let earliest = OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT);
         let total_months =
             t.year() as i64 * 12 + (t.month() as i64 - 1) - (self.years as i64 * 12 + self.months as i64);
-        let (y, m) = (total_months.div_euclid(12) as i32, (total_months.rem_euclid(12) + 1) as u8);
-        let month = time::Month::try_from(m).expect("1..=12");
+        let (y, m) = (total_months.div_euclid(12), (total_months.rem_euclid(12) + 1) as u8);
+        let Ok(y) = i32::try_from(y) else { return earliest };
+        let Ok(month) = time::Month::try_from(m) else { return earliest };
         let day = t.day().min(month.length(y));
-        let date = time::Date::from_calendar_date(y, month, day).unwrap_or(t.date());
-        t.replace_date(date) - Duration::days(self.days) - Duration::hours(self.hours)
+        let Ok(date) = time::Date::from_calendar_date(y, month, day) else { return earliest };
+        let shifted = t.replace_date(date);
+        self.days
+            .checked_mul(86_400)
+            .and_then(|d| d.checked_add(self.hours.checked_mul(3600)?))
+            .and_then(|secs| shifted.checked_sub(Duration::seconds(secs)))
+            .unwrap_or(earliest)
     }
 }
 
@@ -85,6 +129,7 @@ fn utc(ms: i64) -> OffsetDateTime {
 
 /// For snapshot times (Unix ms) of one group, in any order, whether each is kept.
 pub fn apply(policy: &Policy, times_ms: &[i64]) -> Vec<bool> {
+    let policy = &policy.normalized();
     if policy.is_empty() {
         return vec![true; times_ms.len()];
     }
@@ -161,6 +206,9 @@ mod tests {
         let w: Within = "2d".parse().unwrap();
         assert_eq!(kept(&Policy { within: Some(w), ..Policy::default() }, &times), vec![8, 9]);
         assert_eq!(kept(&Policy::default(), &times).len(), 10);
+        // a count of 0 is no rule (restic): everything stays
+        assert_eq!(kept(&Policy { last: Some(0), ..Policy::default() }, &times).len(), 10);
+        assert_eq!(kept(&Policy { last: Some(0), daily: Some(1), ..Policy::default() }, &times), vec![9]);
         // input order does not matter
         let mut rev = times.clone();
         rev.reverse();
@@ -181,6 +229,14 @@ mod tests {
         assert_eq!(w, Within { years: 1, months: 2, days: 3, hours: 4 });
         assert!("3x".parse::<Within>().is_err());
         assert!("12".parse::<Within>().is_err());
+        // absurd durations are refused, not wrapped or panicking
+        for bad in ["99999999999d", "20000y", "99999999999999999999h", "1000y1d"] {
+            assert!(bad.parse::<Within>().is_err(), "{bad}");
+        }
+        let long: Within = "999y".parse().unwrap();
+        assert!(long.before(utc(START)) < utc(0), "a long window reaches before 1970");
+        let max = Within { years: 0, months: 0, days: 0, hours: i64::MAX };
+        let _ = max.before(utc(START)); // saturates instead of overflowing
         let t = utc(START); // 2026-01-01T12:00Z
         let one_month: Within = "1m".parse().unwrap();
         assert_eq!(one_month.before(t).date(), time::macros::date!(2025 - 12 - 01));

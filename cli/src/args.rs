@@ -100,14 +100,14 @@ pub struct PackArgs {
     #[command(flatten)]
     pub conn: EwsConnArgs,
     /// Mailboxes backed up at once
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub concurrency: usize,
     /// EWS requests in flight per mailbox
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub requests_per_mailbox: usize,
     /// Sync calls (SyncFolderHierarchy, SyncFolderItems) in flight for the account: Exchange 2016
     /// and later limit these per user
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub sync_concurrency: usize,
     /// With --ews: stop exporting after this long (e.g. 6h, 45m); what was stored is kept and the
     /// next run continues from there
@@ -120,7 +120,7 @@ pub struct PackArgs {
     #[arg(long)]
     pub force: bool,
     /// Compression/sealing threads (default: number of CPUs)
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub threads: Option<usize>,
 }
 
@@ -182,10 +182,10 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// UploadItems requests in flight
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub requests: usize,
     /// Largest request the server accepts, in bytes of base64 item data (Exchange: about 25 MB)
-    #[arg(long, default_value_t = exarch_ews_source::upload::DEFAULT_UPLOAD_LIMIT, value_name = "BYTES")]
+    #[arg(long, default_value_t = exarch_ews_source::upload::DEFAULT_UPLOAD_LIMIT, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=2147483647))]
     pub upload_limit: usize,
 }
 
@@ -219,7 +219,7 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Parallel readers (default: number of CPUs)
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub threads: Option<usize>,
 }
 
@@ -302,10 +302,10 @@ pub struct SimulateArgs {
     /// Address to serve EWS on, e.g. 127.0.0.1:8080
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100000))]
     pub mailboxes: usize,
     /// Items per mailbox
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
     pub items: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -329,7 +329,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "en", value_parser = ["en", "de"])]
     pub locale: String,
     /// Also make public folders holding this many items (only when the state is first made)
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
     pub public_items: usize,
     /// Share of items that fail any export batch containing them (0.01 = 1%)
     #[arg(long, default_value_t = 0.0)]
@@ -354,7 +354,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.0)]
     pub refuse_rate: f64,
     /// Largest request body the server accepts; larger requests get HTTP 413
-    #[arg(long, default_value_t = exarch_ews_source::sim::server::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES")]
+    #[arg(long, default_value_t = exarch_ews_source::sim::server::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=4294967295))]
     pub max_request_bytes: usize,
 }
 

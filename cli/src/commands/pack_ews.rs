@@ -79,7 +79,7 @@ fn resume_file(parent: Option<Id>, items: &[exarch_archive::manifest::Item]) -> 
     }
 }
 
-/// `90s`, `45m`, `2h`, `1h30m`.
+/// `90s`, `45m`, `2h`, `1h30m`; at most a year.
 fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let mut total = 0u64;
     let mut num = String::new();
@@ -90,15 +90,16 @@ fn parse_duration(s: &str) -> Option<std::time::Duration> {
         }
         let n: u64 = num.parse().ok()?;
         num.clear();
-        total += n * match c {
+        let unit = match c {
             's' => 1,
             'm' => 60,
             'h' => 3600,
             'd' => 86_400,
             _ => return None,
         };
+        total = total.checked_add(n.checked_mul(unit)?)?;
     }
-    (num.is_empty() && total > 0).then(|| std::time::Duration::from_secs(total))
+    (num.is_empty() && total > 0 && total <= 366 * 86_400).then(|| std::time::Duration::from_secs(total))
 }
 
 /// A mailbox whose backup stopped at the end of `--max-duration`; the next run continues it.
@@ -156,7 +157,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         Some(d) => Some(
             std::time::Instant::now()
                 + parse_duration(d)
-                    .ok_or_else(|| usage(format!("--max-duration {d}: use e.g. 45m, 2h, 1h30m, 90s")))?,
+                    .ok_or_else(|| usage(format!("--max-duration {d}: use e.g. 45m, 2h, 1h30m, 90s (at most 366d)")))?,
         ),
         None => None,
     };

@@ -17,7 +17,7 @@ pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
         None => None,
     };
     let grace: Within = a.grace.parse().map_err(|e| usage(format!("--grace: {e}")))?;
-    let grace_ms = ((grace.years as i64 * 365 + grace.months as i64 * 30 + grace.days) * 24 + grace.hours) * 3_600_000;
+    let grace_ms = grace.approx_ms().ok_or_else(|| usage(format!("--grace {}: too long", a.grace)))?;
     if !(0.0..=100.0).contains(&a.repack_threshold) {
         return Err(usage("--repack-threshold must be a percentage between 0 and 100".into()));
     }

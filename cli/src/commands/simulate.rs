@@ -57,10 +57,25 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     let mut profile = Profile::named(&a.profile)
         .ok_or_else(|| usage(format!("--profile {}: use onprem-default, strict or unlimited", a.profile)))?;
     if let Some(b) = a.budget_burst {
+        if !(b.is_finite() && b > 0.0 && b <= 1e9) {
+            return Err(usage("--budget-burst is a number of units above 0 (at most 1e9)"));
+        }
         profile.burst = b;
     }
     if let Some(r) = a.budget_recharge {
+        if !(r.is_finite() && r > 0.0 && r <= 1e9) {
+            return Err(usage("--budget-recharge is units per second above 0 (at most 1e9)"));
+        }
         profile.recharge_per_sec = r;
+    }
+    if !(0.0..=1.0).contains(&a.fault_rate) {
+        return Err(usage("--fault-rate is a fraction between 0 and 1 (0.05 = 5%)"));
+    }
+    if a.churn.is_some_and(|c| !(0.0..=100.0).contains(&c)) {
+        return Err(usage("--churn is a percentage between 0 and 100"));
+    }
+    if (a.mailboxes as u64).saturating_mul(a.items as u64) > 10_000_000 {
+        return Err(usage("--mailboxes × --items is at most 10,000,000 items"));
     }
     if !(0.0..=1.0).contains(&a.dirty_rate) {
         return Err(usage("--dirty-rate is a fraction between 0 and 1 (0.01 = 1%)"));
