@@ -167,8 +167,11 @@ fn corrupt_index_cache_is_rebuilt_before_prune_trusts_it() {
     let r = Repo::new();
     let live = forget_first(&r);
     let before = r.extract_all(&live, "before");
-    let tables: Vec<PathBuf> =
-        tree(&r.env.path("cache")).keys().filter(|k| k.ends_with("index.tbl")).map(|k| r.env.path("cache").join(k)).collect();
+    let tables: Vec<PathBuf> = tree(&r.env.path("cache"))
+        .keys()
+        .filter(|k| k.ends_with("index.tbl"))
+        .map(|k| r.env.path("cache").join(k))
+        .collect();
     assert_eq!(tables.len(), 1);
     // flip bytes inside the entries (pack ids and offsets), past the 32-byte header and fan-out
     let mut b = fs::read(&tables[0]).unwrap();
@@ -211,7 +214,8 @@ fn damaged_newest_snapshot_stops_retention_until_forgotten() {
     assert_eq!(dry["removed"].as_array().unwrap().len(), 1, "{dry}");
     r.ok(&["forget", &m3[..10]]);
     let p = r.json(&["prune", "--keep-last", "1", "--delete-now"]);
-    let removed: Vec<&str> = p["snapshots_removed"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let removed: Vec<&str> =
+        p["snapshots_removed"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(removed, vec![m1.as_str(), m2.as_str()], "{p}");
     assert!(p["bytes_deleted"].as_u64().unwrap() > 0, "{p}");
     r.assert_whole(&[n.clone()], &before, "after");
@@ -279,7 +283,17 @@ fn absurd_arguments_are_refused_without_a_panic() {
         &["verify", "--read-data-subset", "99999999999/99999999999"],
         &["simulate", "--state", sts, "--items", "99999999999"],
         &["simulate", "--state", sts, "--mailboxes", "100000", "--items", "1000"],
-        &["pack", "--ews", "http://127.0.0.1:9/EWS", "--user", "u", "--mailbox", "a@b", "--max-duration", "9999999999999d"],
+        &[
+            "pack",
+            "--ews",
+            "http://127.0.0.1:9/EWS",
+            "--user",
+            "u",
+            "--mailbox",
+            "a@b",
+            "--max-duration",
+            "9999999999999d",
+        ],
         &["ls", "0000"],
         &["--lock-lease", "99999999999", "snapshots"],
     ];

@@ -208,7 +208,9 @@ impl IndexTable {
         else {
             return Ok(None);
         };
-        if covers_off != entries_end || covers_off.checked_add(covers_len).and_then(|n| n.checked_add(TABLE_CHECKSUM)) != Some(map.len()) {
+        if covers_off != entries_end
+            || covers_off.checked_add(covers_len).and_then(|n| n.checked_add(TABLE_CHECKSUM)) != Some(map.len())
+        {
             return Ok(None);
         }
         // The fan-out must rise to `count`, or a lookup could index past the entries.
@@ -325,7 +327,7 @@ impl IndexTable {
         if names.is_empty() {
             return Ok(IndexTable::empty());
         }
-        fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
+        crate::private_fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
         // Sorted runs of new entries, each written to a temporary file.
         let mut runs: Vec<RunFile> = Vec::new();
         let mut batch: Vec<BlobLocation> = Vec::new();
@@ -393,12 +395,7 @@ impl RunFile {
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd).expect("randomness");
         let path = dir.join(format!("run.{}.{}.tmp", std::process::id(), hex::encode(rnd)));
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let f = crate::private_fs::create_new(&path).map_err(|e| Error::io(&path, e))?;
         let mut w = BufWriter::new(f);
         let mut buf = [0u8; TABLE_ENTRY];
         for l in batch.iter() {
@@ -419,13 +416,7 @@ impl Drop for RunFile {
 }
 
 fn write_merged(tmp: &Path, base: Option<&IndexTable>, runs: &[RunFile], covers: &[String]) -> Result<()> {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(|e| Error::io(tmp, e))?;
+    let f = crate::private_fs::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let io = |e| Error::io(tmp, e);
     w.write_all(&[0u8; TABLE_HEADER + FANOUT * 4]).map_err(io)?;

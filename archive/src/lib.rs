@@ -15,6 +15,7 @@ pub mod index;
 pub mod keyslot;
 pub mod manifest;
 pub mod pack;
+pub mod private_fs;
 pub mod storage;
 
 pub use error::{Error, ErrorClass, Result};
@@ -30,7 +31,7 @@ pub use storage::{FileKind, LocalStorage, Storage};
 pub mod backup;
 pub mod prune;
 pub mod repair;
-pub mod usage;
 pub mod restore;
 pub mod retention;
+pub mod usage;
 pub mod verify;

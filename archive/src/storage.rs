@@ -86,11 +86,11 @@ impl LocalStorage {
 
     /// Creates the directory layout for a new repository.
     pub fn create_layout(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        crate::private_fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
         for kind in FileKind::ALL {
             if kind != FileKind::Config {
                 let d = self.root.join(kind.dir());
-                fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+                crate::private_fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
             }
         }
         sync_dir(&self.root)
@@ -108,7 +108,7 @@ impl LocalStorage {
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
         let dir = path.parent().expect("repository files have a parent directory");
         if !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            crate::private_fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             if let Some(up) = dir.parent() {
                 sync_dir(up)?;
             }
@@ -119,7 +119,7 @@ impl LocalStorage {
             unique_suffix()
         ));
         let result = (|| {
-            let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let mut f = crate::private_fs::create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
             f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             Ok(())

@@ -94,7 +94,8 @@ pub fn prove(repo: &Repository, scope: &ProofScope<'_>) -> Result<Usage> {
     // The local table, trusted only after its checksum, and only if it is those very files.
     let index = IndexTable::sync_verified(storage.as_ref(), repo.keys(), &repo.cache_dir())?;
     if problems.is_empty() && (index.covers() != index_files.as_slice() || !index.skipped().is_empty()) {
-        problems.push("the local index table does not match the repository's index files (changed while reading?)".into());
+        problems
+            .push("the local index table does not match the repository's index files (changed while reading?)".into());
         remedies.push("run the same command again");
     }
     let packs: HashSet<Id> = storage.list(FileKind::Pack)?.iter().filter_map(|n| Id::from_hex(n)).collect();

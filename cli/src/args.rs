@@ -122,6 +122,11 @@ pub struct PackArgs {
     /// Compression/sealing threads (default: number of CPUs)
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub threads: Option<usize>,
+    /// With --ews: largest item kept, in bytes; larger items are listed as skipped. Items over 8 MiB
+    /// are spooled through a private file in the cache directory, so memory stays flat
+    #[arg(long, value_name = "BYTES", default_value_t = exarch_ews_source::export_stream::DEFAULT_MAX_ITEM_BYTES,
+          value_parser = clap::value_parser!(u64).range(1024..=(1u64 << 40)))]
+    pub max_item_size: u64,
 }
 
 /// How to reach and log on to an EWS endpoint (shared by `pack --ews` and `replay`).

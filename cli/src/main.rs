@@ -1,11 +1,12 @@
 //! `exarch`: brick-level Exchange mailbox backup. A thin layer over the `exarch-archive` engine.
 //!
 //! Exit codes (also in README.md): 0 ok, 1 error, 2 usage, 3 wrong passphrase / no key,
-//! 4 damage found.
+//! 4 damage found (or a refusal to delete without proof), 5 partial run.
 
 mod args;
 mod commands;
 mod output;
+mod private;
 mod secrets;
 
 use clap::Parser;
@@ -16,6 +17,8 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_KEY: u8 = 3;
 pub const EXIT_DAMAGE: u8 = 4;
+/// The run finished part-way (stopped at --max-duration, or by the server); the next run continues.
+pub const EXIT_PARTIAL: u8 = 5;
 
 /// An error that already decided its exit code (e.g. extract finished but some items were damaged).
 #[derive(Debug)]

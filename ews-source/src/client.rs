@@ -25,7 +25,21 @@ pub struct ClientConfig {
     /// Sync calls (SyncFolderHierarchy, SyncFolderItems) in flight for the account.
     pub sync_concurrency: usize,
     pub timeout: Duration,
+    /// When the run must end: no request waits past it (`EwsError::OutOfTime` instead).
+    pub deadline: Option<std::time::Instant>,
+    /// Bounds on one exported item (size cap, memory, where large items are spooled).
+    pub limits: crate::export_stream::Limits,
 }
+
+/// The longest back-off the client waits out. A server asking for more stops the mailbox for
+/// the run (a partial run the next one continues) rather than hold it hostage, and rather than
+/// retry early, which Exchange punishes.
+pub const MAX_BACK_OFF: Duration = Duration::from_secs(15 * 60);
+/// Attempts to connect before a server that cannot be reached is given up on.
+const CONNECT_ATTEMPTS: u32 = 3;
+/// Folders in a public folder tree, items in one folder: far beyond real stores, but finite.
+const MAX_FOLDERS: usize = 1_000_000;
+const MAX_FOLDER_ITEMS: usize = 10_000_000;
 
 /// What the client did, for the run summary.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -48,6 +62,8 @@ pub struct Client {
     stats: Mutex<ClientStats>,
     /// Server time per exported byte (seconds, moving average): sizes the next export batches.
     export_speed: Mutex<Option<f64>>,
+    deadline: Option<std::time::Instant>,
+    limits: crate::export_stream::Limits,
 }
 
 /// Distinguished names of the default folders a restore maps by role rather than by name.
@@ -78,7 +94,18 @@ impl Client {
             governor: Governor::new(cfg.concurrency, cfg.per_mailbox).with_sync_limit(cfg.sync_concurrency),
             stats: Mutex::new(ClientStats::default()),
             export_speed: Mutex::new(None),
+            deadline: cfg.deadline,
+            limits: cfg.limits,
         })
+    }
+
+    /// Whether another attempt may follow this failure (the `attempt`-th).
+    fn may_retry(e: &EwsError, attempt: u32, max_attempts: u32) -> bool {
+        attempt < max_attempts && (!matches!(e, EwsError::Connect(_)) || attempt < CONNECT_ATTEMPTS)
+    }
+
+    fn permit(&self, key: &str, sync: bool) -> Result<crate::throttle::Permit<'_>, EwsError> {
+        self.governor.acquire_until(key, sync, self.deadline).ok_or(EwsError::OutOfTime)
     }
 
     pub fn stats(&self) -> ClientStats {
@@ -106,13 +133,24 @@ impl Client {
         self.send(op, mailbox)?.1.bytes()
     }
 
-    /// Waits out the back-off after a failed attempt and counts it.
-    fn backed_off(&self, key: &str, e: &EwsError, retrying: bool) {
-        let waited = self.governor.throttled(key, e.back_off_ms());
+    /// Sets the back-off after a failed attempt (the next permit waits for it) and counts it. A
+    /// hint beyond `MAX_BACK_OFF`, or one that ends after the deadline, is an error: the mailbox
+    /// stops for this run, and no request of it goes before the hint has passed.
+    fn backed_off(&self, key: &str, e: &EwsError, retrying: bool) -> Result<(), EwsError> {
+        let hint = e.back_off_ms();
+        let cap_ms = MAX_BACK_OFF.as_millis() as u64;
+        let waited = self.governor.throttled(key, hint);
         let mut s = self.stats.lock().expect("stats");
         s.retries += u64::from(retrying);
-        s.back_offs_honoured += u64::from(e.back_off_ms().is_some());
-        s.back_off_ms_total += waited.as_millis() as u64;
+        s.back_offs_honoured += u64::from(hint.is_some());
+        s.back_off_ms_total += waited.as_millis().min(cap_ms as u128) as u64;
+        if let Some(ms) = hint.filter(|ms| *ms > cap_ms) {
+            return Err(EwsError::BackOffTooLong { ms, cap_ms });
+        }
+        if self.deadline.is_some_and(|d| std::time::Instant::now() + waited > d) {
+            return Err(EwsError::OutOfTime);
+        }
+        Ok(())
     }
 
     /// Sends `op`, retrying transient failures after the back-off the governor sets.
@@ -141,7 +179,7 @@ impl Client {
             attempt += 1;
             let result = {
                 let sync = matches!(op, Operation::SyncFolderHierarchy { .. } | Operation::SyncFolderItems { .. });
-                let _permit = self.governor.acquire_for(key, sync);
+                let _permit = self.permit(key, sync)?;
                 *self.stats.lock().expect("stats").requests.entry(op.name().to_string()).or_default() += 1;
                 self.post(op, mailbox).and_then(|body| parse(&body))
             };
@@ -150,11 +188,11 @@ impl Client {
                     self.governor.succeeded(key);
                     return Ok(v);
                 }
-                Err(e) if retry(&e) && attempt < max_attempts => self.backed_off(key, &e, true),
+                Err(e) if retry(&e) && Self::may_retry(&e, attempt, max_attempts) => self.backed_off(key, &e, true)?,
                 Err(e) => {
                     if e.is_transient() {
                         // Giving up on this request, but the back-off still binds the next one.
-                        self.backed_off(key, &e, false);
+                        self.backed_off(key, &e, false)?;
                     }
                     return Err(e);
                 }
@@ -209,7 +247,7 @@ impl Client {
             let (mut got, mut bytes, mut ok) = (0usize, 0usize, 0u64);
             let started;
             let result = {
-                let _permit = self.governor.acquire(mailbox);
+                let _permit = self.permit(mailbox, false)?;
                 started = std::time::Instant::now();
                 *self.stats.lock().expect("stats").requests.entry(op.name().to_string()).or_default() += 1;
                 self.send(&op, Some(mailbox)).and_then(|(status, resp)| {
@@ -217,14 +255,20 @@ impl Client {
                         return response::parse_export_items(&resp.bytes()?).map(|_| 0);
                     }
                     let input = std::io::BufReader::with_capacity(256 * 1024, resp);
-                    response::stream_export_items(input, &mut |e| {
+                    crate::export_stream::stream_export_items(input, &self.limits, &mut |e| {
+                        let i = delivered + got;
+                        if i >= ids.len() {
+                            return Err(EwsError::Unexpected {
+                                operation: "ExportItems".into(),
+                                detail: format!("the server answered more items than the {} asked for", ids.len()),
+                            });
+                        }
                         if let Exported::Ok { data, .. } = &e {
-                            bytes += data.len().max(1024);
+                            bytes += data.len.max(1024) as usize;
                             ok += 1;
                         } else {
                             bytes += 1024;
                         }
-                        let i = delivered + got;
                         got += 1;
                         sink(i, e)
                     })
@@ -247,11 +291,13 @@ impl Client {
                     })
                 }
                 // Cut off after the last item: everything arrived.
-                Err(EwsError::Xml(_)) if delivered == ids.len() => return Ok(()),
-                Err(e) if e.is_transient() && attempt < max_attempts => self.backed_off(mailbox, &e, true),
+                Err(EwsError::Xml(ref x)) if x.truncated && delivered == ids.len() => return Ok(()),
+                Err(e) if e.is_transient() && Self::may_retry(&e, attempt, max_attempts) => {
+                    self.backed_off(mailbox, &e, true)?
+                }
                 Err(e) => {
                     if e.is_transient() {
-                        self.backed_off(mailbox, &e, false);
+                        self.backed_off(mailbox, &e, false)?;
                     }
                     return Err(e);
                 }
@@ -297,6 +343,8 @@ impl Client {
     pub fn public_folder_tree(&self) -> Result<Vec<response::FolderChange>, EwsError> {
         let mut out = Vec::new();
         let mut queue: std::collections::VecDeque<Option<String>> = std::collections::VecDeque::from([None]);
+        // A folder met twice (a loop in what the server says) is walked once.
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         while let Some(parent) = queue.pop_front() {
             let mut offset = 0;
             loop {
@@ -309,6 +357,15 @@ impl Client {
                 for mut f in page.entries {
                     if let (Some(p), true) = (&parent, f.parent_id.is_empty()) {
                         f.parent_id = p.clone();
+                    }
+                    if !seen.insert(f.id.clone()) {
+                        continue;
+                    }
+                    if out.len() >= MAX_FOLDERS {
+                        return Err(EwsError::Unexpected {
+                            operation: "FindFolder".into(),
+                            detail: format!("more than {MAX_FOLDERS} public folders"),
+                        });
                     }
                     queue.push_back(Some(f.id.clone()));
                     out.push(f);
@@ -330,6 +387,12 @@ impl Client {
             let op = Operation::FindItem { folder: FolderRef::Id(folder), offset, max: crate::request::MAX_FIND_PAGE };
             let page = self.call(&op, Some(mailbox), response::parse_find_item)?;
             out.extend(page.entries);
+            if out.len() > MAX_FOLDER_ITEMS {
+                return Err(EwsError::Unexpected {
+                    operation: "FindItem".into(),
+                    detail: format!("more than {MAX_FOLDER_ITEMS} items in one folder"),
+                });
+            }
             if page.last || page.next_offset <= offset {
                 return Ok(out);
             }
@@ -381,10 +444,28 @@ impl Client {
                     response::ChangeKind::ReadFlagChange => {}
                 }
             }
-            state = Some(s.sync_state);
             if s.last {
                 return Ok(out);
             }
+            check_sync_progress(state.as_deref(), &s.sync_state, out.len())?;
+            state = Some(s.sync_state);
         }
     }
+}
+
+/// A sync that claims more changes follow must move its state on, within bounds; otherwise the
+/// server would keep us paging for ever.
+pub fn check_sync_progress(old: Option<&str>, new: &str, items: usize) -> Result<(), EwsError> {
+    let stuck = old == Some(new);
+    if stuck || items > MAX_FOLDER_ITEMS {
+        return Err(EwsError::Unexpected {
+            operation: "SyncFolderItems".into(),
+            detail: if stuck {
+                "the server says more changes follow but returns the same sync state".into()
+            } else {
+                format!("more than {MAX_FOLDER_ITEMS} items in one folder")
+            },
+        });
+    }
+    Ok(())
 }

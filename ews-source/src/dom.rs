@@ -20,7 +20,13 @@ pub struct Element {
 pub struct XmlError {
     pub position: u64,
     pub message: String,
+    /// The document simply ended early (a cut-off body: worth asking again), as opposed to bytes
+    /// that are not XML at all or not EWS's (an HTML page, invalid UTF-8: asking again is pointless).
+    pub truncated: bool,
 }
+
+/// Deepest element nesting accepted; EWS responses nest a dozen levels.
+pub const MAX_DEPTH: usize = 256;
 
 pub(crate) fn local(name: &[u8]) -> String {
     let s = String::from_utf8_lossy(name);
@@ -34,12 +40,28 @@ pub(crate) fn local(name: &[u8]) -> String {
 pub fn parse(xml: &[u8]) -> Result<Element, XmlError> {
     let mut reader = Reader::from_reader(xml);
     let mut stack: Vec<Element> = vec![Element::default()];
-    let err = |r: &Reader<&[u8]>, m: String| XmlError { position: r.buffer_position(), message: m };
+    let end = xml.len() as u64;
+    let err = |r: &Reader<&[u8]>, m: String| XmlError {
+        position: r.buffer_position(),
+        message: m,
+        truncated: r.buffer_position() >= end,
+    };
     loop {
         let ev = reader.read_event().map_err(|e| err(&reader, e.to_string()))?;
         match ev {
+            Event::DocType(_) => {
+                return Err(XmlError {
+                    position: reader.buffer_position(),
+                    message: "a DOCTYPE: this is not an EWS response (an HTML page from a proxy or login portal?)"
+                        .into(),
+                    truncated: false,
+                })
+            }
             Event::Start(ref s) | Event::Empty(ref s) => {
                 let is_empty = matches!(ev, Event::Empty(_));
+                if stack.len() > MAX_DEPTH {
+                    return Err(err(&reader, format!("elements nested deeper than {MAX_DEPTH}")));
+                }
                 let mut el = Element { name: local(s.name().as_ref()), ..Element::default() };
                 for a in s.attributes() {
                     let a = a.map_err(|e| err(&reader, e.to_string()))?;
@@ -53,10 +75,10 @@ pub fn parse(xml: &[u8]) -> Result<Element, XmlError> {
                 }
             }
             Event::End(_) => {
-                let el = stack.pop().expect("balanced");
-                if stack.is_empty() {
+                if stack.len() < 2 {
                     return Err(err(&reader, "unbalanced end tag".into()));
                 }
+                let el = stack.pop().expect("two on the stack");
                 stack.last_mut().expect("parent").children.push(el);
             }
             Event::Text(t) => {
@@ -74,13 +96,14 @@ pub fn parse(xml: &[u8]) -> Result<Element, XmlError> {
         return Err(XmlError {
             position: reader.buffer_position(),
             message: format!("{} element(s) not closed (truncated body?)", stack.len() - 1),
+            truncated: true,
         });
     }
     let mut doc = stack.pop().expect("document");
     match doc.children.len() {
         1 => Ok(doc.children.pop().expect("one")),
-        0 => Err(XmlError { position: 0, message: "empty document".into() }),
-        _ => Err(XmlError { position: 0, message: "more than one root element".into() }),
+        0 => Err(XmlError { position: 0, message: "empty document".into(), truncated: xml.is_empty() }),
+        _ => Err(XmlError { position: 0, message: "more than one root element".into(), truncated: false }),
     }
 }
 
@@ -136,5 +159,11 @@ mod tests {
         assert!(parse(&x[..x.len() - 20]).is_err());
         assert!(parse(b"").is_err());
         assert!(parse(b"<a><b></a>").is_err());
+        // a cut-off body is worth asking for again; an HTML page, bad UTF-8 or deep nesting is not
+        assert!(parse(&x[..x.len() - 20]).unwrap_err().truncated);
+        assert!(!parse(b"<!DOCTYPE html><html><body>Sign in</body></html>").unwrap_err().truncated);
+        assert!(!parse(b"<a>\xff\xfe</a>").unwrap_err().truncated);
+        let deep = "<a>".repeat(100_000);
+        assert!(!parse(deep.as_bytes()).unwrap_err().truncated);
     }
 }

@@ -11,6 +11,7 @@
 //! the budget) is split too, without suspecting its items.
 
 use crate::client::Client;
+use crate::export_stream::ItemData;
 use crate::response::{EwsError, Exported};
 
 /// An item to export, with the size the sync reported.
@@ -61,7 +62,7 @@ pub fn export_batch(
     client: &Client,
     mailbox: &str,
     batch: &[ToExport],
-    ok: &mut dyn FnMut(&str, Vec<u8>) -> Result<(), EwsError>,
+    ok: &mut dyn FnMut(&str, ItemData) -> Result<(), EwsError>,
     failed: &mut dyn FnMut(&str, String),
 ) -> Result<(), EwsError> {
     let mut bad = Vec::new();
@@ -84,7 +85,7 @@ fn send(
     items: &[ToExport],
     offset: usize,
     known_bad: bool,
-    ok: &mut dyn FnMut(&str, Vec<u8>) -> Result<(), EwsError>,
+    ok: &mut dyn FnMut(&str, ItemData) -> Result<(), EwsError>,
     failed: &mut dyn FnMut(&str, String),
     bad: &mut Vec<usize>,
 ) -> Result<bool, EwsError> {

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod dom;
 pub mod export;
+pub mod export_stream;
 pub mod ntlm;
 pub mod request;
 pub mod response;

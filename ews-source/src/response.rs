@@ -24,15 +24,43 @@ pub enum EwsError {
     TooLarge,
     #[error("the server refused the credentials (HTTP 401): check the user name and EXARCH_EWS_PASSWORD / --password-file / --token-file")]
     Unauthorized,
-    /// The connection failed or broke (dropped connection, timeout, TLS).
+    /// The connection broke or timed out during an exchange.
     #[error("connection to the EWS server failed: {0}")]
     Transport(String),
+    /// No connection could be made (refused, unreachable, name not found): retried a few times only.
+    #[error("cannot connect to the EWS server: {0}; check the --ews URL and that the server is up")]
+    Connect(String),
+    /// TLS failed (certificate not trusted, wrong name): asking again cannot help.
+    #[error("TLS with the EWS server failed: {0}; if the server uses an internal CA, pass it with --ca-cert")]
+    Tls(String),
+    /// The server sent us elsewhere; exarch follows redirects only within the same origin.
+    #[error("the EWS server redirected the request to another origin ({0}); exarch does not follow it (the request carries credentials and mail). If that address is right, pass it with --ews")]
+    Redirect(String),
+    /// The server asked for a wait longer than the client accepts: this mailbox stops for the run.
+    #[error("the server asked to wait {} s before the next request, more than the {} s exarch waits; this mailbox stops here and the next run continues it", .ms / 1000, .cap_ms / 1000)]
+    BackOffTooLong { ms: u64, cap_ms: u64 },
+    /// The run's deadline comes before the server's back-off ends.
+    #[error(
+        "the time window ends before the server's back-off does; this mailbox stops here and the next run continues it"
+    )]
+    OutOfTime,
 }
 
 impl EwsError {
     /// Worth retrying unchanged: the server was busy, the connection broke, or the body was cut.
+    /// (An HTTP status other than 408, 429 or 5xx, a body that is not XML, TLS and redirects are not.)
     pub fn is_transient(&self) -> bool {
-        self.is_throttling() || matches!(self, EwsError::Http { .. } | EwsError::Transport(_) | EwsError::Xml(_))
+        self.is_throttling()
+            || matches!(
+                self,
+                EwsError::Http { status: 408 | 429 | 500..=599, .. } | EwsError::Transport(_) | EwsError::Connect(_)
+            )
+            || matches!(self, EwsError::Xml(x) if x.truncated)
+    }
+
+    /// This mailbox stops for the run without failing it: the next run continues (a partial run).
+    pub fn stops_run(&self) -> bool {
+        matches!(self, EwsError::BackOffTooLong { .. } | EwsError::OutOfTime)
     }
 
     /// The server surely did not act on the request: it was throttled or queued (HTTP 503/429).
@@ -45,6 +73,11 @@ impl EwsError {
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, EwsError::Transport(_) | EwsError::Xml(_) | EwsError::Http { .. } | EwsError::Unexpected { .. })
             && !self.surely_not_processed()
+    }
+
+    /// Failures that no amount of asking again will mend, whatever the request.
+    pub fn is_permanent(&self) -> bool {
+        !self.is_transient() && !self.stops_run()
     }
 
     /// The server's back-off hint, if it gave one.
@@ -69,7 +102,7 @@ impl EwsError {
     }
 }
 
-fn unexpected(op: &str, d: impl Into<String>) -> EwsError {
+pub(crate) fn unexpected(op: &str, d: impl Into<String>) -> EwsError {
     EwsError::Unexpected { operation: op.into(), detail: d.into() }
 }
 
@@ -329,103 +362,10 @@ pub fn parse_sync_folder_items(xml: &[u8]) -> Result<ItemSync, EwsError> {
 }
 
 /// One item of an ExportItems response, in request order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Exported {
-    Ok { id: String, data: Vec<u8> },
+    Ok { id: String, data: crate::export_stream::ItemData },
     Failed { status: Status },
-}
-
-/// Reads a successful (HTTP 200) ExportItems response as it arrives, handing each item to `on_item`
-/// as soon as its element closes: one item's base64 and bytes are in memory at a time, never the
-/// batch. Returns how many items it handed over. A body that ends early is an `Xml` error after
-/// the items that did arrive complete (items always come whole or not at all).
-pub fn stream_export_items<R: std::io::BufRead>(
-    input: R,
-    on_item: &mut dyn FnMut(Exported) -> Result<(), EwsError>,
-) -> Result<usize, EwsError> {
-    use quick_xml::events::Event;
-    let op = "ExportItems";
-    let mut reader = quick_xml::Reader::from_reader(input);
-    let mut buf = Vec::new();
-    let mut path: Vec<String> = Vec::new();
-    let (mut in_msg, mut finished, mut count) = (false, false, 0usize);
-    let (mut class, mut id, mut code, mut message, mut data) =
-        (String::new(), String::new(), String::new(), String::new(), String::new());
-    let xml_err = |pos: u64, m: String| EwsError::Xml(XmlError { position: pos, message: m });
-    loop {
-        buf.clear();
-        let ev = reader.read_event_into(&mut buf).map_err(|e| xml_err(reader.buffer_position(), e.to_string()))?;
-        let attr = |s: &quick_xml::events::BytesStart, name: &str| -> Option<String> {
-            s.attributes()
-                .flatten()
-                .find(|a| crate::dom::local(a.key.as_ref()) == name)
-                .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
-        };
-        match ev {
-            Event::Start(ref s) | Event::Empty(ref s) => {
-                let name = crate::dom::local(s.name().as_ref());
-                match name.as_str() {
-                    "Fault" => return Err(unexpected(op, "SOAP fault in a successful response")),
-                    "ExportItemsResponseMessage" => {
-                        in_msg = true;
-                        class = attr(s, "ResponseClass").unwrap_or_default();
-                        id.clear();
-                        code.clear();
-                        message.clear();
-                        data.clear();
-                    }
-                    "ItemId" if in_msg => id = attr(s, "Id").unwrap_or_default(),
-                    _ => {}
-                }
-                if matches!(ev, Event::Start(_)) {
-                    path.push(name);
-                }
-            }
-            Event::Text(t) if in_msg => {
-                let t = t.unescape().map_err(|e| xml_err(reader.buffer_position(), e.to_string()))?;
-                match path.last().map(String::as_str) {
-                    Some("Data") => data.push_str(&t),
-                    Some("ResponseCode") => code.push_str(&t),
-                    Some("MessageText") => message.push_str(&t),
-                    _ => {}
-                }
-            }
-            Event::End(_) => {
-                let name = path.pop().ok_or_else(|| xml_err(reader.buffer_position(), "unbalanced end tag".into()))?;
-                match name.as_str() {
-                    "ExportItemsResponseMessage" => {
-                        in_msg = false;
-                        count += 1;
-                        let status =
-                            Status { class: std::mem::take(&mut class), code: code.clone(), message: message.clone() };
-                        if status.is_error() {
-                            on_item(Exported::Failed { status })?;
-                            continue;
-                        }
-                        if id.is_empty() {
-                            return Err(unexpected(op, "item without ItemId"));
-                        }
-                        let b64: String = std::mem::take(&mut data).split_ascii_whitespace().collect();
-                        let bytes = base64::engine::general_purpose::STANDARD
-                            .decode(b64.as_bytes())
-                            .map_err(|e| unexpected(op, format!("item {id}: Data is not base64: {e}")))?;
-                        on_item(Exported::Ok { id: std::mem::take(&mut id), data: bytes })?;
-                    }
-                    "ResponseMessages" => finished = true,
-                    _ => {}
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if !finished || !path.is_empty() {
-        return Err(xml_err(
-            reader.buffer_position(),
-            format!("{} element(s) not closed after {count} item(s) (truncated body?)", path.len()),
-        ));
-    }
-    Ok(count)
 }
 
 /// Parses an ExportItems response. A whole-request failure is an error; per-item failures
@@ -445,7 +385,7 @@ pub fn parse_export_items(xml: &[u8]) -> Result<Vec<Exported>, EwsError> {
         let data = base64::engine::general_purpose::STANDARD
             .decode(b64.as_bytes())
             .map_err(|e| unexpected(op, format!("item {id}: Data is not base64: {e}")))?;
-        out.push(Exported::Ok { id: id.to_string(), data });
+        out.push(Exported::Ok { id: id.to_string(), data: crate::export_stream::ItemData::from_vec(data) });
     }
     Ok(out)
 }
@@ -542,7 +482,10 @@ mod tests {
             r#"<m:ExportItemsResponse><m:ResponseMessages><m:ExportItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:ItemId Id="A1" ChangeKey="c"/><m:Data>aGVsbG8=</m:Data></m:ExportItemsResponseMessage><m:ExportItemsResponseMessage ResponseClass="Error"><m:MessageText>The item is corrupt.</m:MessageText><m:ResponseCode>ErrorItemCorrupt</m:ResponseCode></m:ExportItemsResponseMessage></m:ResponseMessages></m:ExportItemsResponse>"#,
         );
         let r = parse_export_items(&x).unwrap();
-        assert_eq!(r[0], Exported::Ok { id: "A1".into(), data: b"hello".to_vec() });
+        assert_eq!(
+            r[0],
+            Exported::Ok { id: "A1".into(), data: crate::export_stream::ItemData::from_vec(b"hello".to_vec()) }
+        );
         match &r[1] {
             Exported::Failed { status } => assert_eq!(status.code, "ErrorItemCorrupt"),
             other => panic!("{other:?}"),
@@ -553,35 +496,6 @@ mod tests {
             r#"<m:ExportItemsResponse><m:ResponseMessages><m:ExportItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:ItemId Id="A1"/><m:Data>!!!</m:Data></m:ExportItemsResponseMessage></m:ResponseMessages></m:ExportItemsResponse>"#,
         );
         assert!(matches!(parse_export_items(&bad), Err(EwsError::Unexpected { .. })));
-    }
-
-    #[test]
-    fn streaming_export_matches_the_tree_parser_and_detects_truncation() {
-        let x = wrap(
-            r#"<m:ExportItemsResponse><m:ResponseMessages><m:ExportItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:ItemId Id="A1" ChangeKey="c"/><m:Data>aGVs
-bG8=</m:Data></m:ExportItemsResponseMessage><m:ExportItemsResponseMessage ResponseClass="Error"><m:MessageText>The item is corrupt.</m:MessageText><m:ResponseCode>ErrorItemCorrupt</m:ResponseCode></m:ExportItemsResponseMessage><m:ExportItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:ItemId Id="A3"/><m:Data>d29ybGQ=</m:Data></m:ExportItemsResponseMessage></m:ResponseMessages></m:ExportItemsResponse>"#,
-        );
-        let mut got = Vec::new();
-        let n = stream_export_items(&x[..], &mut |e| {
-            got.push(e);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(n, 3);
-        assert_eq!(got, parse_export_items(&x).unwrap());
-        assert_eq!(got[2], Exported::Ok { id: "A3".into(), data: b"world".to_vec() });
-        // cut inside the third item: the first two arrive, then an error; never a partial item
-        let cut = x.windows(8).position(|w| w == b"d29ybGQ=").unwrap() + 4;
-        let mut got = Vec::new();
-        let r = stream_export_items(&x[..cut], &mut |e| {
-            got.push(e);
-            Ok(())
-        });
-        assert!(matches!(r, Err(EwsError::Xml(_))), "{r:?}");
-        assert_eq!(got.len(), 2);
-        // the consumer's error stops the stream
-        let r = stream_export_items(&x[..], &mut |_| Err(unexpected("archive", "disk full")));
-        assert!(matches!(r, Err(EwsError::Unexpected { .. })));
     }
 
     #[test]

@@ -90,12 +90,23 @@ impl Governor {
 
     /// Waits until a request for `mailbox` may be sent; `sync` for a sync call.
     pub fn acquire_for(&self, mailbox: &str, sync: bool) -> Permit<'_> {
+        self.acquire_until(mailbox, sync, None).expect("no deadline")
+    }
+
+    /// Like `acquire_for`, but gives up (None) when the mailbox's back-off ends after `deadline`
+    /// or the deadline passes while waiting.
+    pub fn acquire_until(&self, mailbox: &str, sync: bool, deadline: Option<Instant>) -> Option<Permit<'_>> {
         let mut s = self.state.lock().expect("governor");
         loop {
             let now = Instant::now();
             let (limit, inflight) = (s.limit, s.inflight);
             let sync_full = sync && s.sync_inflight >= self.sync_max;
             let m = s.mailboxes.entry(mailbox.to_string()).or_default();
+            if let Some(d) = deadline {
+                if now >= d || m.not_before.is_some_and(|t| t > d) {
+                    return None;
+                }
+            }
             let wait = m.not_before.filter(|t| *t > now).map(|t| t - now);
             if wait.is_none() && inflight < limit && m.inflight < self.per_mailbox && !sync_full {
                 m.inflight += 1;
@@ -103,9 +114,12 @@ impl Governor {
                 if sync {
                     s.sync_inflight += 1;
                 }
-                return Permit { gov: self, mailbox: mailbox.to_string(), sync };
+                return Some(Permit { gov: self, mailbox: mailbox.to_string(), sync });
             }
-            let timeout = wait.unwrap_or(Duration::from_millis(200));
+            let mut timeout = wait.unwrap_or(Duration::from_millis(200));
+            if let Some(d) = deadline {
+                timeout = timeout.min(d.saturating_duration_since(now)).max(Duration::from_millis(1));
+            }
             s = self.cv.wait_timeout(s, timeout).expect("governor").0;
         }
     }
@@ -118,7 +132,8 @@ impl Governor {
         let m = s.mailboxes.entry(mailbox.to_string()).or_default();
         m.failures += 1;
         let wait = match hint_ms {
-            Some(ms) => Duration::from_millis(ms) + Duration::from_millis(20), // a little past the hint
+            // a little past the hint; a hint of centuries is held at a year (the caller stops anyway)
+            Some(ms) => Duration::from_millis(ms.min(366 * 86_400_000)) + Duration::from_millis(20),
             None => {
                 let base = 250u64.saturating_mul(1 << m.failures.min(8)).min(60_000);
                 Duration::from_millis(base + rand::thread_rng().gen_range(0..=base / 2))

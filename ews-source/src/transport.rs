@@ -72,9 +72,16 @@ impl Read for Body {
 }
 
 impl Body {
+    /// The whole body, up to `MAX_BODY` (a larger one is an error, not a memory hazard).
     pub fn bytes(mut self) -> Result<Vec<u8>, EwsError> {
         let mut v = Vec::new();
-        self.read_to_end(&mut v).map_err(|e| EwsError::Transport(e.to_string()))?;
+        (&mut self).take(MAX_BODY + 1).read_to_end(&mut v).map_err(|e| EwsError::Transport(e.to_string()))?;
+        if v.len() as u64 > MAX_BODY {
+            return Err(EwsError::Unexpected {
+                operation: "response".into(),
+                detail: format!("a response body larger than {} MiB", MAX_BODY >> 20),
+            });
+        }
         Ok(v)
     }
 }
@@ -162,7 +169,7 @@ impl Transport {
                 req.header("Authorization", format!("NTLM {}", base64::engine::general_purpose::STANDARD.encode(m)))
             }
         };
-        req.send().map_err(|e| EwsError::Transport(e.to_string()))
+        req.send().map_err(classify)
     }
 
     /// POSTs `body` (the SOAP envelope of `action`); returns the status (200, or 500 with a SOAP
@@ -245,12 +252,57 @@ impl Transport {
     }
 }
 
+/// Sorts a failed request into what can be retried (a broken exchange, a refused connection, a
+/// few times) and what cannot (TLS, a redirect elsewhere), with the whole cause chain as text.
+fn classify(e: reqwest::Error) -> EwsError {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    let lower = text.to_ascii_lowercase();
+    if e.is_redirect() {
+        let target = lower.split("another origin ").nth(1).map(|t| t.trim_end_matches(')').to_string());
+        return EwsError::Redirect(target.unwrap_or(text));
+    }
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        return EwsError::Tls(text);
+    }
+    if e.is_connect() {
+        return EwsError::Connect(text);
+    }
+    EwsError::Transport(text)
+}
+
+/// Follows a redirect only within the origin it was sent to (the request carries credentials
+/// and, for UploadItems, mail), and at most a few times.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        let next = attempt.url().origin();
+        if attempt.previous().len() > 4 {
+            attempt.error("more than four redirects")
+        } else if first.as_ref() != Some(&next) {
+            let target = attempt.url().to_string();
+            attempt.error(format!("redirect to another origin {target}"))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 fn build(
     ca: Option<&reqwest::Certificate>,
     timeout: Duration,
     idle: usize,
 ) -> Result<reqwest::blocking::Client, EwsError> {
-    let mut b = reqwest::blocking::Client::builder().timeout(timeout).pool_max_idle_per_host(idle);
+    let mut b = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(20).min(timeout))
+        .redirect(same_origin_redirects())
+        .pool_max_idle_per_host(idle);
     if let Some(c) = ca {
         b = b.add_root_certificate(c.clone());
     }
@@ -262,20 +314,45 @@ fn filetime_now() -> u64 {
     (since.as_nanos() / 100) as u64 + 116_444_736_000_000_000
 }
 
-/// The server's `Retry-After` (seconds) in milliseconds.
+/// The server's `Retry-After` (seconds) in milliseconds, saturating (a huge hint stays huge, so
+/// the client's cap sees it).
 fn retry_after_ms(resp: &reqwest::blocking::Response) -> Option<u64> {
     resp.headers()
         .get("Retry-After")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| s * 1000)
+        .and_then(|v| {
+            let v = v.trim();
+            match v.parse::<u64>() {
+                Ok(s) => Some(s),
+                // more digits than fit: as long as it gets
+                Err(_) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Some(u64::MAX),
+                Err(_) => None,
+            }
+        })
+        .map(|s| s.saturating_mul(1000))
 }
+
+/// Largest body read whole (every response but ExportItems, which is streamed): sync pages and
+/// folder lists are far smaller.
+pub const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 fn finish(resp: reqwest::blocking::Response, lease: Option<(Lease, Leases)>) -> Result<(u16, Body), EwsError> {
     let status = resp.status().as_u16();
     let retry_after_ms = retry_after_ms(&resp);
     let body = Body { resp: Some(resp), lease };
+    let html = body
+        .resp
+        .as_ref()
+        .and_then(|r| r.headers().get("Content-Type"))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/html"));
     match status {
+        200 | 500 if html => Err(EwsError::Unexpected {
+            operation: "response".into(),
+            detail: format!(
+                "the server answered HTTP {status} with an HTML page, not EWS XML (a login portal or proxy in the way? check the --ews URL)"
+            ),
+        }),
         200 | 500 => Ok((status, body)),
         401 | 403 => Err(EwsError::Unauthorized),
         413 => Err(EwsError::TooLarge),

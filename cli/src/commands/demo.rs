@@ -66,6 +66,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         time: None,
         force: false,
         threads: None,
+        max_item_size: exarch_ews_source::export_stream::DEFAULT_MAX_ITEM_BYTES,
     };
     super::pack_ews::run(&g2, &pack, &running.url())?;
     println!("4. verifying every blob and item:");

@@ -16,6 +16,7 @@ use exarch_archive::time::parse_rfc3339_ms;
 use exarch_archive::{Id, Repository};
 use exarch_ews_source::client::{Auth, Client, ClientConfig};
 use exarch_ews_source::export::{export_batch, next_batch, ToExport};
+use exarch_ews_source::export_stream::ItemData;
 use exarch_ews_source::request::{MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
 use exarch_ews_source::response::{ChangeKind, EwsError, ItemChange};
 use exarch_ews_source::PUBLIC_FOLDERS;
@@ -53,12 +54,7 @@ fn resume_path(repo: &Repository, mailbox: &str) -> std::path::PathBuf {
 }
 
 fn save_resume(path: &std::path::Path, file: &ResumeFile) -> Result<()> {
-    let dir = path.parent().expect("has a parent");
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(file)?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::private::write_atomic(path, &serde_json::to_vec(file)?)
 }
 
 fn resume_file(parent: Option<Id>, items: &[exarch_archive::manifest::Item]) -> ResumeFile {
@@ -102,16 +98,23 @@ fn parse_duration(s: &str) -> Option<std::time::Duration> {
     (num.is_empty() && total > 0 && total <= 366 * 86_400).then(|| std::time::Duration::from_secs(total))
 }
 
-/// A mailbox whose backup stopped at the end of `--max-duration`; the next run continues it.
+/// A mailbox whose backup stopped before the end (the `--max-duration` window ended, or the server
+/// asked for a longer wait than exarch accepts); what was exported is stored and the next run
+/// continues it.
 #[derive(Debug)]
-struct OutOfTime;
+struct Stopped(String);
 
-impl std::fmt::Display for OutOfTime {
+impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("time window (--max-duration) ended; what was exported is stored and the next run continues")
+        write!(f, "{}; what was exported is stored and the next run continues", self.0)
     }
 }
-impl std::error::Error for OutOfTime {}
+impl std::error::Error for Stopped {}
+
+/// True for a mailbox that stopped part-way rather than failed.
+fn is_partial(e: &anyhow::Error) -> bool {
+    e.is::<Stopped>() || e.downcast_ref::<EwsError>().is_some_and(EwsError::stops_run)
+}
 
 /// What the next run needs: each folder's SyncFolderItems state.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -169,6 +172,12 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         per_mailbox: a.requests_per_mailbox.max(1),
         sync_concurrency: a.sync_concurrency.max(1),
         timeout: std::time::Duration::from_secs(180),
+        deadline,
+        limits: exarch_ews_source::export_stream::Limits {
+            max_item_bytes: a.max_item_size,
+            in_memory: 8 * 1024 * 1024,
+            spill_dir: crate::private::dir(&super::cache_root(g).join("spill"))?,
+        },
     })?;
     let mut mailboxes: Vec<String> = a.mailbox.clone();
     if let Some(f) = &a.mailboxes_file {
@@ -216,7 +225,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
                             st.items_carried,
                             st.skipped
                         ),
-                        Err(e) if e.is::<OutOfTime>() => eprintln!("{mb}: INCOMPLETE: {e}"),
+                        Err(e) if is_partial(e) => eprintln!("{mb}: INCOMPLETE: {e}"),
                         Err(e) => eprintln!("{mb}: FAILED: {e:#}"),
                     }
                 }
@@ -227,9 +236,20 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     let mut done = done.into_inner().expect("done");
     done.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
     report(g, &client, &done, started.elapsed().as_secs_f64())?;
-    let failed = done.iter().filter(|d| d.result.as_ref().is_err_and(|e| !e.is::<OutOfTime>())).count();
+    let failed = done.iter().filter(|d| d.result.as_ref().is_err_and(|e| !is_partial(e))).count();
+    let partial = done.iter().filter(|d| d.result.as_ref().is_err_and(is_partial)).count();
     if failed > 0 {
         bail!("{failed} of {} mailbox(es) could not be backed up (see above); the others were saved", done.len());
+    }
+    if partial > 0 {
+        return Err(crate::Exit(
+            crate::EXIT_PARTIAL,
+            format!(
+                "{partial} of {} mailbox(es) stopped part-way (see above); the next run continues them",
+                done.len()
+            ),
+        )
+        .into());
     }
     Ok(())
 }
@@ -245,13 +265,15 @@ fn report(g: &Global, client: &Client, done: &[Done], secs: f64) -> Result<()> {
             .iter()
             .map(|d| match &d.result {
                 Ok((id, s)) => json!({"mailbox": d.mailbox, "snapshot": id.to_hex(), "stats": s}),
-                Err(e) if e.is::<OutOfTime>() => {
-                    json!({"mailbox": d.mailbox, "complete": false, "error": e.to_string()})
+                Err(e) if is_partial(e) => {
+                    json!({"mailbox": d.mailbox, "complete": false, "status": "partial", "error": e.to_string()})
                 }
                 Err(e) => json!({"mailbox": d.mailbox, "error": format!("{e:#}")}),
             })
             .collect();
+        let status = if done.iter().all(|d| d.result.is_ok()) { "complete" } else { "partial" };
         return super::print_json(&json!({
+            "status": status,
             "mailboxes": per,
             "requests": cs.requests,
             "requests_total": cs.requests.values().sum::<u64>(),
@@ -472,10 +494,16 @@ fn backup_mailbox(
                         ChangeKind::ReadFlagChange => {}
                     }
                 }
-                sync_state = Some(s.sync_state);
                 if s.last {
+                    sync_state = Some(s.sync_state);
                     break;
                 }
+                exarch_ews_source::client::check_sync_progress(
+                    sync_state.as_deref(),
+                    &s.sync_state,
+                    pending.len() + carried.len(),
+                )?;
+                sync_state = Some(s.sync_state);
             }
             state.folders.insert(fid.clone(), sync_state.unwrap_or_default());
         }
@@ -534,31 +562,50 @@ fn backup_mailbox(
     let metas: HashMap<String, Pending> = to_export.iter().map(|(t, p)| (t.id.clone(), p.clone())).collect();
     let list: Vec<ToExport> = to_export.into_iter().map(|(t, _)| t).collect();
     let backup_cell = std::cell::RefCell::new(&mut backup);
-    let mut incomplete = false;
+    let mut stopped: Option<String> = None;
     let mut pos = 0;
     while pos < list.len() {
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            incomplete = true;
+            stopped = Some("the time window (--max-duration) ended".into());
             break;
         }
         // Sized by count, bytes and the server's measured speed (see export::next_batch).
         let n = next_batch(&list[pos..], MAX_EXPORT_BATCH, client.export_seconds_per_byte());
         let batch = &list[pos..pos + n];
         pos += n;
-        let mut ok = |id: &str, data: Vec<u8>| -> Result<(), EwsError> {
-            let p = metas.get(id).expect("exported item was requested");
+        let mut ok = |id: &str, data: ItemData| -> Result<(), EwsError> {
+            let archive_err =
+                |e: exarch_archive::Error| EwsError::Unexpected { operation: "archive".into(), detail: e.to_string() };
+            let Some(p) = metas.get(id) else {
+                return Err(EwsError::Unexpected {
+                    operation: "ExportItems".into(),
+                    detail: format!("item {id} was not asked for"),
+                });
+            };
             let mut meta = p.meta.clone();
-            meta.name = exarch_ews_source::item_file_name(&data);
-            backup_cell
-                .borrow_mut()
-                .add_item(meta, data)
-                .map_err(|e| EwsError::Unexpected { operation: "archive".into(), detail: e.to_string() })
+            meta.name = data.file_name();
+            // Small items go through memory; large ones were spooled to disk and are read as a stream.
+            if data.in_memory().is_some() {
+                let bytes = data.into_vec().map_err(|e| EwsError::Transport(e.to_string()))?;
+                backup_cell.borrow_mut().add_item(meta, bytes).map_err(archive_err)
+            } else {
+                backup_cell.borrow_mut().add_item_reader(meta, data.into_reader()).map_err(archive_err)
+            }
         };
         let mut failed = |id: &str, err: String| {
             let folder = metas.get(id).map(|p| p.folder).unwrap_or(0);
             backup_cell.borrow_mut().skip(folder, id, &err);
         };
-        export_batch(client, mailbox, batch, &mut ok, &mut failed)?;
+        match export_batch(client, mailbox, batch, &mut ok, &mut failed) {
+            Ok(()) => {}
+            // The server wants a longer pause than we wait, or the window ends first: keep what
+            // was exported (checkpoint below) and stop this mailbox for the run.
+            Err(e) if e.stops_run() => {
+                stopped = Some(e.to_string());
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
         since_checkpoint += batch.len();
         if since_checkpoint >= CHECKPOINT_EVERY || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             since_checkpoint = 0;
@@ -567,11 +614,11 @@ fn backup_mailbox(
         }
     }
     drop(backup_cell);
-    if incomplete {
-        // Out of time: what was exported is stored and listed in the resume file; no snapshot.
+    if let Some(why) = stopped {
+        // Stopped early: what was exported is stored and listed in the resume file; no snapshot.
         let items = backup.checkpoint()?;
         save_resume(&resume_at, &resume_file(parent_id, &items))?;
-        return Err(OutOfTime.into());
+        return Err(Stopped(why).into());
     }
     backup.set_source_state(serde_json::to_vec(&state).expect("state serialises"));
     let done = backup.finish()?;

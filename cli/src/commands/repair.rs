@@ -53,10 +53,8 @@ fn snapshots(g: &Global, dry_run: bool) -> Result<()> {
     let ids: Vec<_> = damaged.iter().map(|(id, _)| *id).collect();
     let removed = forget(&repo, &ids, dry_run)?;
     if g.json {
-        let v: Vec<_> = damaged
-            .iter()
-            .map(|(id, why)| serde_json::json!({ "id": id.to_hex(), "error": why }))
-            .collect();
+        let v: Vec<_> =
+            damaged.iter().map(|(id, why)| serde_json::json!({ "id": id.to_hex(), "error": why })).collect();
         return super::print_json(&serde_json::json!({ "dry_run": dry_run, "removed": v }));
     }
     if !g.quiet {

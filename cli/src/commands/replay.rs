@@ -246,6 +246,8 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         per_mailbox: a.requests.max(1),
         sync_concurrency: 2,
         timeout: std::time::Duration::from_secs(300),
+        deadline: None,
+        limits: Default::default(),
     })?;
     let tree = Tree::load(&client, &target).with_context(|| format!("reading the folder tree of {target}"))?;
     // Default folders go back to the folder with the same role, whatever it is called there

@@ -124,14 +124,7 @@ fn compact(path: &Path, r: &Recovered, run_started: Option<&str>) -> Result<()> 
             text.push_str(&line(&Line { sent: Some(unc), ..Line::default() }));
         }
     }
-    let dir = path.parent().expect("journal path has a parent");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    crate::private::write_atomic(path, text.as_bytes())
 }
 
 impl Journal {

@@ -1,0 +1,546 @@
+//! Streaming ExportItems responses with memory that does not grow with the item.
+//!
+//! An exported item is one base64 text node, and an item can be hundreds of megabytes. An XML
+//! parser would gather that text in memory (several copies of it, in fact), so the bytes of each
+//! `Data` element never reach the parser: `Divert` sits between the HTTP body and quick-xml, hands
+//! the parser every byte except the content of `Data` elements, and decodes that content as it
+//! passes into an `ItemData` — in memory up to `Limits::in_memory`, then in an unnamed temporary
+//! file — hashing it on the way. Items beyond `Limits::max_item_bytes` are counted but not kept,
+//! and reported as too large. Outside `Data`, text and tags are bounded too, so no server can make
+//! the parser buffer without limit.
+
+use crate::dom::XmlError;
+use crate::response::{unexpected, EwsError, Exported, Status};
+use base64::Engine as _;
+use std::cell::RefCell;
+use std::io::{BufRead, Read, Seek, Write};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+/// Bounds on what one exported item may cost.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest item kept; larger ones are reported as too large (and skipped).
+    pub max_item_bytes: u64,
+    /// Items up to this size stay in memory; larger ones go to a temporary file.
+    pub in_memory: usize,
+    /// Where temporary files go (they have no name and vanish when closed).
+    pub spill_dir: PathBuf,
+}
+
+/// Default cap on one item: far above Exchange's largest message sizes (150 MB in Exchange Online).
+pub const DEFAULT_MAX_ITEM_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_item_bytes: DEFAULT_MAX_ITEM_BYTES, in_memory: 8 * 1024 * 1024, spill_dir: std::env::temp_dir() }
+    }
+}
+
+/// Longest text between two tags outside `Data`, and longest tag: EWS needs a few kilobytes.
+const MAX_TEXT: usize = 1024 * 1024;
+const MAX_TAG: usize = 64 * 1024;
+
+/// An exported item's bytes, with their length and BLAKE3 hash.
+pub struct ItemData {
+    pub len: u64,
+    pub blake3: [u8; 32],
+    body: Body,
+}
+
+enum Body {
+    Memory(Vec<u8>),
+    File(std::fs::File),
+}
+
+impl std::fmt::Debug for ItemData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ItemData({} bytes, {})", self.len, &blake3::Hash::from(self.blake3).to_hex()[..16])
+    }
+}
+
+impl PartialEq for ItemData {
+    fn eq(&self, o: &Self) -> bool {
+        self.len == o.len && self.blake3 == o.blake3
+    }
+}
+
+impl ItemData {
+    pub fn from_vec(v: Vec<u8>) -> ItemData {
+        ItemData { len: v.len() as u64, blake3: *blake3::hash(&v).as_bytes(), body: Body::Memory(v) }
+    }
+
+    /// The bytes, if the item is held in memory.
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Memory(v) => Some(v),
+            Body::File(_) => None,
+        }
+    }
+
+    /// The bytes as a stream (from memory or from the temporary file).
+    pub fn into_reader(self) -> Box<dyn Read + Send> {
+        match self.body {
+            Body::Memory(v) => Box::new(std::io::Cursor::new(v)),
+            Body::File(f) => Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
+        }
+    }
+
+    /// All bytes in memory (small items, tests).
+    pub fn into_vec(self) -> std::io::Result<Vec<u8>> {
+        match self.body {
+            Body::Memory(v) => Ok(v),
+            Body::File(mut f) => {
+                let mut v = Vec::new();
+                f.read_to_end(&mut v)?;
+                Ok(v)
+            }
+        }
+    }
+
+    /// The file name an item gets in a snapshot (see `crate::item_file_name`).
+    pub fn file_name(&self) -> String {
+        format!("{}.fts", &blake3::Hash::from(self.blake3).to_hex()[..32])
+    }
+}
+
+/// Decodes one `Data` element's base64 as it arrives.
+struct Decoder {
+    pending: Vec<u8>,
+    hasher: blake3::Hasher,
+    len: u64,
+    body: Option<Body>,
+    too_large: bool,
+    bad: Option<String>,
+}
+
+impl Decoder {
+    fn new() -> Decoder {
+        Decoder {
+            pending: Vec::with_capacity(64 * 1024),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            body: Some(Body::Memory(Vec::new())),
+            too_large: false,
+            bad: None,
+        }
+    }
+
+    fn push(&mut self, text: &[u8], limits: &Limits) {
+        for &b in text {
+            match b {
+                b' ' | b'\t' | b'\r' | b'\n' => {}
+                _ => self.pending.push(b),
+            }
+        }
+        // Decode whole groups of four, keeping the rest (padding only ever ends the text).
+        if self.pending.len() >= 64 * 1024 {
+            let whole = self.pending.len() / 4 * 4;
+            let rest = self.pending.split_off(whole);
+            let group = std::mem::replace(&mut self.pending, rest);
+            self.decode(&group, limits);
+        }
+    }
+
+    fn decode(&mut self, b64: &[u8], limits: &Limits) {
+        if self.bad.is_some() || b64.is_empty() {
+            return;
+        }
+        let bytes = match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(b) => b,
+            Err(e) => {
+                self.bad = Some(format!("Data is not base64: {e}"));
+                return;
+            }
+        };
+        self.len += bytes.len() as u64;
+        self.hasher.update(&bytes);
+        if self.len > limits.max_item_bytes {
+            self.too_large = true;
+            self.body = None;
+            return;
+        }
+        let spill = match &mut self.body {
+            Some(Body::Memory(v)) if v.len() + bytes.len() > limits.in_memory => Some(std::mem::take(v)),
+            _ => None,
+        };
+        if let Some(held) = spill {
+            match tempfile::tempfile_in(&limits.spill_dir).and_then(|mut f| f.write_all(&held).map(|_| f)) {
+                Ok(f) => self.body = Some(Body::File(f)),
+                Err(e) => {
+                    self.bad = Some(format!("cannot spill a large item to {}: {e}", limits.spill_dir.display()));
+                    return;
+                }
+            }
+        }
+        match &mut self.body {
+            Some(Body::Memory(v)) => v.extend_from_slice(&bytes),
+            Some(Body::File(f)) => {
+                if let Err(e) = f.write_all(&bytes) {
+                    self.bad = Some(format!("writing a large item to {}: {e}", limits.spill_dir.display()));
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn finish(mut self, limits: &Limits) -> Result<ItemData, ItemProblem> {
+        let rest = std::mem::take(&mut self.pending);
+        self.decode(&rest, limits);
+        if let Some(b) = self.bad {
+            return Err(ItemProblem::Broken(b));
+        }
+        if self.too_large {
+            return Err(ItemProblem::TooLarge(self.len));
+        }
+        let mut body = self.body.take().unwrap_or(Body::Memory(Vec::new()));
+        if let Body::File(f) = &mut body {
+            f.flush()
+                .and_then(|_| f.rewind())
+                .map_err(|e| ItemProblem::Broken(format!("rereading a large item: {e}")))?;
+        }
+        Ok(ItemData { len: self.len, blake3: *self.hasher.finalize().as_bytes(), body })
+    }
+}
+
+enum ItemProblem {
+    TooLarge(u64),
+    Broken(String),
+}
+
+/// What the diverting reader shares with the parser.
+#[derive(Default)]
+struct Shared {
+    current: Option<Decoder>,
+    /// The last `Data` element's content, once it closed.
+    done: Option<Result<ItemData, ItemProblem>>,
+    eof: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Text,
+    /// Inside `<...>`; `quote` is the open attribute quote, if any.
+    Tag {
+        quote: Option<u8>,
+    },
+    Data,
+}
+
+/// Passes a response through to the parser, minus the content of `Data` elements.
+struct Divert<R> {
+    inner: R,
+    shared: Rc<RefCell<Shared>>,
+    limits: Limits,
+    mode: Mode,
+    run: usize,
+    tag: Vec<u8>,
+}
+
+/// A tag just closed (its text between `<` and `>`): is it a `Data` start tag (not self-closing)?
+fn opens_data(t: &[u8]) -> bool {
+    {
+        if t.first().is_some_and(|c| matches!(c, b'/' | b'?' | b'!')) || t.last() == Some(&b'/') {
+            return false;
+        }
+        let name_end = t.iter().position(|c| c.is_ascii_whitespace() || *c == b'/').unwrap_or(t.len());
+        let name = &t[..name_end];
+        let local = name.rsplit(|c| *c == b':').next().unwrap_or(name);
+        local == b"Data"
+    }
+}
+
+impl<R: BufRead> Read for Divert<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let too_long = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        loop {
+            let input = self.inner.fill_buf()?;
+            if input.is_empty() {
+                self.shared.borrow_mut().eof = true;
+                return Ok(0);
+            }
+            let mut n_in = 0;
+            let mut n_out = 0;
+            while n_in < input.len() && n_out < out.len() {
+                let b = input[n_in];
+                match self.mode {
+                    Mode::Data => {
+                        // Everything up to the next '<' is the item's base64.
+                        let end = input[n_in..].iter().position(|c| *c == b'<').map_or(input.len(), |p| n_in + p);
+                        let mut sh = self.shared.borrow_mut();
+                        if let Some(d) = sh.current.as_mut() {
+                            d.push(&input[n_in..end], &self.limits);
+                        }
+                        n_in = end;
+                        if end < input.len() {
+                            let d = sh.current.take().map(|d| d.finish(&self.limits));
+                            sh.done = d;
+                            self.mode = Mode::Text;
+                            self.run = 0;
+                        }
+                        continue;
+                    }
+                    Mode::Text => {
+                        if b == b'<' {
+                            self.mode = Mode::Tag { quote: None };
+                            self.tag.clear();
+                            self.run = 0;
+                        } else {
+                            self.run += 1;
+                            if self.run > MAX_TEXT {
+                                return Err(too_long("text between tags longer than 1 MiB"));
+                            }
+                        }
+                    }
+                    Mode::Tag { quote } => {
+                        if self.tag.len() >= MAX_TAG {
+                            return Err(too_long("a tag longer than 64 KiB"));
+                        }
+                        match (quote, b) {
+                            (Some(q), c) if c == q => self.mode = Mode::Tag { quote: None },
+                            (Some(_), c) => self.tag.push(c),
+                            (None, b'"' | b'\'') => self.mode = Mode::Tag { quote: Some(b) },
+                            (None, b'>') => {
+                                self.mode = Mode::Text;
+                                if opens_data(&self.tag) {
+                                    self.mode = Mode::Data;
+                                    let mut sh = self.shared.borrow_mut();
+                                    sh.current = Some(Decoder::new());
+                                    sh.done = None;
+                                }
+                            }
+                            (None, c) => self.tag.push(c),
+                        }
+                    }
+                }
+                out[n_out] = b;
+                n_out += 1;
+                n_in += 1;
+            }
+            self.inner.consume(n_in);
+            if n_out > 0 {
+                return Ok(n_out);
+            }
+        }
+    }
+}
+
+/// Reads a successful (HTTP 200) ExportItems response as it arrives, handing each item to
+/// `on_item` as soon as its element closes. Returns how many items it handed over. A body that
+/// ends early is a truncated `Xml` error after the items that did arrive complete (items always
+/// come whole or not at all); bytes that are not an EWS response are an error that is not.
+pub fn stream_export_items<R: BufRead>(
+    input: R,
+    limits: &Limits,
+    on_item: &mut dyn FnMut(Exported) -> Result<(), EwsError>,
+) -> Result<usize, EwsError> {
+    use quick_xml::events::Event;
+    let op = "ExportItems";
+    let shared = Rc::new(RefCell::new(Shared::default()));
+    let divert = Divert {
+        inner: input,
+        shared: shared.clone(),
+        limits: limits.clone(),
+        mode: Mode::Text,
+        run: 0,
+        tag: Vec::new(),
+    };
+    let mut reader = quick_xml::Reader::from_reader(std::io::BufReader::with_capacity(64 * 1024, divert));
+    let mut buf = Vec::new();
+    let mut path: Vec<String> = Vec::new();
+    let (mut in_msg, mut finished, mut count) = (false, false, 0usize);
+    let (mut class, mut id, mut code, mut message) = (String::new(), String::new(), String::new(), String::new());
+    let xml_err = |pos: u64, m: String, sh: &Rc<RefCell<Shared>>| {
+        EwsError::Xml(XmlError { position: pos, message: m, truncated: sh.borrow().eof })
+    };
+    loop {
+        buf.clear();
+        let ev =
+            reader.read_event_into(&mut buf).map_err(|e| xml_err(reader.buffer_position(), e.to_string(), &shared))?;
+        let attr = |s: &quick_xml::events::BytesStart, name: &str| -> Option<String> {
+            s.attributes()
+                .flatten()
+                .find(|a| crate::dom::local(a.key.as_ref()) == name)
+                .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+        };
+        match ev {
+            Event::DocType(_) => {
+                return Err(EwsError::Xml(XmlError {
+                    position: reader.buffer_position(),
+                    message: "a DOCTYPE: this is not an EWS response (an HTML page from a proxy or login portal?)"
+                        .into(),
+                    truncated: false,
+                }))
+            }
+            Event::Start(ref s) | Event::Empty(ref s) => {
+                let name = crate::dom::local(s.name().as_ref());
+                match name.as_str() {
+                    "Fault" => return Err(unexpected(op, "SOAP fault in a successful response")),
+                    "ExportItemsResponseMessage" => {
+                        in_msg = true;
+                        class = attr(s, "ResponseClass").unwrap_or_default();
+                        id.clear();
+                        code.clear();
+                        message.clear();
+                        shared.borrow_mut().done = None;
+                    }
+                    "ItemId" if in_msg => id = attr(s, "Id").unwrap_or_default(),
+                    _ => {}
+                }
+                if matches!(ev, Event::Start(_)) {
+                    if path.len() >= crate::dom::MAX_DEPTH {
+                        return Err(xml_err(reader.buffer_position(), "elements nested too deep".into(), &shared));
+                    }
+                    path.push(name);
+                }
+            }
+            Event::Text(t) if in_msg => {
+                let t = t.unescape().map_err(|e| xml_err(reader.buffer_position(), e.to_string(), &shared))?;
+                match path.last().map(String::as_str) {
+                    Some("ResponseCode") => code.push_str(&t),
+                    Some("MessageText") => message.push_str(&t),
+                    _ => {}
+                }
+            }
+            Event::End(_) => {
+                let name = path
+                    .pop()
+                    .ok_or_else(|| xml_err(reader.buffer_position(), "unbalanced end tag".into(), &shared))?;
+                match name.as_str() {
+                    "ExportItemsResponseMessage" => {
+                        in_msg = false;
+                        count += 1;
+                        let status =
+                            Status { class: std::mem::take(&mut class), code: code.clone(), message: message.clone() };
+                        let data = shared.borrow_mut().done.take();
+                        if status.is_error() {
+                            on_item(Exported::Failed { status })?;
+                            continue;
+                        }
+                        if id.is_empty() {
+                            return Err(unexpected(op, "item without ItemId"));
+                        }
+                        match data.unwrap_or_else(|| Ok(ItemData::from_vec(Vec::new()))) {
+                            Ok(data) => on_item(Exported::Ok { id: std::mem::take(&mut id), data })?,
+                            Err(ItemProblem::TooLarge(len)) => on_item(Exported::Failed {
+                                status: Status {
+                                    class: "Error".into(),
+                                    code: "ExarchItemTooLarge".into(),
+                                    message: format!(
+                                        "the item is at least {} MB, more than the cap of {} MB (--max-item-size); \
+                                         raise the cap to back it up",
+                                        len / 1_000_000,
+                                        limits.max_item_bytes / 1_000_000
+                                    ),
+                                },
+                            })?,
+                            Err(ItemProblem::Broken(why)) => return Err(unexpected(op, format!("item {id}: {why}"))),
+                        }
+                    }
+                    "ResponseMessages" => finished = true,
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !finished || !path.is_empty() {
+        return Err(EwsError::Xml(XmlError {
+            position: reader.buffer_position(),
+            message: format!("{} element(s) not closed after {count} item(s) (truncated body?)", path.len()),
+            truncated: true,
+        }));
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(items: &[(&str, &str)]) -> String {
+        let msgs: String = items
+            .iter()
+            .map(|(id, b64)| {
+                format!(
+                    "<m:ExportItemsResponseMessage ResponseClass=\"Success\"><m:ResponseCode>NoError</m:ResponseCode>\
+                     <m:ItemId Id=\"{id}\" ChangeKey=\"k\"/><m:Data>{b64}</m:Data></m:ExportItemsResponseMessage>"
+                )
+            })
+            .collect();
+        format!(
+            "<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"s\"><s:Body><m:ExportItemsResponse xmlns:m=\"m\">\
+             <m:ResponseMessages>{msgs}</m:ResponseMessages></m:ExportItemsResponse></s:Body></s:Envelope>"
+        )
+    }
+
+    fn collect(xml: &[u8], limits: &Limits) -> Result<Vec<Exported>, EwsError> {
+        let mut got = Vec::new();
+        // a tiny read buffer, so every boundary case between reads is met
+        stream_export_items(std::io::BufReader::with_capacity(7, xml), limits, &mut |e| {
+            got.push(e);
+            Ok(())
+        })?;
+        Ok(got)
+    }
+
+    #[test]
+    fn items_stream_through_memory_and_temporary_files() {
+        let big = vec![7u8; 300_000];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&big);
+        // base64 broken over lines, as some servers send it
+        let wrapped: String =
+            b64.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap().to_string() + "\r\n").collect();
+        let xml = response(&[("A1", "aGVsbG8="), ("A2", &wrapped), ("A3", "")]);
+        let limits = Limits { in_memory: 100_000, ..Limits::default() };
+        let got = collect(xml.as_bytes(), &limits).unwrap();
+        assert_eq!(got.len(), 3);
+        let Exported::Ok { id, data } = &got[0] else { panic!() };
+        assert_eq!((id.as_str(), data.in_memory()), ("A1", Some(&b"hello"[..])));
+        let mut got = got.into_iter();
+        got.next();
+        let Some(Exported::Ok { data, .. }) = got.next() else { panic!() };
+        assert!(data.in_memory().is_none(), "a large item goes to a temporary file");
+        assert_eq!(data.blake3, *blake3::hash(&big).as_bytes());
+        assert_eq!(data.into_vec().unwrap(), big);
+        let Some(Exported::Ok { data, .. }) = got.next() else { panic!() };
+        assert_eq!(data.len, 0);
+    }
+
+    #[test]
+    fn too_large_items_are_reported_and_the_rest_arrive() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(vec![1u8; 200_000]);
+        let xml = response(&[("A1", &b64), ("A2", "aGk=")]);
+        let limits = Limits { max_item_bytes: 100_000, in_memory: 10_000, ..Limits::default() };
+        let got = collect(xml.as_bytes(), &limits).unwrap();
+        assert!(matches!(&got[0], Exported::Failed { status } if status.code == "ExarchItemTooLarge"));
+        assert!(matches!(&got[1], Exported::Ok { id, .. } if id == "A2"));
+    }
+
+    #[test]
+    fn hostile_bodies_fail_cleanly() {
+        let limits = Limits::default();
+        let ok = response(&[("A1", "aGVsbG8=")]);
+        // cut off: truncated (worth retrying)
+        let e = collect(&ok.as_bytes()[..ok.len() - 30], &limits).unwrap_err();
+        assert!(matches!(&e, EwsError::Xml(x) if x.truncated), "{e}");
+        // an HTML page, invalid UTF-8, endless text, bad base64: not truncated
+        for bad in [
+            b"<!DOCTYPE html><html><body>Sign in</body></html>".to_vec(),
+            ok.replace("NoError", "No\u{0}Error")
+                .into_bytes()
+                .into_iter()
+                .map(|b| if b == 0 { 0xff } else { b })
+                .collect(),
+            format!("<a>{}</a>", " ".repeat(2 * MAX_TEXT)).into_bytes(),
+            response(&[("A1", "!!!!")]).into_bytes(),
+        ] {
+            let e = collect(&bad, &limits).unwrap_err();
+            assert!(!matches!(&e, EwsError::Xml(x) if x.truncated), "{e}");
+        }
+        // quotes in attributes may hold '>' and even "<Data>"
+        let tricky = ok.replace("ChangeKey=\"k\"", "ChangeKey=\"a>b<m:Data>\"");
+        assert_eq!(collect(tricky.as_bytes(), &limits).unwrap().len(), 1);
+    }
+}
