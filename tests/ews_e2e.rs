@@ -3,7 +3,7 @@
 
 mod util;
 
-use util::sim::{assert_archive_matches_dump, pack_ews, start_sim, stats};
+use util::sim::{assert_archive_matches_dump, pack_ews, pack_ews_expecting, start_sim, stats};
 use util::{code, stderr, Env};
 
 #[test]
@@ -228,7 +228,9 @@ fn max_duration_stops_cleanly_and_the_next_run_continues() {
             "25",
         ],
     );
-    let first = pack_ews(&env, &sim, &["--max-duration", "2s"]);
+    // A run cut off by its window is partial: exit code 5, "status": "partial".
+    let first = pack_ews_expecting(&env, &sim, &["--max-duration", "2s"], 5);
+    assert_eq!(first["status"], "partial", "{first}");
     let incomplete = first["mailboxes"].as_array().unwrap().iter().filter(|m| m["complete"] == false).count();
     assert!(incomplete > 0, "the window should have ended mid-run: {first}");
     let second = pack_ews(&env, &sim, &[]);

@@ -358,6 +358,11 @@ pub struct SimulateArgs {
     /// content so the same items are refused every time
     #[arg(long, default_value_t = 0.0)]
     pub refuse_rate: f64,
+    /// Misbehave towards one mailbox, to test a client's defences: KIND@MAILBOX with KIND one of
+    /// extra-messages, huge-retry-after, folder-loop, redirect, doctype, bad-utf8, huge-item
+    /// (repeatable; `public-folders` names the public store)
+    #[arg(long, value_name = "KIND@MAILBOX")]
+    pub hostile: Vec<exarch_ews_source::sim::hostile::Rule>,
     /// Largest request body the server accepts; larger requests get HTTP 413
     #[arg(long, default_value_t = exarch_ews_source::sim::server::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=4294967295))]
     pub max_request_bytes: usize,

@@ -208,12 +208,13 @@ enum ItemProblem {
     Broken(String),
 }
 
-/// What the diverting reader shares with the parser.
+/// What the diverting reader shares with the parser. The reader runs ahead of the parser, so
+/// finished items wait in order; the reader pauses at each `Data` start tag, so at most one does.
 #[derive(Default)]
 struct Shared {
     current: Option<Decoder>,
-    /// The last `Data` element's content, once it closed.
-    done: Option<Result<ItemData, ItemProblem>>,
+    /// `Data` elements that closed and the parser has not reached the end of yet, in order.
+    done: std::collections::VecDeque<Result<ItemData, ItemProblem>>,
     eof: bool,
 }
 
@@ -273,8 +274,10 @@ impl<R: BufRead> Read for Divert<R> {
                         }
                         n_in = end;
                         if end < input.len() {
-                            let d = sh.current.take().map(|d| d.finish(&self.limits));
-                            sh.done = d;
+                            if let Some(d) = sh.current.take() {
+                                let d = d.finish(&self.limits);
+                                sh.done.push_back(d);
+                            }
                             self.mode = Mode::Text;
                             self.run = 0;
                         }
@@ -304,9 +307,12 @@ impl<R: BufRead> Read for Divert<R> {
                                 self.mode = Mode::Text;
                                 if opens_data(&self.tag) {
                                     self.mode = Mode::Data;
-                                    let mut sh = self.shared.borrow_mut();
-                                    sh.current = Some(Decoder::new());
-                                    sh.done = None;
+                                    self.shared.borrow_mut().current = Some(Decoder::new());
+                                    // Let the parser catch up before the content is taken in.
+                                    out[n_out] = b;
+                                    n_out += 1;
+                                    n_in += 1;
+                                    break;
                                 }
                             }
                             (None, c) => self.tag.push(c),
@@ -348,7 +354,7 @@ pub fn stream_export_items<R: BufRead>(
     let mut reader = quick_xml::Reader::from_reader(std::io::BufReader::with_capacity(64 * 1024, divert));
     let mut buf = Vec::new();
     let mut path: Vec<String> = Vec::new();
-    let (mut in_msg, mut finished, mut count) = (false, false, 0usize);
+    let (mut in_msg, mut finished, mut count, mut has_data) = (false, false, 0usize, false);
     let (mut class, mut id, mut code, mut message) = (String::new(), String::new(), String::new(), String::new());
     let xml_err = |pos: u64, m: String, sh: &Rc<RefCell<Shared>>| {
         EwsError::Xml(XmlError { position: pos, message: m, truncated: sh.borrow().eof })
@@ -382,9 +388,10 @@ pub fn stream_export_items<R: BufRead>(
                         id.clear();
                         code.clear();
                         message.clear();
-                        shared.borrow_mut().done = None;
+                        has_data = false;
                     }
                     "ItemId" if in_msg => id = attr(s, "Id").unwrap_or_default(),
+                    "Data" if in_msg && matches!(ev, Event::Start(_)) => has_data = true,
                     _ => {}
                 }
                 if matches!(ev, Event::Start(_)) {
@@ -412,7 +419,7 @@ pub fn stream_export_items<R: BufRead>(
                         count += 1;
                         let status =
                             Status { class: std::mem::take(&mut class), code: code.clone(), message: message.clone() };
-                        let data = shared.borrow_mut().done.take();
+                        let data = if has_data { shared.borrow_mut().done.pop_front() } else { None };
                         if status.is_error() {
                             on_item(Exported::Failed { status })?;
                             continue;
@@ -506,6 +513,29 @@ mod tests {
         assert_eq!(data.into_vec().unwrap(), big);
         let Some(Exported::Ok { data, .. }) = got.next() else { panic!() };
         assert_eq!(data.len, 0);
+    }
+
+    #[test]
+    fn each_item_keeps_its_own_content_whatever_the_read_sizes() {
+        let contents: Vec<Vec<u8>> = (0..60).map(|i| vec![i as u8; 10 + i * 37]).collect();
+        let b64: Vec<String> = contents.iter().map(|c| base64::engine::general_purpose::STANDARD.encode(c)).collect();
+        let ids: Vec<String> = (0..60).map(|i| format!("I{i}")).collect();
+        let pairs: Vec<(&str, &str)> = ids.iter().map(String::as_str).zip(b64.iter().map(String::as_str)).collect();
+        let xml = response(&pairs);
+        for cap in [1, 7, 4096, 1 << 20] {
+            let mut got = Vec::new();
+            stream_export_items(std::io::BufReader::with_capacity(cap, xml.as_bytes()), &Limits::default(), &mut |e| {
+                got.push(e);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got.len(), 60);
+            for (i, e) in got.into_iter().enumerate() {
+                let Exported::Ok { id, data } = e else { panic!() };
+                assert_eq!(id, ids[i]);
+                assert_eq!(data.into_vec().unwrap(), contents[i], "read size {cap}, item {i}");
+            }
+        }
     }
 
     #[test]

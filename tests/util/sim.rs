@@ -49,12 +49,17 @@ pub fn stats(sim: &Sim) -> serde_json::Value {
 }
 
 pub fn pack_ews(env: &Env, sim: &Sim, extra: &[&str]) -> serde_json::Value {
+    pack_ews_expecting(env, sim, extra, 0)
+}
+
+/// `pack --ews --all-mailboxes --json` that must end with exit code `want` (5: partial run).
+pub fn pack_ews_expecting(env: &Env, sim: &Sim, extra: &[&str], want: i32) -> serde_json::Value {
     let repo = env.repo();
     let mut args =
         vec!["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "svc", "--all-mailboxes", "--json"];
     args.extend_from_slice(extra);
     let out = env.cmd(&args).env("EXARCH_EWS_PASSWORD", "sim-secret").output().unwrap();
-    assert_eq!(code(&out), 0, "pack --ews failed: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(code(&out), want, "pack --ews: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

@@ -133,7 +133,10 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         sim = sim.with_ntlm();
     }
     let sim = Arc::new(
-        sim.with_fault_rate(a.fault_rate).with_refuse_rate(a.refuse_rate).with_max_request_bytes(a.max_request_bytes),
+        sim.with_fault_rate(a.fault_rate)
+            .with_refuse_rate(a.refuse_rate)
+            .with_max_request_bytes(a.max_request_bytes)
+            .with_hostile(a.hostile.clone()),
     );
     let running = serve(&listen, sim, 64).with_context(|| format!("listening on {listen}"))?;
     println!(

@@ -113,6 +113,8 @@ pub struct Simulator {
     /// Windows authentication (NTLM) instead of Basic: per connection, by its peer address.
     ntlm: bool,
     ntlm_conns: Mutex<HashMap<std::net::SocketAddr, NtlmConn>>,
+    /// Mailboxes that get a misbehaving server (tests of the client's defences).
+    hostile: Vec<super::hostile::Rule>,
 }
 
 #[derive(Default)]
@@ -191,6 +193,7 @@ impl Simulator {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             ntlm: false,
             ntlm_conns: Mutex::new(HashMap::new()),
+            hostile: Vec::new(),
         }
     }
 
@@ -261,6 +264,12 @@ impl Simulator {
     fn refuses(&self, blob: &[u8]) -> bool {
         let h = blake3::hash(blob);
         (u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8")) as f64 / u64::MAX as f64) < self.refuse_rate
+    }
+
+    /// Misbehaves towards the mailboxes these rules name (see `hostile`).
+    pub fn with_hostile(mut self, rules: Vec<super::hostile::Rule>) -> Simulator {
+        self.hostile = rules;
+        self
     }
 
     /// Injects transient faults into this share of requests (deterministically spread).
@@ -776,6 +785,25 @@ impl Running {
     }
 }
 
+/// The misbehaving answer to a request, if a hostile rule covers its mailbox and operation.
+fn hostile_answer(
+    sim: &Simulator,
+    req: &tiny_http::Request,
+    auth: Option<&str>,
+    body: &[u8],
+    port: u16,
+) -> Option<super::hostile::Answer> {
+    let header =
+        |name: &'static str| req.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_string());
+    let op = header("SOAPAction").map(|a| a.trim_matches('"').rsplit('/').next().unwrap_or("").to_string())?;
+    let mailbox = header("X-AnchorMailbox").unwrap_or_else(|| crate::PUBLIC_FOLDERS.to_string());
+    let parent = (op == "FindFolder").then(|| dom::parse(body).ok()).flatten().and_then(|d| {
+        d.find("ParentFolderIds").and_then(|p| p.find("FolderId")).and_then(|f| f.attr("Id").map(String::from))
+    });
+    let mut normal = || sim.handle(auth, body);
+    sim.hostile.iter().find_map(|r| super::hostile::answer(r, &op, &mailbox, parent.as_deref(), port, &mut normal))
+}
+
 /// Serves `sim` on `listen` (e.g. `127.0.0.1:0`) with `threads` handler threads.
 pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Result<Running> {
     let server = Arc::new(tiny_http::Server::http(listen).map_err(std::io::Error::other)?);
@@ -810,6 +838,17 @@ pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Resu
                             .with_header(tiny_http::Header::from_bytes("WWW-Authenticate", v).expect("header")),
                     );
                     continue;
+                }
+                if !sim.hostile.is_empty() {
+                    if let Some(a) = hostile_answer(&sim, &req, auth.as_deref(), &body, addr.port()) {
+                        let mut resp =
+                            tiny_http::Response::new(tiny_http::StatusCode(a.status), Vec::new(), a.body, a.len, None);
+                        for (k, v) in a.headers {
+                            resp.add_header(tiny_http::Header::from_bytes(k, v).expect("header"));
+                        }
+                        let _ = req.respond(resp);
+                        continue;
+                    }
                 }
                 match sim.next_fault() {
                     Some(Fault::Unavailable) => {
