@@ -105,6 +105,13 @@ impl Client {
     }
 
     fn permit(&self, key: &str, sync: bool) -> Result<crate::throttle::Permit<'_>, EwsError> {
+        // A mailbox the server told to wait longer than we do stays stopped for the run, even
+        // for a caller that went on after the first refusal.
+        let waiting = self.governor.waiting(key);
+        if waiting > MAX_BACK_OFF {
+            let cap_ms = MAX_BACK_OFF.as_millis() as u64;
+            return Err(EwsError::BackOffTooLong { ms: waiting.as_millis().min(u64::MAX as u128) as u64, cap_ms });
+        }
         self.governor.acquire_until(key, sync, self.deadline).ok_or(EwsError::OutOfTime)
     }
 

@@ -159,6 +159,13 @@ impl Governor {
         }
     }
 
+    /// How long the mailbox must still wait before its next request.
+    pub fn waiting(&self, mailbox: &str) -> Duration {
+        let s = self.state.lock().expect("governor");
+        let now = Instant::now();
+        s.mailboxes.get(mailbox).and_then(|m| m.not_before).map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    }
+
     pub fn limit(&self) -> usize {
         self.state.lock().expect("governor").limit
     }
