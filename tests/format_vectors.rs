@@ -219,8 +219,22 @@ mod independent {
         buf[s..s + n].to_vec()
     }
 
+    /// One snapshot as stored: its mailbox, folders `(parent, name)` and items `(folder, name, bytes)`,
+    /// in manifest order.
+    pub struct Snap {
+        pub mailbox: String,
+        pub folders: Vec<(u32, String)>,
+        pub items: Vec<(u32, String, Vec<u8>)>,
+    }
+
     /// Returns, per snapshot (by time), `folder/path/name` → bytes.
     pub fn read(repo: &Path, passphrase: &str) -> (Vec<HashMap<String, Vec<u8>>>, serde_json::Value) {
+        let (snaps, trace) = read_snaps(repo, passphrase);
+        (snaps.into_iter().map(|s| s.0).collect(), trace)
+    }
+
+    /// Like `read`, with each snapshot's structure too.
+    pub fn read_snaps(repo: &Path, passphrase: &str) -> (Vec<(HashMap<String, Vec<u8>>, Snap)>, serde_json::Value) {
         // 1. key slot → master key
         let slot_path = std::fs::read_dir(repo.join("keys")).unwrap().next().unwrap().unwrap().path();
         let slot = std::fs::read(slot_path).unwrap();
@@ -278,7 +292,7 @@ mod independent {
             let root = summary.len() - 120;
             let time = i64::from_le_bytes(summary[root..root + 8].try_into().unwrap());
             assert_eq!(&summary[root + 52..root + 84], blake3::hash(&raw[12 + slen..]).as_bytes());
-            assert_eq!(bytes_at(&summary, root + 92), b"vector@example.com");
+            let mailbox = String::from_utf8(bytes_at(&summary, root + 92)).unwrap();
             let m = unflag(&open(&enc, b"EXRSNAP1\x02", &raw[12 + slen..]));
             let root = m.len() - 32;
             let (fs, nf) = vec_at(&m, root, 28);
@@ -301,6 +315,7 @@ mod independent {
             assert!(nf >= 1);
             let (is, ni) = vec_at(&m, root + 8, 112);
             let mut files = HashMap::new();
+            let mut snap = Snap { mailbox, folders: (0..nf).map(folder).collect(), items: Vec::new() };
             for k in 0..ni {
                 let at = is + 112 * k;
                 let size = u64::from_le_bytes(m[at + 8..at + 16].try_into().unwrap()) as usize;
@@ -327,14 +342,100 @@ mod independent {
                 }
                 assert_eq!(data.len(), size);
                 assert_eq!(blake3::hash(&data).as_bytes(), &m[at + 24..at + 56]);
+                let name = path.pop().unwrap();
+                snap.items.push((u32le(&m, at + 16), name.clone(), data.clone()));
+                path.push(name);
                 files.insert(path.join("/"), data);
             }
-            snaps.push((time, files));
+            snaps.push((time, files, snap));
         }
         snaps.sort_by_key(|s| s.0);
         trace["chunks"] = serde_json::Value::Object(chunks_seen);
         trace["config"] = cfg;
-        (snaps.into_iter().map(|s| s.1).collect(), trace)
+        (snaps.into_iter().map(|s| (s.1, s.2)).collect(), trace)
+    }
+
+    /// The file names of SPEC.md §13.1, written from the text alone: `written path` → bytes.
+    pub fn extract_paths(s: &Snap) -> HashMap<String, Vec<u8>> {
+        const NONE: u32 = u32::MAX;
+        let ext_of = |n: &str| -> (String, String) {
+            match n.rfind('.') {
+                Some(i) if i > 0 && n.len() - i <= 16 => (n[..i].to_string(), n[i..].to_string()),
+                _ => (n.to_string(), String::new()),
+            }
+        };
+        let cut = |stem: &str, tail: &str| -> String {
+            let mut end = 0;
+            for (i, c) in stem.char_indices() {
+                if i + c.len_utf8() + tail.len() > 200 {
+                    break;
+                }
+                end = i + c.len_utf8();
+            }
+            format!("{}{tail}", &stem[..end])
+        };
+        let safe = |n: &str| -> String {
+            let mut s: String = n
+                .chars()
+                .map(|c| if "/\\:*?\"<>|".contains(c) || c < ' ' || c == '\u{7f}' { '_' } else { c })
+                .collect();
+            let mut tail = 0;
+            while s.ends_with('.') || s.ends_with(' ') {
+                s.pop();
+                tail += 1;
+            }
+            s.push_str(&"_".repeat(tail));
+            let base = s.split('.').next().unwrap().to_ascii_uppercase();
+            let devices = ["CON", "PRN", "AUX", "NUL"];
+            let numbered = (base.starts_with("COM") || base.starts_with("LPT"))
+                && base.len() == 4
+                && ('1'..='9').contains(&base.chars().nth(3).unwrap());
+            if s.is_empty() || devices.contains(&base.as_str()) || numbered || s.eq_ignore_ascii_case(".exarch-tmp") {
+                s = format!("_{s}");
+            }
+            if s.len() > 200 {
+                let h = blake3::hash(n.as_bytes()).to_hex().to_string();
+                let (stem, ext) = ext_of(&s);
+                s = cut(&stem, &format!("~{}{ext}", &h[..16]));
+            }
+            s
+        };
+        let lower = |n: &str| n.chars().flat_map(char::to_lowercase).collect::<String>();
+        let mut taken: HashMap<u32, std::collections::HashSet<String>> = HashMap::new();
+        let mut claim = |dir: u32, want: String| -> String {
+            let set = taken.entry(dir).or_default();
+            if set.insert(lower(&want)) {
+                return want;
+            }
+            let (stem, ext) = ext_of(&want);
+            let mut k = 2;
+            loop {
+                let c = cut(&stem, &format!("~{k}{ext}"));
+                if set.insert(lower(&c)) {
+                    return c;
+                }
+                k += 1;
+            }
+        };
+        let dir = |f: u32| if s.folders[f as usize].0 == NONE { NONE } else { f };
+        let names: Vec<String> =
+            s.folders.iter().map(|(p, n)| if *p == NONE { String::new() } else { claim(dir(*p), safe(n)) }).collect();
+        let path_of = |mut f: u32| {
+            let mut parts = Vec::new();
+            while s.folders[f as usize].0 != NONE {
+                parts.push(names[f as usize].clone());
+                f = s.folders[f as usize].0;
+            }
+            parts.reverse();
+            parts
+        };
+        let mut out = HashMap::new();
+        for (f, n, data) in &s.items {
+            let mut p = path_of(*f);
+            p.push(claim(dir(*f), safe(n)));
+            assert!(out.insert(p.join("/"), data.clone()).is_none(), "two items on one path");
+        }
+        out
     }
 }
 
@@ -347,6 +448,8 @@ fn independent_reader_follows_the_spec() {
     }
     let published: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace_file).unwrap()).unwrap();
     assert_eq!(published, trace, "vectors.json disagrees with what the reader derived");
+    let (structured, _) = independent::read_snaps(&vectors().join("repo"), PASSPHRASE);
+    assert!(structured.iter().all(|s| s.1.mailbox == "vector@example.com"));
     assert_eq!(snaps.len(), 2);
     for (n, files) in snaps.iter().enumerate() {
         let expected = util::tree(&vectors().join(format!("expected/snapshot-{}", n + 1)));
@@ -355,4 +458,60 @@ fn independent_reader_follows_the_spec() {
             assert_eq!(files.get(k), Some(v), "{k}");
         }
     }
+}
+
+/// Issue 10, check 3: names that collide once cleaned, names of our temporary files, long names and
+/// Windows device names all extract, each to a path of its own, and the rules of SPEC.md §13.1 as
+/// the independent reader implements them give the very same paths.
+#[test]
+fn colliding_long_and_reserved_names_extract_as_the_spec_says() {
+    let env = util::Env::new();
+    env.init();
+    let src = env.path("src");
+    let long_a = "x".repeat(246) + "a.eml"; // 251 bytes
+    let long_b = "x".repeat(246) + "b.eml";
+    let names: Vec<(&str, String)> = vec![
+        ("Inbox", "a:b.eml".into()),
+        ("Inbox", "a_b.eml".into()),
+        ("Inbox", "A_B.eml".into()),
+        ("Inbox", "p".into()),
+        ("Inbox", ".p.exarch-partial".into()),
+        ("Inbox", "0.partial".into()),
+        ("Inbox", "CON".into()),
+        ("Inbox", "com1.txt".into()),
+        ("Inbox", "trailing.".into()),
+        ("Inbox", "trailing_".into()),
+        ("Inbox", "tab\there".into()),
+        ("Inbox", long_a.clone()),
+        ("Inbox", long_b.clone()),
+        ("In:box", "same.eml".into()),
+        ("In_box", "same.eml".into()),
+        (".exarch-tmp", "0.partial".into()),
+        ("nul.d", "x".into()),
+    ];
+    for (i, (dir, name)) in names.iter().enumerate() {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+        std::fs::write(src.join(dir).join(name), format!("item {i}: {dir}/{name}")).unwrap();
+    }
+    let repo = env.repo();
+    let rs = repo.to_str().unwrap();
+    env.pack(&src, "names@example.com", &[]);
+    let out = env.path("out");
+    let v = env.json(&["extract", "--repo", rs, "latest", "--to", out.to_str().unwrap()]);
+    assert_eq!(v["items"], names.len() as u64, "{v}");
+    assert!(v["renamed"].as_array().unwrap().len() >= 10, "{v}");
+    let written = util::tree(&out);
+    assert_eq!(written.len(), names.len(), "every item is a file of its own: {:?}", written.keys());
+    let (snaps, _) = independent::read_snaps(&repo, util::PASSWORD);
+    let expected = independent::extract_paths(&snaps[0].1);
+    assert_eq!(written.keys().collect::<Vec<_>>(), {
+        let mut k: Vec<_> = expected.keys().collect();
+        k.sort();
+        k
+    });
+    for (k, v) in &written {
+        assert_eq!(Some(v), expected.get(k), "{k}");
+    }
+    // no temporary file or directory is left behind
+    assert!(!out.join(".exarch-tmp").exists());
 }

@@ -108,27 +108,16 @@ impl<'r> ItemReader<'r> {
 /// Longest run of adjacent blobs fetched with one read.
 const MAX_RUN: u64 = 8 * 1024 * 1024;
 
-/// Makes one stored name safe as a single path component on Linux and Windows.
-pub fn safe_component(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| match c {
-            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
-            c if (c as u32) < 0x20 => '_',
-            c => c,
-        })
-        .collect();
-    if s.is_empty() || s == "." || s == ".." {
-        s = format!("_{s}");
-    }
-    s
-}
+pub use crate::extract_names::safe_component;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ExtractStats {
     pub items: u64,
     pub bytes: u64,
     pub failed: u64,
+    /// Items written under another name than the stored one (unsafe characters, a name already
+    /// taken in its directory, too long): (stored path, written path), in manifest order.
+    pub renamed: Vec<(String, String)>,
 }
 
 /// One item that could not be extracted.
@@ -156,24 +145,49 @@ pub fn extract(
 ) -> Result<(ExtractStats, Vec<ExtractFailure>)> {
     fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     let reader = ItemReader::new(repo, index);
-    // Folder paths once, not per item.
-    let folder_dirs: Vec<PathBuf> = (0..manifest.folders.len() as u32)
-        .map(|i| manifest.folder_path(i).iter().fold(to.to_path_buf(), |p, c| p.join(safe_component(c))))
+    // Every item's path, decided up front (SPEC.md §13.1): unique, so parallel writers never meet.
+    let folder_names: Vec<std::borrow::Cow<str>> = manifest.folders.iter().map(|f| text(&f.name)).collect();
+    let folders: Vec<(u32, &str)> =
+        manifest.folders.iter().zip(&folder_names).map(|(f, n)| (f.parent.to_native(), n.as_ref())).collect();
+    let item_names: Vec<std::borrow::Cow<str>> = manifest.items.iter().map(|i| text(&i.name)).collect();
+    let items_in: Vec<(u32, &str)> =
+        manifest.items.iter().zip(&item_names).map(|(i, n)| (i.folder.to_native(), n.as_ref())).collect();
+    let plan = crate::extract_names::plan(&folders, &items_in);
+    let folder_dirs: Vec<PathBuf> =
+        plan.folder_dirs.iter().map(|parts| parts.iter().fold(to.to_path_buf(), |p, c| p.join(c))).collect();
+    let stored_path = |i: usize| {
+        let mut p = manifest.folder_path(items_in[i].0);
+        p.push(items_in[i].1.to_string());
+        p.join("/")
+    };
+    let written_path = |i: usize| {
+        let mut p = plan.folder_dirs.get(items_in[i].0 as usize).cloned().unwrap_or_default();
+        p.push(plan.item_names[i].clone());
+        p.join("/")
+    };
+    let renamed: Vec<(String, String)> = (0..items_in.len())
+        .filter_map(|i| {
+            let (stored, written) = (stored_path(i), written_path(i));
+            (stored != written).then_some((stored, written))
+        })
         .collect();
+    let tmp_dir = to.join(crate::extract_names::TEMP_DIR);
+    fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, e))?;
     let next = AtomicUsize::new(0);
     let items = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
-    let one = |item: &ArchivedItem| -> Result<u64> {
+    let one = |i: usize, item: &ArchivedItem| -> Result<u64> {
         let dir = folder_dirs
             .get(item.folder.to_native() as usize)
             .ok_or_else(|| Error::damaged("manifest", "item names a folder that does not exist"))?;
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join(safe_component(&text(&item.name)));
+        let path = dir.join(&plan.item_names[i]);
         if path.exists() && !opts.overwrite {
             return Err(Error::Usage(format!("{} exists; not overwriting (use --overwrite)", path.display())));
         }
-        let tmp = dir.join(format!(".{}.exarch-partial", safe_component(&text(&item.name))));
+        // A temporary name no item can have: partial files never meet real ones.
+        let tmp = tmp_dir.join(format!("{i}.partial"));
         let result = (|| {
             let f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
@@ -195,17 +209,15 @@ pub fn extract(
                 let Some(item) = manifest.items.get(i) else {
                     return;
                 };
-                match one(item) {
+                match one(i, item) {
                     Ok(n) => {
                         items.fetch_add(1, Ordering::Relaxed);
                         bytes.fetch_add(n, Ordering::Relaxed);
                         progress(n);
                     }
                     Err(e) => {
-                        let mut p = manifest.folder_path(item.folder.to_native());
-                        p.push(text(&item.name).into_owned());
                         failures.lock().expect("failures").push(ExtractFailure {
-                            path: p.join("/"),
+                            path: stored_path(i),
                             damage: e.class() == crate::ErrorClass::Damage,
                             error: e.to_string(),
                         });
@@ -214,6 +226,9 @@ pub fn extract(
             });
         }
     });
+    let _ = fs::remove_dir(&tmp_dir); // empty unless another extract is writing there too
     let failures = failures.into_inner().expect("failures");
-    Ok((ExtractStats { items: items.into_inner(), bytes: bytes.into_inner(), failed: failures.len() as u64 }, failures))
+    let stats =
+        ExtractStats { items: items.into_inner(), bytes: bytes.into_inner(), failed: failures.len() as u64, renamed };
+    Ok((stats, failures))
 }

@@ -26,6 +26,7 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
             "items": stats.items,
             "bytes": stats.bytes,
             "failed": failures,
+            "renamed": stats.renamed.iter().map(|(from, to)| json!({"stored": from, "written": to})).collect::<Vec<_>>(),
             "duration_secs": secs,
         }))?;
     } else if !g.quiet {
@@ -37,6 +38,15 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
             a.to.display(),
             secs
         );
+        if !stats.renamed.is_empty() {
+            println!(
+                "{} item(s) written under another name (unsafe characters, a name taken in the folder, or too long):",
+                stats.renamed.len()
+            );
+            for (from, to) in &stats.renamed {
+                println!("  {from}  ->  {to}");
+            }
+        }
     }
     if !g.json {
         for f in &failures {

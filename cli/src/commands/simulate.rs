@@ -2,7 +2,7 @@
 
 use crate::args::{Global, SimulateArgs};
 use anyhow::{Context as _, Result};
-use exarch_archive::restore::safe_component;
+use exarch_archive::extract_names::safe_component;
 use exarch_ews_source::sim::model::State;
 use exarch_ews_source::sim::server::{serve, Profile, Simulator};
 use std::path::Path;
