@@ -138,3 +138,24 @@ fn a_500_mb_item_is_archived_with_bounded_memory() {
     let spool = env.path("cache").join("spill");
     assert!(std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0) == 0);
 }
+
+#[test]
+fn credentials_in_the_url_are_used_but_never_stored_or_printed() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    let sim = start_sim(&env, &state, &["--mailboxes", "1", "--items", "5", "--user", "svc"]);
+    let url = sim.url.replace("http://", "http://svc:sim%2Dsecret@");
+    let repo = env.repo();
+    let out = env
+        .cmd(&["pack", "--repo", repo.to_str().unwrap(), "--ews", &url, "--all-mailboxes", "--json"])
+        .env_remove("EXARCH_EWS_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("secret"));
+    assert!(!stderr(&out).contains("sim-secret") && stderr(&out).contains("warning"), "{}", stderr(&out));
+    let snaps = env.ok(&["snapshots", "--repo", repo.to_str().unwrap(), "--json"]);
+    assert!(!snaps.contains("secret") && !snaps.contains("svc:"), "{snaps}");
+    assert!(snaps.contains(&sim.url), "the clean URL is the source: {snaps}");
+}

@@ -307,3 +307,48 @@ fn absurd_arguments_are_refused_without_a_panic() {
     assert_eq!(p["snapshots_removed"].as_array().unwrap().len(), 0, "{p}");
     assert_eq!(r.ids().len(), 4);
 }
+
+#[test]
+fn damaged_keys_and_config_are_damage_and_files_are_private() {
+    let r = Repo::new();
+    let repo = r.env.repo();
+    // every repository and cache file is private to its owner (Unix)
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for kind in ["keys", "data", "index", "snapshots"] {
+            for f in repo_files(&repo, kind) {
+                assert_eq!(mode(&f), 0o600, "{}", f.display());
+            }
+        }
+        assert_eq!(mode(&repo.join("config")), 0o600);
+        assert_eq!(mode(&repo.join("keys")), 0o700);
+        for (k, _) in tree(&r.env.path("cache")) {
+            assert_eq!(mode(&r.env.path("cache").join(&k)), 0o600, "cache file {k}");
+        }
+    }
+    // a key slot with a changed byte is damage (exit 4), not a wrong passphrase (3)
+    let slot = repo_files(&repo, "keys").pop().unwrap();
+    let good = fs::read(&slot).unwrap();
+    flip(&slot, 20);
+    let out = r.run(&["snapshots"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    // a slot edited to need 4 GiB of Argon2 memory is refused at once
+    let mut slow = good.clone();
+    slow[9..13].copy_from_slice(&(4u32 * 1024 * 1024).to_le_bytes());
+    fs::write(&slot, &slow).unwrap();
+    let t = std::time::Instant::now();
+    let out = r.run(&["snapshots"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(t.elapsed().as_secs() < 10);
+    fs::write(&slot, &good).unwrap();
+    r.ok(&["snapshots"]);
+    // a lost config is damage too, and the message must not suggest init over the repository
+    fs::rename(repo.join("config"), r.env.path("config.bak")).unwrap();
+    let out = r.run(&["snapshots"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("restore `config`") && !stderr(&out).contains("exarch init"), "{}", stderr(&out));
+    assert_eq!(code(&r.run(&["init"])), 1, "init refuses a directory that holds a repository");
+}

@@ -31,15 +31,21 @@ impl Default for KdfParams {
     }
 }
 
+/// Largest Argon2id memory accepted, in KiB (1 GiB).
+pub const MAX_M_COST: u32 = 1024 * 1024;
+
 impl KdfParams {
-    /// Refuses parameters that would make an attacker's work trivial or an open take forever/OOM.
+    /// Refuses parameters that would make an attacker's work trivial, or make opening take more
+    /// than seconds (a tampered slot must not hold every command up for minutes): memory at most
+    /// 1 GiB, passes at most 16, lanes at most 16, and memory × passes at most 4 GiB.
     fn check(&self) -> Result<()> {
         if self.m_cost < 8
-            || self.m_cost > 4 * 1024 * 1024
+            || self.m_cost > MAX_M_COST
             || self.t_cost == 0
-            || self.t_cost > 64
+            || self.t_cost > 16
             || self.p_cost == 0
-            || self.p_cost > 64
+            || self.p_cost > 16
+            || self.m_cost as u64 * self.t_cost as u64 > MAX_M_COST as u64 * 4
         {
             return Err(Error::damaged("key slot", format!("implausible Argon2id parameters {self:?}")));
         }

@@ -72,6 +72,22 @@ pub fn host_name() -> String {
     std::env::var("COMPUTERNAME").unwrap_or_else(|_| "unknown-host".into())
 }
 
+/// Why there is no `config`: no repository at all, or a repository that lost it (which must not
+/// be "repaired" by running init over it).
+pub fn missing_config(storage: &dyn Storage) -> Error {
+    let loc = storage.location(FileKind::Config, "config");
+    let dir = Path::new(&loc).parent().unwrap_or(Path::new(&loc)).to_path_buf();
+    let holds = |k: FileKind| storage.list(k).map(|l| !l.is_empty()).unwrap_or(false);
+    if holds(FileKind::Key) || holds(FileKind::Snapshot) || holds(FileKind::Index) {
+        return Error::damaged(
+            format!("repository {}", dir.display()),
+            "its `config` file is missing, though it holds key slots and data; restore `config` from a copy of \
+             the repository (do not run init here)",
+        );
+    }
+    Error::NotARepository(dir)
+}
+
 /// One snapshot as listed: its summary, or why it could not be read.
 #[derive(Debug, Clone)]
 pub struct SnapshotInfo {
@@ -123,10 +139,7 @@ impl Repository {
     pub fn open(storage: Arc<dyn Storage>, passphrase: &[u8], ctx: Context) -> Result<Repository> {
         let raw_cfg = match storage.get(FileKind::Config, "config") {
             Ok(c) => c,
-            Err(Error::NotFound(_)) => {
-                let loc = storage.location(FileKind::Config, "config");
-                return Err(Error::NotARepository(Path::new(&loc).parent().unwrap_or(Path::new(&loc)).to_path_buf()));
-            }
+            Err(Error::NotFound(_)) => return Err(missing_config(storage.as_ref())),
             Err(e) => return Err(e),
         };
         let slots = storage.list(FileKind::Key)?;
@@ -136,6 +149,11 @@ impl Repository {
         let mut damaged = Vec::new();
         for name in &slots {
             let raw = storage.get(FileKind::Key, name)?;
+            // A slot is named by the hash of its bytes: a changed byte shows before any Argon2 run.
+            if Id::of_content(&raw).to_hex() != *name {
+                damaged.push(Error::damaged(format!("key slot {name}"), "content does not match its name"));
+                continue;
+            }
             let slot = match KeySlot::parse(&raw, name) {
                 Ok(s) => s,
                 Err(e) => {
@@ -143,7 +161,15 @@ impl Repository {
                     continue;
                 }
             };
-            if let Some(master) = slot.unwrap_key(passphrase)? {
+            let unwrapped = match slot.unwrap_key(passphrase) {
+                Ok(k) => k,
+                Err(e) if e.class() == crate::ErrorClass::Damage => {
+                    damaged.push(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(master) = unwrapped {
                 let keys = Keys::derive(master);
                 let body = open_file(&keys, CONFIG_MAGIC, &raw_cfg, "config")?;
                 let config: Config =
@@ -158,8 +184,19 @@ impl Repository {
                 });
             }
         }
-        if damaged.len() == slots.len() {
-            return Err(damaged.remove(0));
+        if !damaged.is_empty() {
+            // Perhaps the damaged slot was this passphrase's: say so rather than "wrong passphrase".
+            let what: Vec<String> = damaged.iter().map(|e| e.to_string()).collect();
+            return Err(Error::damaged(
+                "key slots",
+                format!(
+                    "no intact key slot opens with this passphrase, and {} of {} slot(s) are damaged ({}); \
+                     try another passphrase of this repository, or restore keys/ from a copy",
+                    damaged.len(),
+                    slots.len(),
+                    what.join("; ")
+                ),
+            ));
         }
         Err(Error::WrongPassphrase { slots: slots.len() })
     }

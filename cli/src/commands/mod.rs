@@ -80,7 +80,7 @@ pub fn open(g: &Global) -> Result<Repository> {
     let storage = storage(g)?;
     // Fail on a missing repository before asking for a passphrase.
     if !storage.exists(exarch_archive::FileKind::Config, "config")? {
-        return Err(exarch_archive::Error::NotARepository(repo_path(g)?).into());
+        return Err(exarch_archive::repository::missing_config(storage.as_ref()).into());
     }
     let pass = secrets::repository_passphrase(g.password_file.as_deref(), false)?;
     let mut ctx = Context::new(cache_root(g));

@@ -131,14 +131,40 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     crate::Exit(crate::EXIT_USAGE, msg.into()).into()
 }
 
-pub(super) fn auth(a: &EwsConnArgs) -> Result<Auth> {
+/// The EWS endpoint without any credentials written into it, and the credentials to use. A user or
+/// password in the URL is taken out (it would otherwise be stored in snapshots and printed) and
+/// used only where no flag, file or environment variable gives one.
+pub(super) fn endpoint(url: &str, a: &EwsConnArgs) -> Result<(String, Auth)> {
+    let mut u = reqwest::Url::parse(url).map_err(|e| usage(format!("--ews {url:?}: not a URL ({e})")))?;
+    if !matches!(u.scheme(), "https" | "http") {
+        return Err(usage(format!(
+            "--ews: the URL must start with https:// (or http:// for tests), not {}:",
+            u.scheme()
+        )));
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let (url_user, url_pass) = (decode(u.username()), u.password().map(decode));
+    if !url_user.is_empty() || url_pass.is_some() {
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        eprintln!(
+            "warning: the --ews URL holds credentials; they are not stored or shown. A password on the command line \
+             is visible to other users of this machine: prefer EXARCH_EWS_PASSWORD or --ews-password-file"
+        );
+    }
+    let auth = auth_with(a, (!url_user.is_empty()).then_some(url_user), url_pass)?;
+    Ok((u.to_string(), auth))
+}
+
+fn auth_with(a: &EwsConnArgs, url_user: Option<String>, url_pass: Option<String>) -> Result<Auth> {
     if let Some(t) = &a.token_file {
         return Ok(Auth::Bearer(crate::secrets::read_file(t)?.0));
     }
-    let user = a.user.clone().ok_or_else(|| usage("--ews needs --user NAME (or --token-file FILE)"))?;
-    let password = match (&a.ews_password_file, std::env::var("EXARCH_EWS_PASSWORD")) {
-        (Some(f), _) => crate::secrets::read_file(f)?.0,
-        (None, Ok(p)) if !p.is_empty() => p,
+    let user = a.user.clone().or(url_user).ok_or_else(|| usage("--ews needs --user NAME (or --token-file FILE)"))?;
+    let password = match (&a.ews_password_file, std::env::var("EXARCH_EWS_PASSWORD"), url_pass) {
+        (Some(f), _, _) => crate::secrets::read_file(f)?.0,
+        (None, Ok(p), _) if !p.is_empty() => p,
+        (None, _, Some(p)) => p,
         _ => return Err(usage("no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE")),
     };
     Ok(match a.auth.as_str() {
@@ -155,6 +181,8 @@ struct Done {
 }
 
 pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
+    let (url, auth) = endpoint(url, &a.conn)?;
+    let url = url.as_str();
     let time_ms = super::pack::snapshot_time(a.time.as_deref())?;
     let deadline = match &a.max_duration {
         Some(d) => Some(
@@ -166,7 +194,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     };
     let client = Client::new(ClientConfig {
         url: url.to_string(),
-        auth: auth(&a.conn)?,
+        auth,
         ca_cert: a.conn.ca_cert.clone(),
         concurrency: (a.concurrency * a.requests_per_mailbox).max(1),
         per_mailbox: a.requests_per_mailbox.max(1),

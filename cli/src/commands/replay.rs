@@ -198,7 +198,9 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     if a.upload_limit < 1024 {
         return Err(usage("--upload-limit is in bytes and must be at least 1024"));
     }
-    let auth = super::pack_ews::auth(&a.conn)?;
+    let (url, auth) = super::pack_ews::endpoint(&a.ews, &a.conn)?;
+    let mut a = a;
+    a.ews = url.clone(); // without credentials, for everything shown from here on
     let repo = super::open(g)?;
     let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "replay")?;
     let snap_id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
@@ -239,7 +241,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     }
 
     let client = Client::new(ClientConfig {
-        url: a.ews.clone(),
+        url: url.clone(),
         auth,
         ca_cert: a.conn.ca_cert.clone(),
         concurrency: a.requests.max(1),

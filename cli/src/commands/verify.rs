@@ -15,7 +15,7 @@ pub fn run(g: &Global, a: VerifyArgs) -> Result<()> {
     let report = if a.no_key {
         let storage = super::storage(g)?;
         if !storage.exists(exarch_archive::FileKind::Config, "config")? {
-            return Err(exarch_archive::Error::NotARepository(super::repo_path(g)?).into());
+            return Err(exarch_archive::repository::missing_config(storage.as_ref()).into());
         }
         verify_names(storage.as_ref())?
     } else {
