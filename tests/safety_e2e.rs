@@ -296,12 +296,16 @@ fn absurd_arguments_are_refused_without_a_panic() {
         ],
         &["ls", "0000"],
         &["--lock-lease", "99999999999", "snapshots"],
+        &["--no-lock", "prune", "--keep-last", "1"],
     ];
     for a in cases {
         let out = r.run(a);
         assert_eq!(code(&out), 2, "{a:?} should be a usage error: {}", stderr(&out));
     }
     assert!(r.files() == before, "a refused argument changed the repository");
+    // read-only commands run without a lock when asked (read-only media)
+    r.ok(&["--no-lock", "verify", "--read-data"]);
+    assert!(r.files() == before);
     // `--keep-last 0` is no rule, as in restic: nothing is removed
     let p = r.json(&["prune", "--keep-last", "0", "--delete-now"]);
     assert_eq!(p["snapshots_removed"].as_array().unwrap().len(), 0, "{p}");
@@ -351,4 +355,66 @@ fn damaged_keys_and_config_are_damage_and_files_are_private() {
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert!(stderr(&out).contains("restore `config`") && !stderr(&out).contains("exarch init"), "{}", stderr(&out));
     assert_eq!(code(&r.run(&["init"])), 1, "init refuses a directory that holds a repository");
+}
+
+/// A small tmpfs, unmounted when dropped; None where this machine does not let us mount one.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: PathBuf, size: &str) -> Option<SmallDisk> {
+        fs::create_dir_all(&at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str()?])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(SmallDisk(at))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_named_and_loses_nothing() {
+    let env = Env::new();
+    let Some(disk) = SmallDisk::mount(env.path("disk"), "6m") else {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let repo = disk.0.join("repo");
+    let rs = repo.to_str().unwrap();
+    env.ok(&["init", "--repo", rs]);
+    let small = env.path("small");
+    fs::create_dir_all(small.join("Inbox")).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut b = vec![0u8; 2_000_000];
+    rng.fill(&mut b[..]);
+    fs::write(small.join("Inbox").join("one.eml"), &b).unwrap();
+    env.ok(&["pack", "--repo", rs, "--from-dir", small.to_str().unwrap(), "--mailbox", "m"]);
+    let before = env.path("before");
+    env.ok(&["extract", "--repo", rs, "latest", "--to", before.to_str().unwrap()]);
+    // a backup larger than the disk: the error says why, and what was there stays whole
+    let big = env.path("big");
+    fs::create_dir_all(big.join("Inbox")).unwrap();
+    let mut b = vec![0u8; 8_000_000];
+    rng.fill(&mut b[..]);
+    fs::write(big.join("Inbox").join("big.eml"), &b).unwrap();
+    let out = env.run(&["pack", "--repo", rs, "--from-dir", big.to_str().unwrap(), "--mailbox", "m"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left on device"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("writer stopped"), "{}", stderr(&out));
+    env.ok(&["verify", "--repo", rs, "--read-data"]);
+    let after = env.path("after");
+    env.ok(&["extract", "--repo", rs, "latest", "--to", after.to_str().unwrap()]);
+    assert_same_tree(&before, &after);
+    // and prune still frees space on it
+    let id = env.json(&["snapshots", "--repo", rs])[0]["id"].as_str().unwrap().to_string();
+    env.ok(&["forget", "--repo", rs, &id]);
+    let p = env.json(&["prune", "--repo", rs, "--delete-now", "--allow-empty"]);
+    assert!(p["bytes_deleted"].as_u64().unwrap() > 1_000_000, "{p}");
 }

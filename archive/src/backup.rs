@@ -519,8 +519,12 @@ fn run_packer(
     let result = fill_packs(rx, &wtx, pack_size);
     drop(wtx);
     let written = writer.join().map_err(|_| Error::Other("the pack writer panicked".into()))?;
-    let (mut stats, chunk_ids) = result?;
-    let w = written?;
+    // When the writer failed (a full disk, a lost share), its error is the one to report, not
+    // the packer's "writer stopped" that followed from it.
+    let (mut stats, chunk_ids, w) = match (result, written) {
+        (Ok((s, c)), Ok(w)) => (s, c, w),
+        (_, Err(e)) | (Err(e), Ok(_)) => return Err(e),
+    };
     stats.bytes_stored = w.bytes_stored;
     stats.packs = w.packs;
     stats.index_files = w.index_files;

@@ -21,12 +21,9 @@ pub enum ErrorClass {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// (The OS error is part of the message, not a separate cause, so it is printed once.)
+    #[error("I/O error on {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{0} is not an exarch repository (no `config` file); create one with `exarch init --repo {0}`")]
     NotARepository(PathBuf),
     #[error("{0} already holds a repository or other files; choose an empty or new directory")]
@@ -65,7 +62,7 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
 
     pub(crate) fn damaged(what: impl Into<String>, detail: impl Into<String>) -> Self {

@@ -34,6 +34,10 @@ pub struct Global {
     #[arg(long, global = true, env = "EXARCH_LOCK_LEASE", value_name = "SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(3..=86_400))]
     pub lock_lease: u64,
+    /// Take no lock (read-only media); only for commands that only read (verify, extract,
+    /// replay). A prune running meanwhile can make such a read fail
+    #[arg(long, global = true)]
+    pub no_lock: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -39,6 +39,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         json: false,
         quiet: false,
         lock_lease: g.lock_lease,
+        no_lock: false,
     };
     println!("2. new archive at {}", dir.join("archive").display());
     super::init::run(&Global { quiet: true, ..g2.clone() }, InitArgs { label: "demo".into() })?;

@@ -90,6 +90,34 @@ pub fn open(g: &Global) -> Result<Repository> {
     })
 }
 
+/// The shared lock of a command that only reads, or none with `--no-lock` (read-only media).
+pub fn read_lock(g: &Global, repo: &Repository, purpose: &str) -> Result<Option<exarch_archive::lock::LockGuard>> {
+    if g.no_lock {
+        return Ok(None);
+    }
+    Ok(Some(
+        repo.lock(exarch_archive::lock::LockKind::Shared, purpose)
+            .map_err(|e| anyhow::Error::new(e).context("taking a lock (on read-only media, add --no-lock)"))?,
+    ))
+}
+
+/// The lock of a command that writes; `--no-lock` is refused for these.
+pub fn write_lock(
+    g: &Global,
+    repo: &Repository,
+    kind: exarch_archive::lock::LockKind,
+    purpose: &str,
+) -> Result<exarch_archive::lock::LockGuard> {
+    if g.no_lock {
+        return Err(crate::Exit(
+            crate::EXIT_USAGE,
+            format!("--no-lock is only for commands that only read, not {purpose}"),
+        )
+        .into());
+    }
+    Ok(repo.lock(kind, purpose)?)
+}
+
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

@@ -89,7 +89,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         bail!(crate::Exit(crate::EXIT_USAGE, format!("--from-dir {}: not a directory", from_dir.display())));
     }
     let repo = super::open(g)?;
-    let lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
+    let lock = super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, "pack")?;
     let started = std::time::Instant::now();
     let files = walk(&from_dir)?;
     let index = repo.index()?;

@@ -224,7 +224,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         bail!(usage("no mailboxes: give --mailbox SMTP, --mailboxes-file FILE, --all-mailboxes or --public-folders"));
     }
     let repo = super::open(g)?;
-    let lock = repo.lock(exarch_archive::lock::LockKind::Shared, "pack")?;
+    let lock = super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, "pack")?;
     let index = Arc::new(repo.index()?);
     super::warn_skipped_index(&index);
     let mut run_id = [0u8; 16];

@@ -38,7 +38,7 @@ pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
     } else {
         LockKind::Prune
     };
-    let lock = repo.lock(kind, "prune")?;
+    let lock = super::write_lock(g, &repo, kind, "prune")?;
     let opts = PruneOptions {
         policy,
         mailbox: a.mailbox.clone(),

@@ -202,7 +202,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     let mut a = a;
     a.ews = url.clone(); // without credentials, for everything shown from here on
     let repo = super::open(g)?;
-    let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "replay")?;
+    let _lock = super::read_lock(g, &repo, "replay")?;
     let snap_id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
     let snap = repo.load_snapshot(&snap_id)?;
     let m = snap.manifest();

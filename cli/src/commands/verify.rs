@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: VerifyArgs) -> Result<()> {
             (None, false) => ReadData::None,
         };
         let repo = super::open(g)?;
-        let _lock = repo.lock(exarch_archive::lock::LockKind::Shared, "verify")?;
+        let _lock = super::read_lock(g, &repo, "verify")?;
         verify(&repo, read)?
     };
     if g.json {
