@@ -189,17 +189,20 @@ fn killed_pack_leaves_a_usable_repository() {
     let src = env.path("src");
     let shared = corpus::shared_attachments(5, 4, 1024 * 1024);
     corpus::write_tree(&src, &corpus::mailbox(5, 1, 1500, &shared));
+    let mut killed = 0;
     for delay_ms in [50u64, 300, 900] {
         let mut child = env
             .cmd(&["pack", "--repo", rs, "--from-dir", src.to_str().unwrap(), "--mailbox", "m", "--force"])
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        killed += usize::from(child.try_wait().unwrap().is_none());
         let _ = child.kill();
         let _ = child.wait();
         // whatever it left, the repository opens and lists
         env.ok(&["snapshots", "--repo", rs]);
     }
+    assert!(killed >= 2, "only {killed} of 3 kills landed mid-backup");
     // the lock of a killed process does not block (same host, process gone)
     env.pack(&src, "m", &[]);
     let out = env.path("out");

@@ -100,13 +100,29 @@ fn killed_prune_leaves_a_repository_that_verifies_and_prunes_again() {
     let rs = r.to_str().unwrap();
     let src = env.path("src");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(77);
+    let mut killed = 0;
+    // Kill times spread over a whole prune's run (opening the repository takes a good part of it).
+    tree_for_day(&src, 100);
+    env.pack(&src, "m", &["--time", "2025-12-01T12:00:00Z"]);
+    let t = std::time::Instant::now();
+    env.ok(&["prune", "--repo", rs, "--keep-last", "2", "--delete-now", "-q"]);
+    let full_ms = (t.elapsed().as_millis() as u64).max(50);
     for round in 0..50u32 {
         tree_for_day(&src, round);
         env.pack(&src, "m", &["--time", &day_time(round)]);
         let mut child = env.cmd(&["prune", "--repo", rs, "--keep-last", "2", "--delete-now", "-q"]).spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(rng.gen_range(0..120)));
+        std::thread::sleep(std::time::Duration::from_millis(rng.gen_range(0..full_ms)));
+        // Count only the rounds where the kill really landed while prune was running.
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
         let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().unwrap();
+        // A prune that ran to its end must have succeeded: refusing would mean a killed
+        // predecessor left a state it cannot prove safe.
+        if status.code().is_some() {
+            assert!(status.success(), "round {round}: prune failed after a killed predecessor");
+        }
         let out = env.run(&["verify", "--repo", rs]);
         assert_eq!(
             code(&out),
@@ -116,6 +132,8 @@ fn killed_prune_leaves_a_repository_that_verifies_and_prunes_again() {
             stderr(&out)
         );
     }
+    assert!(killed >= 10, "only {killed} of 50 kills landed mid-prune; the test proves little");
+    eprintln!("{killed} of 50 prunes killed mid-run (a whole prune takes {full_ms} ms)");
     env.ok(&["prune", "--repo", rs, "--keep-last", "2", "--delete-now"]);
     env.ok(&["verify", "--repo", rs, "--read-data"]);
     let out = env.path("out");

@@ -4,7 +4,8 @@
 //! facts only when they are complete: every snapshot's summary and manifest opened, every index file
 //! authenticated, the local index table matched its checksum and covers exactly those files, every
 //! chunk a kept snapshot references was located in a pack that exists, and no pack lies outside the
-//! index (unless a backup that may still index it is running). Anything less is a refusal
+//! index (unless a backup that may still index it is running, or an authenticated mark of an
+//! interrupted prune lists it). Anything less is a refusal
 //! (`Error::Refused`, exit 4) that names each problem and the command that repairs it; nothing has
 //! been deleted at that point.
 
@@ -99,7 +100,11 @@ pub fn prove(repo: &Repository, scope: &ProofScope<'_>) -> Result<Usage> {
         remedies.push("run the same command again");
     }
     let packs: HashSet<Id> = storage.list(FileKind::Pack)?.iter().filter_map(|n| Id::from_hex(n)).collect();
-    let mut unindexed: Vec<Id> = packs.difference(&indexed_packs).copied().collect();
+    // A marked pack in no index is one an interrupted prune had taken out of the index files
+    // (after proving it unneeded) but not yet deleted: finishing its mark deletes it.
+    let marked = crate::prune::marked_packs(repo)?;
+    let mut unindexed: Vec<Id> =
+        packs.difference(&indexed_packs).filter(|p| !marked.contains(p)).copied().collect();
     unindexed.sort();
     let mut unindexed_in_flight = Vec::new();
     if !unindexed.is_empty() {

@@ -1,6 +1,7 @@
-//! Decoders of on-disk structures after decryption: whatever the bytes, no panic, no unbounded
-//! allocation. (Authentication stops forged bytes first; this guards against our own bugs and a
-//! writer with the key producing garbage.)
+//! Decoders of on-disk structures: whatever the bytes, no panic, no unbounded allocation. Key slots
+//! are parsed before anything is authenticated; the others come after decryption (authentication
+//! stops forged bytes first; this guards against our own bugs and a writer with the key producing
+//! garbage), as does decompression.
 #![no_main]
 
 use exarch_archive::manifest::{ArchivedManifest, ArchivedSummary};
@@ -9,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
-    match which % 4 {
+    match which % 7 {
         0 => {
             let _ = exarch_archive::index::decode_index(rest, "fuzz");
         }
@@ -25,10 +26,21 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        _ => {
+        3 => {
             let mut v = rkyv::util::AlignedVec::<16>::new();
             v.extend_from_slice(rest);
             let _ = rkyv::access::<ArchivedSummary, rkyv::rancor::Error>(&v);
+        }
+        4 => {
+            // parsing only: running Argon2 on fuzzed parameters is what the bounds are for
+            let _ = exarch_archive::keyslot::KeySlot::parse(rest, "fuzz");
+        }
+        5 => {
+            let _ = exarch_archive::envelope::decompress(1, rest, None);
+        }
+        _ => {
+            let n = rest.first().map_or(0, |b| *b as usize * 97);
+            let _ = exarch_archive::envelope::decompress(1, rest, Some(n));
         }
     }
 });
