@@ -103,8 +103,7 @@ pub fn prove(repo: &Repository, scope: &ProofScope<'_>) -> Result<Usage> {
     // A marked pack in no index is one an interrupted prune had taken out of the index files
     // (after proving it unneeded) but not yet deleted: finishing its mark deletes it.
     let marked = crate::prune::marked_packs(repo)?;
-    let mut unindexed: Vec<Id> =
-        packs.difference(&indexed_packs).filter(|p| !marked.contains(p)).copied().collect();
+    let mut unindexed: Vec<Id> = packs.difference(&indexed_packs).filter(|p| !marked.contains(p)).copied().collect();
     unindexed.sort();
     let mut unindexed_in_flight = Vec::new();
     if !unindexed.is_empty() {
