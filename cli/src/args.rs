@@ -366,9 +366,9 @@ pub struct SimulateArgs {
     /// extra-messages, huge-retry-after, folder-loop, redirect, doctype, bad-utf8, huge-item
     /// (repeatable; `public-folders` names the public store)
     #[arg(long, value_name = "KIND@MAILBOX")]
-    pub hostile: Vec<exarch_ews_source::sim::hostile::Rule>,
+    pub hostile: Vec<exarch_exchange_sim::hostile::Rule>,
     /// Largest request body the server accepts; larger requests get HTTP 413
-    #[arg(long, default_value_t = exarch_ews_source::sim::server::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=4294967295))]
+    #[arg(long, default_value_t = exarch_exchange_sim::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=4294967295))]
     pub max_request_bytes: usize,
 }
 

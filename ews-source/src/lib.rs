@@ -3,7 +3,8 @@
 //!
 //! This crate knows nothing of the archive format; the CLI connects the two. Requests are validated
 //! against Microsoft's published schema in tests; the client sends them through a throttling
-//! governor and isolates dirty items when a batch fails; `sim` is the simulated Exchange server.
+//! governor and isolates dirty items when a batch fails. (The simulated Exchange server is the
+//! `exarch-exchange-sim` crate: this one is only a client.)
 
 pub mod client;
 pub mod dom;
@@ -12,7 +13,7 @@ pub mod export_stream;
 pub mod ntlm;
 pub mod request;
 pub mod response;
-pub mod sim;
+
 pub mod throttle;
 pub mod transport;
 pub mod upload;

@@ -2,7 +2,7 @@
 
 use crate::args::{DemoArgs, EwsConnArgs, Global, InitArgs, PackArgs, SnapshotsArgs, VerifyArgs};
 use anyhow::{bail, Context as _, Result};
-use exarch_ews_source::sim::server::{serve, Profile, Simulator};
+use exarch_exchange_sim::{serve, Profile, Simulator};
 use std::sync::Arc;
 
 pub fn run(g: &Global, a: DemoArgs) -> Result<()> {

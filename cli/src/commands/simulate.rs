@@ -3,8 +3,8 @@
 use crate::args::{Global, SimulateArgs};
 use anyhow::{Context as _, Result};
 use exarch_archive::extract_names::safe_component;
-use exarch_ews_source::sim::model::State;
-use exarch_ews_source::sim::server::{serve, Profile, Simulator};
+use exarch_exchange_sim::model::State;
+use exarch_exchange_sim::{serve, Profile, Simulator};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -291,7 +291,7 @@ impl State {
         ];
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x0090_b11c);
         let mut pf = Mailbox {
-            address: crate::PUBLIC_FOLDERS.to_string(),
+            address: exarch_ews_source::PUBLIC_FOLDERS.to_string(),
             public: true,
             folders: Vec::new(),
             items: Vec::new(),

@@ -1,0 +1,89 @@
+//! Who may talk to the simulator: any Basic credentials, or only the configured account; with
+//! `--auth ntlm`, only NTLM, checked per connection as IIS does (NEGOTIATE, CHALLENGE,
+//! AUTHENTICATE on one connection, which then stays authenticated).
+
+use crate::server::Simulator;
+
+#[derive(Default)]
+pub(crate) struct NtlmConn {
+    challenge: Option<[u8; 8]>,
+    authenticated: bool,
+}
+
+/// What the NTLM gate decided for one request.
+pub enum Gate {
+    Pass,
+    /// Answer 401 with this `WWW-Authenticate` value.
+    Challenge(String),
+}
+
+impl Simulator {
+    /// Accepts only NTLM (Windows authentication), as on-premises Exchange does by default. Needs
+    /// credentials.
+    pub fn with_ntlm(mut self) -> Simulator {
+        self.ntlm = true;
+        self
+    }
+
+    /// The NTLM handshake for a request that arrived on connection `peer`: an authenticated
+    /// connection passes; NEGOTIATE gets a CHALLENGE; a valid AUTHENTICATE authenticates the
+    /// connection and passes. In Basic mode every request passes here.
+    pub fn ntlm_gate(&self, peer: Option<std::net::SocketAddr>, auth: Option<&str>) -> Gate {
+        if !self.ntlm {
+            return Gate::Pass;
+        }
+        let (Some(peer), Some((user, pass))) = (peer, &self.credentials) else {
+            return Gate::Challenge("NTLM".into());
+        };
+        let mut conns = self.ntlm_conns.lock().expect("ntlm");
+        let conn = conns.entry(peer).or_default();
+        let msg = auth
+            .and_then(|a| a.strip_prefix("NTLM "))
+            .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok());
+        match msg {
+            Some(m) if m.get(8) == Some(&1) => {
+                let c: [u8; 8] = rand::random();
+                conn.challenge = Some(c);
+                conn.authenticated = false;
+                let ch = exarch_ews_source::ntlm::challenge(c, "EXCHANGE");
+                Gate::Challenge(format!(
+                    "NTLM {}",
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ch)
+                ))
+            }
+            Some(m) if m.get(8) == Some(&3) => {
+                let ok = conn.challenge.take().is_some_and(|c| {
+                    exarch_ews_source::ntlm::verify(&m, c, pass).is_ok_and(|u| {
+                        u.eq_ignore_ascii_case(user)
+                            || exarch_ews_source::ntlm::split_user(user).0.eq_ignore_ascii_case(&u)
+                    })
+                });
+                conn.authenticated = ok;
+                if ok {
+                    Gate::Pass
+                } else {
+                    Gate::Challenge("NTLM".into())
+                }
+            }
+            _ if conn.authenticated => Gate::Pass,
+            _ => Gate::Challenge("NTLM".into()),
+        }
+    }
+
+    pub(crate) fn authorised(&self, header: Option<&str>) -> bool {
+        if self.ntlm {
+            return true; // the connection passed ntlm_gate
+        }
+        // A Basic-only server answers an NTLM attempt with 401, whatever the credentials.
+        if header.is_some_and(|h| h.starts_with("NTLM ")) {
+            return false;
+        }
+        let Some((user, pass)) = &self.credentials else { return true };
+        let Some(v) = header.and_then(|h| h.strip_prefix("Basic ")) else { return false };
+        let Ok(raw) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v.trim()) else {
+            return false;
+        };
+        let raw = String::from_utf8_lossy(&raw);
+        raw.split_once(':').is_some_and(|(u, p)| u.eq_ignore_ascii_case(user) && p == pass)
+    }
+}

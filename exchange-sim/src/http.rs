@@ -1,0 +1,153 @@
+//! Serving the simulator over HTTP on loopback: `POST /EWS/Exchange.asmx`, `GET /stats`, the
+//! NTLM gate per connection, injected faults and hostile answers.
+
+use crate::auth::Gate;
+use crate::budget::Fault;
+use crate::server::Simulator;
+use exarch_ews_source::dom;
+use std::sync::Arc;
+
+/// A running simulator: its address, and the threads serving it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub sim: Arc<Simulator>,
+    server: Arc<tiny_http::Server>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}/EWS/Exchange.asmx", self.addr)
+    }
+
+    /// Stops serving and waits for the threads.
+    pub fn stop(mut self) {
+        self.server.unblock();
+        for _ in 0..self.threads.len() {
+            self.server.unblock();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Serves until the process ends.
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The misbehaving answer to a request, if a hostile rule covers its mailbox and operation.
+fn hostile_answer(
+    sim: &Simulator,
+    req: &tiny_http::Request,
+    auth: Option<&str>,
+    body: &[u8],
+    port: u16,
+) -> Option<crate::hostile::Answer> {
+    let header =
+        |name: &'static str| req.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_string());
+    let op = header("SOAPAction").map(|a| a.trim_matches('"').rsplit('/').next().unwrap_or("").to_string())?;
+    let mailbox = header("X-AnchorMailbox").unwrap_or_else(|| exarch_ews_source::PUBLIC_FOLDERS.to_string());
+    let parent = (op == "FindFolder").then(|| dom::parse(body).ok()).flatten().and_then(|d| {
+        d.find("ParentFolderIds").and_then(|p| p.find("FolderId")).and_then(|f| f.attr("Id").map(String::from))
+    });
+    let mut normal = || sim.handle(auth, body);
+    sim.hostile.iter().find_map(|r| crate::hostile::answer(r, &op, &mailbox, parent.as_deref(), port, &mut normal))
+}
+
+/// Serves `sim` on `listen` (e.g. `127.0.0.1:0`) with `threads` handler threads.
+pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Result<Running> {
+    let server = Arc::new(tiny_http::Server::http(listen).map_err(std::io::Error::other)?);
+    let addr = server.server_addr().to_ip().ok_or_else(|| std::io::Error::other("not an IP listener"))?;
+    let mut handles = Vec::new();
+    for _ in 0..threads.max(1) {
+        let (server, sim) = (server.clone(), sim.clone());
+        handles.push(std::thread::spawn(move || {
+            while let Ok(mut req) = server.recv() {
+                let json = |v: String| {
+                    tiny_http::Response::from_string(v)
+                        .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").expect("header"))
+                };
+                if req.method() == &tiny_http::Method::Get && req.url() == "/stats" {
+                    let _ = req.respond(json(serde_json::to_string(&sim.stats()).expect("stats serialise")));
+                    continue;
+                }
+                if req.method() != &tiny_http::Method::Post || !req.url().eq_ignore_ascii_case("/EWS/Exchange.asmx") {
+                    let _ = req.respond(tiny_http::Response::from_string("not found").with_status_code(404));
+                    continue;
+                }
+                let auth =
+                    req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
+                let mut body = Vec::new();
+                if std::io::Read::read_to_end(req.as_reader(), &mut body).is_err() {
+                    continue;
+                }
+                if let Gate::Challenge(v) = sim.ntlm_gate(req.remote_addr().copied(), auth.as_deref()) {
+                    let _ = req.respond(
+                        tiny_http::Response::from_string("")
+                            .with_status_code(401)
+                            .with_header(tiny_http::Header::from_bytes("WWW-Authenticate", v).expect("header")),
+                    );
+                    continue;
+                }
+                if !sim.hostile.is_empty() {
+                    if let Some(a) = hostile_answer(&sim, &req, auth.as_deref(), &body, addr.port()) {
+                        let mut resp =
+                            tiny_http::Response::new(tiny_http::StatusCode(a.status), Vec::new(), a.body, a.len, None);
+                        for (k, v) in a.headers {
+                            resp.add_header(tiny_http::Header::from_bytes(k, v).expect("header"));
+                        }
+                        let _ = req.respond(resp);
+                        continue;
+                    }
+                }
+                match sim.next_fault() {
+                    Some(Fault::Unavailable) => {
+                        let _ = req.respond(
+                            tiny_http::Response::from_string("Service Unavailable")
+                                .with_status_code(503)
+                                .with_header(tiny_http::Header::from_bytes("Retry-After", "1").expect("header")),
+                        );
+                        continue;
+                    }
+                    Some(Fault::Drop) => {
+                        // The connection breaks before the request is handled: the client reads
+                        // bytes that are not HTTP, gives up on this connection, and must resend.
+                        let mut w = req.into_writer();
+                        let _ = std::io::Write::write_all(&mut w, b"\x00\x00 connection reset\r\n\r\n");
+                        let _ = std::io::Write::flush(&mut w);
+                        continue;
+                    }
+                    Some(Fault::Truncate) => {
+                        let (_, text) = sim.handle(auth.as_deref(), &body);
+                        let mut cut = text.len() / 2;
+                        while !text.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        let _ = req.respond(tiny_http::Response::from_string(&text[..cut]).with_status_code(200));
+                        continue;
+                    }
+                    None => {}
+                }
+                let (status, text) = sim.handle(auth.as_deref(), &body);
+                let mut resp = tiny_http::Response::from_string(text).with_status_code(status).with_header(
+                    tiny_http::Header::from_bytes("Content-Type", "text/xml; charset=utf-8").expect("header"),
+                );
+                if status == 401 {
+                    resp = resp.with_header(
+                        tiny_http::Header::from_bytes(
+                            "WWW-Authenticate",
+                            if sim.ntlm { "NTLM" } else { "Basic realm=\"exarch-simulate\"" },
+                        )
+                        .expect("header"),
+                    );
+                }
+                let _ = req.respond(resp);
+            }
+        }));
+    }
+    Ok(Running { addr, sim, server, threads: handles })
+}

@@ -1,0 +1,17 @@
+//! The simulated Exchange server used by tests and by `exarch simulate` / `exarch demo`: EWS over
+//! HTTP on loopback with Exchange-like throttling, faults and hostile modes on demand, and a model
+//! of mailboxes that can be churned, wiped and dumped. A crate of its own, so the EWS client
+//! (`exarch-ews-source`) holds no server code.
+
+pub mod auth;
+pub mod budget;
+pub mod hostile;
+pub mod http;
+pub mod model;
+pub mod ops;
+pub mod server;
+pub mod soap;
+
+pub use budget::Profile;
+pub use http::{serve, Running};
+pub use server::{Simulator, DEFAULT_MAX_REQUEST_BYTES};
