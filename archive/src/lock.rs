@@ -43,6 +43,32 @@ pub enum LockKind {
     Exclusive,
 }
 
+/// What a lock is taken for (written as its `purpose`; prune looks for running backups by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockPurpose {
+    Pack,
+    Extract,
+    Verify,
+    Replay,
+    Prune,
+    Forget,
+    Repair,
+}
+
+impl LockPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockPurpose::Pack => "pack",
+            LockPurpose::Extract => "extract",
+            LockPurpose::Verify => "verify",
+            LockPurpose::Replay => "replay",
+            LockPurpose::Prune => "prune",
+            LockPurpose::Forget => "forget",
+            LockPurpose::Repair => "repair",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LockInfo {
     pub exclusive: bool,
@@ -51,7 +77,8 @@ pub struct LockInfo {
     pub prune: bool,
     pub host: String,
     pub pid: u32,
-    /// What holds it (`pack`, `prune`, ...).
+    /// What holds it (`pack`, `prune`, ...: `LockPurpose`; kept as text, so locks written by
+    /// other versions still read).
     pub purpose: String,
     /// Unix seconds.
     pub created: i64,
@@ -61,6 +88,11 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
+    /// Held by a backup (which may be writing packs no index lists yet).
+    pub fn is_backup(&self) -> bool {
+        self.purpose == LockPurpose::Pack.as_str()
+    }
+
     pub fn is_stale(&self, now: i64, this_host: &str) -> bool {
         let lease = self.lease_secs.min(i64::MAX as u64 / 4) as i64;
         if now > self.refreshed.saturating_add(STALE_AFTER_LEASES * lease) {
@@ -183,7 +215,7 @@ impl LockGuard {
         storage: Arc<dyn Storage>,
         entropy: &Entropy,
         kind: LockKind,
-        purpose: &str,
+        purpose: LockPurpose,
         host: &str,
         lease_secs: u64,
     ) -> Result<LockGuard> {
@@ -195,7 +227,7 @@ impl LockGuard {
             prune,
             host: host.to_string(),
             pid: std::process::id(),
-            purpose: purpose.to_string(),
+            purpose: purpose.as_str().to_string(),
             created: now,
             refreshed: now,
             lease_secs,
@@ -316,19 +348,19 @@ mod tests {
         let s: Arc<dyn Storage> = Arc::new(LocalStorage::new(t.path()));
         let e = Entropy::os();
         use LockKind::*;
-        let a = LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).unwrap();
-        let b = LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).unwrap();
+        let a = LockGuard::acquire(s.clone(), &e, Shared, LockPurpose::Pack, "h1", 60).unwrap();
+        let b = LockGuard::acquire(s.clone(), &e, Shared, LockPurpose::Pack, "h1", 60).unwrap();
         // a prune runs beside backups, but not beside another prune
-        let p = LockGuard::acquire(s.clone(), &e, Prune, "prune", "h1", 60).unwrap();
-        assert!(LockGuard::acquire(s.clone(), &e, Prune, "prune", "h1", 60).is_err());
+        let p = LockGuard::acquire(s.clone(), &e, Prune, LockPurpose::Prune, "h1", 60).unwrap();
+        assert!(LockGuard::acquire(s.clone(), &e, Prune, LockPurpose::Prune, "h1", 60).is_err());
         drop(p);
-        let err = LockGuard::acquire(s.clone(), &e, Exclusive, "prune", "h1", 60).err().unwrap();
+        let err = LockGuard::acquire(s.clone(), &e, Exclusive, LockPurpose::Prune, "h1", 60).err().unwrap();
         assert!(err.to_string().contains("pack"), "{err}");
         drop(a);
         drop(b);
         assert!(s.list(FileKind::Lock).unwrap().is_empty());
-        let x = LockGuard::acquire(s.clone(), &e, Exclusive, "prune", "h1", 60).unwrap();
-        assert!(LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).is_err());
+        let x = LockGuard::acquire(s.clone(), &e, Exclusive, LockPurpose::Prune, "h1", 60).unwrap();
+        assert!(LockGuard::acquire(s.clone(), &e, Shared, LockPurpose::Pack, "h1", 60).is_err());
         drop(x);
         // a lock from another host whose lease ran out does not block
         let old = LockInfo {
@@ -345,19 +377,19 @@ mod tests {
         let recent = LockInfo { refreshed: now_unix() - 200, ..old.clone() };
         assert!(!recent.is_stale(now_unix(), "h1"));
         s.put(FileKind::Lock, "stale", &serde_json::to_vec(&old).unwrap()).unwrap();
-        let y = LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).unwrap();
+        let y = LockGuard::acquire(s.clone(), &e, Shared, LockPurpose::Pack, "h1", 60).unwrap();
         drop(y);
         // a fresh one from another host does
         let live = LockInfo { refreshed: now_unix(), ..old };
         s.put(FileKind::Lock, "live", &serde_json::to_vec(&live).unwrap()).unwrap();
-        assert!(LockGuard::acquire(s.clone(), &e, Shared, "pack", "h1", 60).is_err());
+        assert!(LockGuard::acquire(s.clone(), &e, Shared, LockPurpose::Pack, "h1", 60).is_err());
     }
 
     #[test]
     fn a_holder_paused_past_its_lease_knows_it_lost_the_lock() {
         let t = tempfile::tempdir().unwrap();
         let s: Arc<dyn Storage> = Arc::new(LocalStorage::new(t.path()));
-        let g = LockGuard::acquire(s.clone(), &Entropy::os(), LockKind::Shared, "pack", "h1", 60).unwrap();
+        let g = LockGuard::acquire(s.clone(), &Entropy::os(), LockKind::Shared, LockPurpose::Pack, "h1", 60).unwrap();
         let w = g.watch();
         assert!(!w.lost() && w.check().is_ok());
         // as if the process had been stopped for 61 s: no refresh landed within the lease
@@ -366,7 +398,7 @@ mod tests {
         let err = g.check().unwrap_err();
         assert!(err.to_string().contains("Nothing was committed"), "{err}");
         // a lock file removed by someone else is a loss too
-        let g2 = LockGuard::acquire(s.clone(), &Entropy::os(), LockKind::Shared, "pack", "h1", 3).unwrap();
+        let g2 = LockGuard::acquire(s.clone(), &Entropy::os(), LockKind::Shared, LockPurpose::Pack, "h1", 3).unwrap();
         s.delete(FileKind::Lock, &g2.name).unwrap();
         std::thread::sleep(Duration::from_millis(1300));
         assert!(g2.lost());

@@ -159,7 +159,7 @@ fn others_running<'a>(locks: &'a [(String, LockInfo)], opts: &'a PruneOptions) -
 
 fn backups_running(repo: &Repository, opts: &PruneOptions) -> Result<bool> {
     let locks = live_locks(repo.storage().as_ref(), &repo.context().host)?;
-    let running = others_running(&locks, opts).any(|l| l.purpose == "pack");
+    let running = others_running(&locks, opts).any(|l| l.is_backup());
     Ok(running)
 }
 
@@ -366,7 +366,7 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
                 continue;
             }
             let busy = others_running(&locks, opts)
-                .find(|l| l.purpose != "pack" || l.created.saturating_mul(1000) < mark.marked_ms);
+                .find(|l| !l.is_backup() || l.created.saturating_mul(1000) < mark.marked_ms);
             if let Some(l) = busy {
                 report.marks_waiting.push(format!(
                     "mark {} waits for {} on {} (pid {}) to finish",

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::IndexTable;
 use crate::keyslot::{KdfParams, KeySlot};
-use crate::lock::{LockGuard, LockKind, DEFAULT_LEASE_SECS};
+use crate::lock::{LockGuard, LockKind, LockPurpose, DEFAULT_LEASE_SECS};
 use crate::manifest::{text, Summary};
 use crate::snapshot::{read_summary, Snapshot};
 use crate::storage::{FileKind, Storage};
@@ -232,7 +232,7 @@ impl Repository {
     }
 
     /// Takes a shared (pack, verify, extract), prune, or exclusive (`prune --delete-now`) lock.
-    pub fn lock(&self, kind: LockKind, purpose: &str) -> Result<LockGuard> {
+    pub fn lock(&self, kind: LockKind, purpose: LockPurpose) -> Result<LockGuard> {
         LockGuard::acquire(self.storage.clone(), &self.ctx.entropy, kind, purpose, &self.ctx.host, self.ctx.lease_secs)
     }
 

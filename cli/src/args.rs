@@ -1,6 +1,6 @@
 //! Command-line definition. Flag names follow restic where the meaning is the same.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -148,8 +148,8 @@ pub struct EwsConnArgs {
     pub token_file: Option<PathBuf>,
     /// How to log on with --user: ntlm (Windows authentication, on-premises default), basic, or
     /// auto (NTLM when the server offers it, else Basic)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "ntlm", "basic"])]
-    pub auth: String,
+    #[arg(long, value_enum, default_value_t = LogonAuth::Auto)]
+    pub auth: LogonAuth,
     /// PEM file of a CA to trust for the EWS server's certificate
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
@@ -321,8 +321,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "example.com")]
     pub domain: String,
     /// Throttling: onprem-default, strict or unlimited
-    #[arg(long, default_value = "onprem-default")]
-    pub profile: String,
+    #[arg(long, value_enum, default_value_t = ThrottleProfile::OnpremDefault)]
+    pub profile: ThrottleProfile,
     /// Override the profile's per-mailbox budget: units available at once
     #[arg(long, value_name = "UNITS")]
     pub budget_burst: Option<f64>,
@@ -335,8 +335,8 @@ pub struct SimulateArgs {
     pub fault_rate: f64,
     /// Names of the default folders when the state is first made: en (Inbox, ...) or de
     /// (Posteingang, ...)
-    #[arg(long, default_value = "en", value_parser = ["en", "de"])]
-    pub locale: String,
+    #[arg(long, value_enum, default_value_t = Locale::En)]
+    pub locale: Locale,
     /// Also make public folders holding this many items (only when the state is first made)
     #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
     pub public_items: usize,
@@ -347,8 +347,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub user: Option<String>,
     /// Authentication the server asks for: basic, or ntlm (Windows authentication; needs --user)
-    #[arg(long, default_value = "basic", value_parser = ["basic", "ntlm"])]
-    pub auth: String,
+    #[arg(long, value_enum, default_value_t = ServerAuth::Basic)]
+    pub auth: ServerAuth,
     /// Change PCT percent of the items (new, changed, deleted) and exit
     #[arg(long, value_name = "PCT")]
     pub churn: Option<f64>,
@@ -411,4 +411,59 @@ pub enum KeyCommand {
         #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,
     },
+}
+
+/// How the client logs on with `--user`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogonAuth {
+    /// NTLM when the server offers it, else Basic
+    Auto,
+    /// Windows authentication (the on-premises default)
+    Ntlm,
+    Basic,
+}
+
+/// The logon the simulated server asks for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerAuth {
+    Basic,
+    Ntlm,
+}
+
+/// The simulated server's throttling.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThrottleProfile {
+    /// Exchange 2016+ defaults: EWSMaxConcurrency 27, generous budgets
+    OnpremDefault,
+    /// Tight budgets and few concurrent requests, like a busy or hardened server
+    Strict,
+    /// No throttling at all
+    Unlimited,
+}
+
+impl ThrottleProfile {
+    /// The name the simulator knows the profile by.
+    pub fn name(self) -> &'static str {
+        match self {
+            ThrottleProfile::OnpremDefault => "onprem-default",
+            ThrottleProfile::Strict => "strict",
+            ThrottleProfile::Unlimited => "unlimited",
+        }
+    }
+}
+
+/// The language of the default folders' names in a new simulated state.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locale {
+    En,
+    De,
+}
+
+impl Locale {
+    pub fn code(self) -> &'static str {
+        match self {
+            Locale::En => "en",
+            Locale::De => "de",
+        }
+    }
 }

@@ -20,6 +20,11 @@ pub const EXIT_DAMAGE: u8 = 4;
 /// The run finished part-way (stopped at --max-duration, or by the server); the next run continues.
 pub const EXIT_PARTIAL: u8 = 5;
 
+/// A usage error (exit 2) with its message: what was wrong with the command line, and what to give.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    Exit(EXIT_USAGE, msg.into()).into()
+}
+
 /// An error that already decided its exit code (e.g. extract finished but some items were damaged).
 #[derive(Debug)]
 pub struct Exit(pub u8, pub String);

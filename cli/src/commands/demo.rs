@@ -1,17 +1,14 @@
 //! `exarch demo`: the whole job in one command, against the built-in simulated Exchange.
 
 use crate::args::{DemoArgs, EwsConnArgs, Global, InitArgs, PackArgs, SnapshotsArgs, VerifyArgs};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use exarch_exchange_sim::{serve, Profile, Simulator};
 use std::sync::Arc;
 
 pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     let dir = &a.dir;
     if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!(crate::Exit(
-            crate::EXIT_USAGE,
-            format!("{} is not empty: remove it or pass --dir NEW_DIR", dir.display())
-        ));
+        return Err(crate::usage(format!("{} is not empty: remove it or pass --dir NEW_DIR", dir.display())));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut secret = [0u8; 16];
@@ -57,7 +54,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
             user: Some("svc-backup".into()),
             ews_password_file: Some(ews_password),
             token_file: None,
-            auth: "auto".into(),
+            auth: crate::args::LogonAuth::Auto,
             ca_cert: None,
         },
         concurrency: 4,

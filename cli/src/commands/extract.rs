@@ -8,7 +8,7 @@ use serde_json::json;
 
 pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
     let repo = super::open(g)?;
-    let _lock = super::read_lock(g, &repo, "extract")?;
+    let _lock = super::read_lock(g, &repo, exarch_archive::lock::LockPurpose::Extract)?;
     let id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
     let snap = repo.load_snapshot(&id)?;
     let index = repo.index()?;

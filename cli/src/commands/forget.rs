@@ -8,7 +8,11 @@ use exarch_archive::repair::forget;
 pub fn run(g: &Global, a: ForgetArgs) -> Result<()> {
     let repo = super::open(g)?;
     // A prune lock: no prune decides on a snapshot list that changes under it; backups go on.
-    let _lock = if a.dry_run { None } else { Some(super::write_lock(g, &repo, LockKind::Prune, "forget")?) };
+    let _lock = if a.dry_run {
+        None
+    } else {
+        Some(super::write_lock(g, &repo, LockKind::Prune, exarch_archive::lock::LockPurpose::Forget)?)
+    };
     let mut ids = Vec::new();
     for spec in &a.snapshots {
         let id = repo.resolve_snapshot(spec, a.mailbox.as_deref())?;

@@ -43,12 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 pub fn repo_path(g: &Global) -> Result<PathBuf> {
-    g.repo.clone().ok_or_else(|| {
-        anyhow::Error::new(crate::Exit(
-            crate::EXIT_USAGE,
-            "no repository: pass --repo DIR or set EXARCH_REPOSITORY".into(),
-        ))
-    })
+    g.repo.clone().ok_or_else(|| crate::usage("no repository: pass --repo DIR or set EXARCH_REPOSITORY"))
 }
 
 /// The local cache root: --cache-dir / EXARCH_CACHE_DIR, else the platform's cache directory.
@@ -91,7 +86,11 @@ pub fn open(g: &Global) -> Result<Repository> {
 }
 
 /// The shared lock of a command that only reads, or none with `--no-lock` (read-only media).
-pub fn read_lock(g: &Global, repo: &Repository, purpose: &str) -> Result<Option<exarch_archive::lock::LockGuard>> {
+pub fn read_lock(
+    g: &Global,
+    repo: &Repository,
+    purpose: exarch_archive::lock::LockPurpose,
+) -> Result<Option<exarch_archive::lock::LockGuard>> {
     if g.no_lock {
         return Ok(None);
     }
@@ -106,14 +105,10 @@ pub fn write_lock(
     g: &Global,
     repo: &Repository,
     kind: exarch_archive::lock::LockKind,
-    purpose: &str,
+    purpose: exarch_archive::lock::LockPurpose,
 ) -> Result<exarch_archive::lock::LockGuard> {
     if g.no_lock {
-        return Err(crate::Exit(
-            crate::EXIT_USAGE,
-            format!("--no-lock is only for commands that only read, not {purpose}"),
-        )
-        .into());
+        return Err(crate::usage(format!("--no-lock is only for commands that only read, not {}", purpose.as_str())));
     }
     Ok(repo.lock(kind, purpose)?)
 }

@@ -6,7 +6,7 @@
 
 use crate::args::{Global, PackArgs};
 use crate::output::{bytes, progress};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use exarch_archive::backup::{Backup, BackupOptions, BackupStats, ItemMeta, IN_MEMORY_LIMIT};
 use exarch_archive::manifest::text;
 use exarch_archive::time::{format_unix_ms, now_ms, parse_rfc3339_ms};
@@ -82,14 +82,15 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     let from_dir = a.from_dir.clone().expect("clap requires --from-dir without --ews");
     let mailbox = match a.mailbox.as_slice() {
         [m] => m.clone(),
-        _ => bail!(crate::Exit(crate::EXIT_USAGE, "--from-dir needs exactly one --mailbox NAME".into())),
+        _ => return Err(crate::usage("--from-dir needs exactly one --mailbox NAME")),
     };
     let time_ms = snapshot_time(a.time.as_deref())?;
     if !from_dir.is_dir() {
-        bail!(crate::Exit(crate::EXIT_USAGE, format!("--from-dir {}: not a directory", from_dir.display())));
+        return Err(crate::usage(format!("--from-dir {}: not a directory", from_dir.display())));
     }
     let repo = super::open(g)?;
-    let lock = super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, "pack")?;
+    let lock =
+        super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, exarch_archive::lock::LockPurpose::Pack)?;
     let started = std::time::Instant::now();
     let files = walk(&from_dir)?;
     let index = repo.index()?;
@@ -170,12 +171,8 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
 /// `--time` as Unix ms, or now.
 pub(super) fn snapshot_time(t: Option<&str>) -> Result<i64> {
     match t {
-        Some(t) => parse_rfc3339_ms(t).ok_or_else(|| {
-            anyhow::Error::new(crate::Exit(
-                crate::EXIT_USAGE,
-                format!("--time {t}: not an RFC 3339 time such as 2026-11-23T10:00:00Z"),
-            ))
-        }),
+        Some(t) => parse_rfc3339_ms(t)
+            .ok_or_else(|| crate::usage(format!("--time {t}: not an RFC 3339 time such as 2026-11-23T10:00:00Z"))),
         None => Ok(now_ms()),
     }
 }

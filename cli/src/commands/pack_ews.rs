@@ -6,8 +6,9 @@
 //! Exports go through the governor in batches with dirty-item isolation; each exported stream goes
 //! straight into the archive's pipeline.
 
-use crate::args::{EwsConnArgs, Global, PackArgs};
+use crate::args::{EwsConnArgs, Global, LogonAuth, PackArgs};
 use crate::output::bytes;
+use crate::usage;
 use anyhow::{bail, Context as _, Result};
 use exarch_archive::backup::{Backup, BackupOptions, BackupStats, ItemMeta};
 use exarch_archive::index::IndexTable;
@@ -127,10 +128,6 @@ struct SourceState {
     default_folders: BTreeMap<String, String>,
 }
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    crate::Exit(crate::EXIT_USAGE, msg.into()).into()
-}
-
 /// The EWS endpoint without any credentials written into it, and the credentials to use. A user or
 /// password in the URL is taken out (it would otherwise be stored in snapshots and printed) and
 /// used only where no flag, file or environment variable gives one.
@@ -167,10 +164,10 @@ fn auth_with(a: &EwsConnArgs, url_user: Option<String>, url_pass: Option<String>
         (None, _, Some(p)) => p,
         _ => return Err(usage("no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE")),
     };
-    Ok(match a.auth.as_str() {
-        "basic" => Auth::Basic { user, password },
-        "ntlm" => Auth::Ntlm { user, password },
-        _ => Auth::Auto { user, password },
+    Ok(match a.auth {
+        LogonAuth::Basic => Auth::Basic { user, password },
+        LogonAuth::Ntlm => Auth::Ntlm { user, password },
+        LogonAuth::Auto => Auth::Auto { user, password },
     })
 }
 
@@ -224,7 +221,8 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         bail!(usage("no mailboxes: give --mailbox SMTP, --mailboxes-file FILE, --all-mailboxes or --public-folders"));
     }
     let repo = super::open(g)?;
-    let lock = super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, "pack")?;
+    let lock =
+        super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, exarch_archive::lock::LockPurpose::Pack)?;
     let index = Arc::new(repo.index()?);
     super::warn_skipped_index(&index);
     let mut run_id = [0u8; 16];
@@ -267,7 +265,19 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     let failed = done.iter().filter(|d| d.result.as_ref().is_err_and(|e| !is_partial(e))).count();
     let partial = done.iter().filter(|d| d.result.as_ref().is_err_and(is_partial)).count();
     if failed > 0 {
-        bail!("{failed} of {} mailbox(es) could not be backed up (see above); the others were saved", done.len());
+        // Damage met in the repository outranks other failures: exit 4, as everywhere.
+        let damaged = done.iter().filter_map(|d| d.result.as_ref().err()).any(|e| {
+            e.chain().any(|c| {
+                c.downcast_ref::<exarch_archive::Error>()
+                    .is_some_and(|a| a.class() == exarch_archive::ErrorClass::Damage)
+            })
+        });
+        let msg =
+            format!("{failed} of {} mailbox(es) could not be backed up (see above); the others were saved", done.len());
+        if damaged {
+            return Err(crate::Exit(crate::EXIT_DAMAGE, msg).into());
+        }
+        bail!(msg);
     }
     if partial > 0 {
         return Err(crate::Exit(
@@ -602,8 +612,7 @@ fn backup_mailbox(
         let batch = &list[pos..pos + n];
         pos += n;
         let mut ok = |id: &str, data: ItemData| -> Result<(), EwsError> {
-            let archive_err =
-                |e: exarch_archive::Error| EwsError::Unexpected { operation: "archive".into(), detail: e.to_string() };
+            let archive_err = |e: exarch_archive::Error| EwsError::Sink(Box::new(e));
             let Some(p) = metas.get(id) else {
                 return Err(EwsError::Unexpected {
                     operation: "ExportItems".into(),
@@ -631,6 +640,13 @@ fn backup_mailbox(
             Err(e) if e.stops_run() => {
                 stopped = Some(e.to_string());
                 break;
+            }
+            // The archive's own error, so damage stays damage (exit 4).
+            Err(EwsError::Sink(e)) => {
+                return Err(match e.downcast::<exarch_archive::Error>() {
+                    Ok(a) => anyhow::Error::from(*a),
+                    Err(e) => anyhow::anyhow!(e),
+                })
             }
             Err(e) => return Err(e.into()),
         }

@@ -2,14 +2,11 @@
 
 use crate::args::{Global, PruneArgs};
 use crate::output::bytes;
+use crate::usage;
 use anyhow::Result;
 use exarch_archive::lock::LockKind;
 use exarch_archive::prune::{prune, PruneOptions};
 use exarch_archive::retention::{Policy, Within};
-
-fn usage(msg: String) -> anyhow::Error {
-    crate::Exit(crate::EXIT_USAGE, msg).into()
-}
 
 pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
     let within = match &a.keep_within {
@@ -19,7 +16,7 @@ pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
     let grace: Within = a.grace.parse().map_err(|e| usage(format!("--grace: {e}")))?;
     let grace_ms = grace.approx_ms().ok_or_else(|| usage(format!("--grace {}: too long", a.grace)))?;
     if !(0.0..=100.0).contains(&a.repack_threshold) {
-        return Err(usage("--repack-threshold must be a percentage between 0 and 100".into()));
+        return Err(usage("--repack-threshold must be a percentage between 0 and 100"));
     }
     let policy = Policy {
         last: a.keep_last,
@@ -38,7 +35,7 @@ pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
     } else {
         LockKind::Prune
     };
-    let lock = super::write_lock(g, &repo, kind, "prune")?;
+    let lock = super::write_lock(g, &repo, kind, exarch_archive::lock::LockPurpose::Prune)?;
     let opts = PruneOptions {
         policy,
         mailbox: a.mailbox.clone(),

@@ -15,7 +15,12 @@ pub fn run(g: &Global, c: RepairCommand) -> Result<()> {
 fn index(g: &Global, dry_run: bool) -> Result<()> {
     let repo = super::open(g)?;
     // Nothing else may write index files or packs meanwhile.
-    let _lock = super::write_lock(g, &repo, if dry_run { LockKind::Shared } else { LockKind::Exclusive }, "repair")?;
+    let _lock = super::write_lock(
+        g,
+        &repo,
+        if dry_run { LockKind::Shared } else { LockKind::Exclusive },
+        exarch_archive::lock::LockPurpose::Repair,
+    )?;
     let r = repair_index(&repo, dry_run)?;
     if g.json {
         return super::print_json(&r);
@@ -48,7 +53,11 @@ fn index(g: &Global, dry_run: bool) -> Result<()> {
 
 fn snapshots(g: &Global, dry_run: bool) -> Result<()> {
     let repo = super::open(g)?;
-    let _lock = if dry_run { None } else { Some(super::write_lock(g, &repo, LockKind::Prune, "repair")?) };
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(super::write_lock(g, &repo, LockKind::Prune, exarch_archive::lock::LockPurpose::Repair)?)
+    };
     let damaged = damaged_snapshots(&repo)?;
     let ids: Vec<_> = damaged.iter().map(|(id, _)| *id).collect();
     let removed = forget(&repo, &ids, dry_run)?;

@@ -13,6 +13,7 @@
 use super::replay_journal::{Journal, Recovered};
 use crate::args::{Global, ReplayArgs};
 use crate::output::{bytes, progress};
+use crate::usage;
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use exarch_archive::manifest::{text, ArchivedManifest, ITEM_ASSOCIATED, NO_TIME};
@@ -26,10 +27,6 @@ use exarch_ews_source::upload::{plan, upload_batch, Outcome, ToUpload, MAX_UPLOA
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    crate::Exit(crate::EXIT_USAGE, msg.into()).into()
-}
 
 /// `2026-11-23T10:00:00Z` (any RFC 3339) or `2026-11-23` (midnight UTC; with `end`, the next one).
 fn parse_date(s: &str, end: bool) -> Option<i64> {
@@ -202,7 +199,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     let mut a = a;
     a.ews = url.clone(); // without credentials, for everything shown from here on
     let repo = super::open(g)?;
-    let _lock = super::read_lock(g, &repo, "replay")?;
+    let _lock = super::read_lock(g, &repo, exarch_archive::lock::LockPurpose::Replay)?;
     let snap_id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
     let snap = repo.load_snapshot(&snap_id)?;
     let m = snap.manifest();

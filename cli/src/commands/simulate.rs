@@ -1,16 +1,13 @@
 //! `exarch simulate`: the simulated Exchange server (EWS on loopback) used by tests and the demo.
 
-use crate::args::{Global, SimulateArgs};
+use crate::args::{Global, ServerAuth, SimulateArgs};
+use crate::usage;
 use anyhow::{Context as _, Result};
 use exarch_archive::extract_names::safe_component;
 use exarch_exchange_sim::model::State;
 use exarch_exchange_sim::{serve, Profile, Simulator};
 use std::path::Path;
 use std::sync::Arc;
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    crate::Exit(crate::EXIT_USAGE, msg.into()).into()
-}
 
 /// Loads the state in `dir`, or makes it from the seed when the directory holds none.
 pub fn load_or_generate(
@@ -54,8 +51,7 @@ pub fn dump(state: &State, dir: &Path, out: &Path) -> Result<usize> {
 }
 
 pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
-    let mut profile = Profile::named(&a.profile)
-        .ok_or_else(|| usage(format!("--profile {}: use onprem-default, strict or unlimited", a.profile)))?;
+    let mut profile = Profile::named(a.profile.name()).expect("every profile the flag offers exists");
     if let Some(b) = a.budget_burst {
         if !(b.is_finite() && b > 0.0 && b <= 1e9) {
             return Err(usage("--budget-burst is a number of units above 0 (at most 1e9)"));
@@ -80,8 +76,16 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.dirty_rate) {
         return Err(usage("--dirty-rate is a fraction between 0 and 1 (0.01 = 1%)"));
     }
-    let mut state =
-        load_or_generate(&a.state, a.seed, &a.domain, a.mailboxes, a.items, a.dirty_rate, a.public_items, &a.locale)?;
+    let mut state = load_or_generate(
+        &a.state,
+        a.seed,
+        &a.domain,
+        a.mailboxes,
+        a.items,
+        a.dirty_rate,
+        a.public_items,
+        a.locale.code(),
+    )?;
     if let Some(pct) = a.churn {
         let (n, c, d) = state.churn(pct);
         state.save(&a.state)?;
@@ -125,11 +129,11 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         None => None,
     };
     let mailboxes = state.mailboxes.len();
-    if a.auth == "ntlm" && credentials.is_none() {
+    if a.auth == ServerAuth::Ntlm && credentials.is_none() {
         return Err(usage("--auth ntlm needs --user NAME and a password (--password-file or EXARCH_EWS_PASSWORD)"));
     }
     let mut sim = Simulator::new(a.state.clone(), state, profile, credentials);
-    if a.auth == "ntlm" {
+    if a.auth == ServerAuth::Ntlm {
         sim = sim.with_ntlm();
     }
     let sim = Arc::new(
@@ -142,7 +146,7 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     println!(
         "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at http://{}/stats",
         running.url(),
-        a.profile,
+        a.profile.name(),
         running.addr
     );
     running.wait();

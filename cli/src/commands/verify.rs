@@ -21,16 +21,13 @@ pub fn run(g: &Global, a: VerifyArgs) -> Result<()> {
     } else {
         let read = match (&a.read_data_subset, a.read_data) {
             (Some(s), _) => parse_subset(s).ok_or_else(|| {
-                anyhow::Error::new(crate::Exit(
-                    crate::EXIT_USAGE,
-                    format!("--read-data-subset {s}: expected N/M with 1 <= N <= M, e.g. 1/5"),
-                ))
+                crate::usage(format!("--read-data-subset {s}: expected N/M with 1 <= N <= M, e.g. 1/5"))
             })?,
             (None, true) => ReadData::All,
             (None, false) => ReadData::None,
         };
         let repo = super::open(g)?;
-        let _lock = super::read_lock(g, &repo, "verify")?;
+        let _lock = super::read_lock(g, &repo, exarch_archive::lock::LockPurpose::Verify)?;
         verify(&repo, read)?
     };
     if g.json {
