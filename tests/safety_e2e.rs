@@ -191,8 +191,21 @@ fn corrupt_index_cache_is_rebuilt_before_prune_trusts_it() {
 #[test]
 fn damaged_newest_snapshot_stops_retention_until_forgotten() {
     let r = Repo::new();
-    let ids = r.ids(); // m1, m2, n, m3 (oldest first)
-    let (m1, m2, n, m3) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    // m1, m2, m3 of mailbox m (days 1, 2, 3) and n (day 2): found by mailbox and time, since m2
+    // and n share a time and their order in the listing follows their ids
+    let snaps = r.json(&["snapshots"]);
+    let find = |mb: &str, day: u32| -> String {
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["mailbox"] == mb && s["time"].as_str().unwrap().starts_with(&format!("2026-03-0{day}")))
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (m1, m2, n, m3) = (&find("m", 1), &find("m", 2), &find("n", 2), &find("m", 3));
     let before = r.extract_all(&[m1.clone(), m2.clone(), n.clone()], "before");
     // the newest snapshot of m: a byte of its manifest (at the end of the file) flipped
     let snap = r.env.repo().join("snapshots").join(m3);
