@@ -174,15 +174,18 @@ fn corrupt_index_cache_is_rebuilt_before_prune_trusts_it() {
         .collect();
     assert_eq!(tables.len(), 1);
     // flip bytes inside the entries (pack ids and offsets), past the 32-byte header and fan-out
-    let mut b = fs::read(&tables[0]).unwrap();
+    let mut damaged = fs::read(&tables[0]).unwrap();
     let entries = 32 + 65_536 * 4;
     for k in 0..20 {
         let i = entries + k * 80 + 40 + (k % 30);
-        if i < b.len() - 40 {
-            b[i] ^= 0xff;
+        if i < damaged.len() - 40 {
+            damaged[i] ^= 0xff;
         }
     }
-    fs::write(&tables[0], b).unwrap();
+    fs::write(&tables[0], &damaged).unwrap();
+    // verify does not take a damaged cache for damage in the repository
+    r.ok(&["verify", "--read-data"]);
+    fs::write(&tables[0], &damaged).unwrap();
     let p = r.json(&["prune", "--delete-now"]);
     assert!(p["bytes_deleted"].as_u64().unwrap() > 0, "{p}");
     r.assert_whole(&live, &before, "after");

@@ -231,6 +231,12 @@ impl Repository {
         IndexTable::sync(self.storage.as_ref(), &self.keys, &self.cache_dir())
     }
 
+    /// Like `index`, but the cached table is trusted only after its checksum was checked (and
+    /// rebuilt if it fails): for verify, prune and repair, which must not judge by a damaged cache.
+    pub fn index_verified(&self) -> Result<IndexTable> {
+        IndexTable::sync_verified(self.storage.as_ref(), &self.keys, &self.cache_dir())
+    }
+
     /// Takes a shared (pack, verify, extract), prune, or exclusive (`prune --delete-now`) lock.
     pub fn lock(&self, kind: LockKind, purpose: LockPurpose) -> Result<LockGuard> {
         LockGuard::acquire(self.storage.clone(), &self.ctx.entropy, kind, purpose, &self.ctx.host, self.ctx.lease_secs)

@@ -93,7 +93,7 @@ pub fn prove(repo: &Repository, scope: &ProofScope<'_>) -> Result<Usage> {
         }
     }
     // The local table, trusted only after its checksum, and only if it is those very files.
-    let index = IndexTable::sync_verified(storage.as_ref(), repo.keys(), &repo.cache_dir())?;
+    let index = repo.index_verified()?;
     if problems.is_empty() && (index.covers() != index_files.as_slice() || !index.skipped().is_empty()) {
         problems
             .push("the local index table does not match the repository's index files (changed while reading?)".into());

@@ -214,7 +214,8 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
 
     // Packs, one at a time: the name check always; blobs when asked, or when the name check fails
     // (to tell which chunks are hit).
-    let index = repo.index()?;
+    // A damaged local cache must not pass for damage in the repository.
+    let index = repo.index_verified()?;
     let mut packs: Vec<&Id> = pack_sizes.keys().collect();
     packs.sort();
     for pack in packs {
