@@ -3,7 +3,8 @@
 //!
 //! On Unix, directories are created 0700 and files 0600; elsewhere the platform's defaults apply
 //! (on Windows a user's profile directories are already private). These are the only places that
-//! choose permissions, so a port changes them here.
+//! choose permissions, so a port changes them here. `write_atomic` is the one way files are
+//! written whole: repository files, the index cache's neighbours, resume files, the replay journal.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -57,6 +58,48 @@ pub fn create(path: &Path) -> io::Result<File> {
 /// Creates a private file that must not exist yet.
 pub fn create_new(path: &Path) -> io::Result<File> {
     options().create_new(true).open(path)
+}
+
+/// Writes `data` to `path` so that a reader sees the old file or the new one, never a part, and the
+/// new one survives a crash: a private temporary file `.<name>.<pid>-<random>.tmp` beside it,
+/// written and synced, renamed over `path`, then the directory synced. A missing directory is
+/// created (private). On error the temporary file is removed.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().ok_or_else(|| io::Error::other("a file path without a directory"))?;
+    if !dir.exists() {
+        create_dir_all(dir)?;
+        if let Some(up) = dir.parent() {
+            sync_dir(up)?;
+        }
+    }
+    let mut rnd = [0u8; 8];
+    getrandom::getrandom(&mut rnd).map_err(io::Error::other)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}-{}.tmp", std::process::id(), hex::encode(rnd)));
+    let result = (|| {
+        let mut f = create_new(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(dir)
+}
+
+/// Makes a rename or unlink in `dir` durable.
+#[cfg(unix)]
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    OpenOptions::new().read(true).open(dir)?.sync_all()
+}
+
+/// Windows has no directory handles to fsync; NTFS journals renames itself.
+#[cfg(not(unix))]
+pub fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(all(test, unix))]

@@ -5,8 +5,7 @@
 //! into place, fsync the directory. A killed writer leaves at worst a `*.tmp` file that no reader looks at.
 
 use crate::error::{Error, Result};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 /// The kinds of files a repository holds; each lives in its own directory.
@@ -106,40 +105,8 @@ impl LocalStorage {
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
-        let dir = path.parent().expect("repository files have a parent directory");
-        if !dir.exists() {
-            crate::private_fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            if let Some(up) = dir.parent() {
-                sync_dir(up)?;
-            }
-        }
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-            unique_suffix()
-        ));
-        let result = (|| {
-            let mut f = crate::private_fs::create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::rename(&tmp, path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(path, e)
-        })?;
-        sync_dir(dir)
+        crate::private_fs::write_atomic(path, data).map_err(|e| Error::io(path, e))
     }
-}
-
-fn unique_suffix() -> String {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).expect("the operating system provides randomness");
-    format!("{}-{}", std::process::id(), hex::encode(b))
 }
 
 impl Storage for LocalStorage {
@@ -264,16 +231,8 @@ fn pread(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
 }
 
 /// Makes a rename or unlink in `dir` durable.
-#[cfg(unix)]
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let f = OpenOptions::new().read(true).open(dir).map_err(|e| Error::io(dir, e))?;
-    f.sync_all().map_err(|e| Error::io(dir, e))
-}
-
-/// Windows has no directory handles to fsync; NTFS journals renames itself.
-#[cfg(not(unix))]
-pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(())
+    crate::private_fs::sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! items) are private to their owner, like the repository's: see `exarch_archive::private_fs`.
 
 use anyhow::{Context as _, Result};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Creates `dir` (private) if needed and returns it.
@@ -11,14 +10,7 @@ pub fn dir(dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// Writes `bytes` to `path` through a private temporary file, synced, then renamed into place.
+/// Writes `bytes` to `path` atomically and privately (`exarch_archive::private_fs::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().context("a file path has a parent")?;
-    dir(parent)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = exarch_archive::private_fs::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    exarch_archive::private_fs::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

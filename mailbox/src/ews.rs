@@ -1,0 +1,131 @@
+//! The EWS client as a `Source`. Mailboxes: SyncFolderHierarchy for folders, SyncFolderItems from
+//! the stored sync state for changes. Public folders have no sync: FindFolder for the tree and a
+//! full FindItem listing per folder. Exports are ExportItems batches with dirty-item isolation.
+
+use crate::source::{Change, FolderInfo, ItemInfo, Listing, Source, SourceError, ToExport};
+use exarch_archive::manifest::NO_TIME;
+use exarch_archive::time::parse_rfc3339_ms;
+use exarch_ews_source::client::{check_sync_progress, Client};
+use exarch_ews_source::export::{export_batch, next_batch};
+use exarch_ews_source::export_stream::ItemData;
+use exarch_ews_source::request::{MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
+use exarch_ews_source::response::{ChangeKind, EwsError, ItemChange};
+use exarch_ews_source::PUBLIC_FOLDERS;
+use std::collections::BTreeMap;
+
+pub struct EwsSource<'c> {
+    client: &'c Client,
+    /// The endpoint, without credentials.
+    url: String,
+}
+
+impl<'c> EwsSource<'c> {
+    pub fn new(client: &'c Client, url: &str) -> EwsSource<'c> {
+        EwsSource { client, url: url.to_string() }
+    }
+}
+
+/// An EWS error in the layer's terms: a stop stays a stop, the archive's own errors come back out.
+fn from_ews(e: EwsError) -> SourceError {
+    if e.stops_run() {
+        return SourceError::Stopped(e.to_string());
+    }
+    match e {
+        EwsError::Sink(inner) => match inner.downcast::<exarch_archive::Error>() {
+            Ok(a) => SourceError::Archive(*a),
+            Err(other) => SourceError::Failed(other),
+        },
+        e => SourceError::Failed(Box::new(e)),
+    }
+}
+
+fn to_ews(e: SourceError) -> EwsError {
+    match e {
+        SourceError::Archive(a) => EwsError::Sink(Box::new(a)),
+        SourceError::Failed(f) => EwsError::Sink(f),
+        SourceError::Stopped(why) => EwsError::Sink(why.into()),
+    }
+}
+
+fn info(c: &ItemChange) -> ItemInfo {
+    ItemInfo {
+        id: c.id.clone(),
+        change_key: c.change_key.clone(),
+        item_class: c.item_class.clone(),
+        subject: c.subject.clone(),
+        from: c.from.clone(),
+        received_ms: parse_rfc3339_ms(&c.received).unwrap_or(NO_TIME),
+        size: c.size,
+        associated: c.associated,
+    }
+}
+
+fn batch(items: &[ToExport]) -> Vec<exarch_ews_source::export::ToExport> {
+    items.iter().map(|t| exarch_ews_source::export::ToExport { id: t.id.clone(), size: t.size }).collect()
+}
+
+impl Source for EwsSource<'_> {
+    fn describe(&self) -> String {
+        format!("ews:{}", self.url)
+    }
+
+    fn folders(&self, store: &str) -> Result<Vec<FolderInfo>, SourceError> {
+        Ok(self
+            .client
+            .folder_tree(store)
+            .map_err(from_ews)?
+            .into_iter()
+            .filter(|c| c.kind != ChangeKind::Delete)
+            .map(|c| FolderInfo { id: c.id, parent_id: c.parent_id, name: c.display_name, class: c.folder_class })
+            .collect())
+    }
+
+    fn default_folders(&self, store: &str) -> BTreeMap<String, String> {
+        // (A restore aid only: a server that cannot say costs nothing but the mapping.)
+        if store == PUBLIC_FOLDERS {
+            return BTreeMap::new();
+        }
+        self.client.default_folders(store).unwrap_or_default()
+    }
+
+    fn changes(&self, store: &str, folder: &str, since: Option<&str>) -> Result<Listing, SourceError> {
+        if store == PUBLIC_FOLDERS {
+            let listed = self.client.find_items(store, folder).map_err(from_ews)?;
+            return Ok(Listing::Full(listed.iter().map(info).collect()));
+        }
+        let mut changes = Vec::new();
+        let mut state: Option<String> = since.map(str::to_string);
+        loop {
+            let s = self.client.sync_items(store, folder, state.as_deref(), MAX_SYNC_CHANGES).map_err(from_ews)?;
+            for c in &s.changes {
+                match c.kind {
+                    ChangeKind::Create | ChangeKind::Update => changes.push(Change::Upsert(info(c))),
+                    ChangeKind::Delete => changes.push(Change::Delete(c.id.clone())),
+                    ChangeKind::ReadFlagChange => {}
+                }
+            }
+            if s.last {
+                return Ok(Listing::Delta { changes, state: s.sync_state });
+            }
+            check_sync_progress(state.as_deref(), &s.sync_state, changes.len()).map_err(from_ews)?;
+            state = Some(s.sync_state);
+        }
+    }
+
+    fn next_batch(&self, items: &[ToExport]) -> usize {
+        // (sizes only matter up to a batch's worth)
+        let head = &items[..items.len().min(MAX_EXPORT_BATCH * 2)];
+        next_batch(&batch(head), MAX_EXPORT_BATCH, self.client.export_seconds_per_byte())
+    }
+
+    fn export(
+        &self,
+        store: &str,
+        items: &[ToExport],
+        ok: &mut dyn FnMut(&str, ItemData) -> Result<(), SourceError>,
+        failed: &mut dyn FnMut(&str, String),
+    ) -> Result<(), SourceError> {
+        let mut ok_ews = |id: &str, data: ItemData| ok(id, data).map_err(to_ews);
+        export_batch(self.client, store, &batch(items), &mut ok_ews, failed).map_err(from_ews)
+    }
+}

@@ -1,0 +1,19 @@
+//! The mailbox layer: what a brick-level backup does with a mailbox, written once over any source
+//! of full-fidelity items (EWS today, Microsoft Graph next) and the archive.
+//!
+//! `source` is the small trait a source implements (folders, changes since a stored state, export
+//! of a batch into a sink that streams items); `ews` implements it over the EWS client. `backup`
+//! holds the plan (carry unchanged items from the parent, export the rest, retry what the parent
+//! skipped), checkpoints and `resume` files, and runs many mailboxes at once. Layers point one
+//! way: the CLI calls this crate, which calls the archive and the sources; they know nothing of
+//! each other or of it. Errors keep their class (`error.rs`): archive damage stays damage.
+
+pub mod backup;
+pub mod error;
+pub mod ews;
+pub mod resume;
+pub mod source;
+
+pub use backup::{backup_run, Done, RunSettings};
+pub use error::MailboxError;
+pub use source::Source;

@@ -1,0 +1,100 @@
+//! The trait a source of mailbox items implements, and the neutral types it speaks in.
+//!
+//! A source knows folders and items by its own ids; it reports what changed in a folder since a
+//! state it handed out earlier (or, for a store without incremental sync, everything the folder
+//! holds now), and exports batches of items as opaque full-fidelity streams into a sink.
+
+use exarch_ews_source::export_stream::ItemData;
+use std::collections::BTreeMap;
+
+/// A folder of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    pub id: String,
+    /// The parent's id; the top of the store is whatever is not listed itself.
+    pub parent_id: String,
+    pub name: String,
+    /// `IPF.Note`, `IPF.Appointment`, ... (empty when unknown).
+    pub class: String,
+}
+
+/// An item as the source lists it: its id and what is searchable without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ItemInfo {
+    pub id: String,
+    /// Changes whenever the item does (EWS ChangeKey).
+    pub change_key: String,
+    pub item_class: String,
+    pub subject: String,
+    pub from: String,
+    /// Unix ms, or `exarch_archive::manifest::NO_TIME`.
+    pub received_ms: i64,
+    pub size: u64,
+    /// A hidden (folder-associated) item.
+    pub associated: bool,
+}
+
+/// One change in a folder, in the order the source reported them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// New, or changed since.
+    Upsert(ItemInfo),
+    Delete(String),
+}
+
+/// What a folder holds, as the source can tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    /// Changes since the given state (all items when there was none), and the state to continue from.
+    Delta { changes: Vec<Change>, state: String },
+    /// Everything the folder holds now (a store without sync): unchanged items are recognised by
+    /// their change key, and what is not listed is gone.
+    Full(Vec<ItemInfo>),
+}
+
+/// An item to export, with the size the listing reported (for batching).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToExport {
+    pub id: String,
+    pub size: u64,
+}
+
+/// What a source can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// This store stops for the run (the time window ended, the server wants a longer pause than
+    /// we wait); what was stored is kept and the next run continues.
+    #[error("{0}")]
+    Stopped(String),
+    /// The archive refused an item the source handed over; its error keeps its class.
+    #[error(transparent)]
+    Archive(#[from] exarch_archive::Error),
+    /// Anything else, as the source says it.
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A source of mailbox items (EWS, Graph, ...). Stores are named as the run names them: a
+/// mailbox's address, or `public-folders`.
+pub trait Source: Sync {
+    /// What a snapshot records as where it came from (never with credentials), e.g. `ews:https://…`.
+    fn describe(&self) -> String;
+    /// Every folder of the store.
+    fn folders(&self, store: &str) -> Result<Vec<FolderInfo>, SourceError>;
+    /// Folder id → role (`inbox`, `sentitems`, ...) for the default folders, so a restore finds
+    /// them under other names. Best effort: empty when the source cannot tell.
+    fn default_folders(&self, store: &str) -> BTreeMap<String, String>;
+    /// What changed in `folder` since `since` (a state this source gave out), or its full listing.
+    fn changes(&self, store: &str, folder: &str, since: Option<&str>) -> Result<Listing, SourceError>;
+    /// How many of `items` (from the front) the next export request should take.
+    fn next_batch(&self, items: &[ToExport]) -> usize;
+    /// Exports `batch`, handing every item to `ok` as it arrives and every item the source could not
+    /// export to `failed` with its reason. Errors other than per-item failures end the call.
+    fn export(
+        &self,
+        store: &str,
+        batch: &[ToExport],
+        ok: &mut dyn FnMut(&str, ItemData) -> Result<(), SourceError>,
+        failed: &mut dyn FnMut(&str, String),
+    ) -> Result<(), SourceError>;
+}
