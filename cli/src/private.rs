@@ -1,5 +1,5 @@
-//! The CLI's own files in the local cache (resume files, the replay journal, the spool for large
-//! items) are private to their owner, like the repository's: see `exarch_archive::private_fs`.
+//! The CLI's own directories in the local cache (the spool for large items) are private to their
+//! owner, like the repository's: see `exarch_archive::private_fs`.
 
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
@@ -8,9 +8,4 @@ use std::path::{Path, PathBuf};
 pub fn dir(dir: &Path) -> Result<PathBuf> {
     exarch_archive::private_fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir.to_path_buf())
-}
-
-/// Writes `bytes` to `path` atomically and privately (`exarch_archive::private_fs::write_atomic`).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    exarch_archive::private_fs::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -2,14 +2,19 @@
 //! the stored sync state for changes. Public folders have no sync: FindFolder for the tree and a
 //! full FindItem listing per folder. Exports are ExportItems batches with dirty-item isolation.
 
-use crate::source::{Change, FolderInfo, ItemInfo, Listing, Source, SourceError, ToExport};
+use crate::source::{
+    Change, CreateFolderError, FolderInfo, ImportAction, Imported, ItemInfo, Listing, Source, SourceError, ToExport,
+    ToImport,
+};
+use base64::Engine as _;
 use exarch_archive::manifest::NO_TIME;
 use exarch_archive::time::parse_rfc3339_ms;
 use exarch_ews_source::client::{check_sync_progress, Client};
 use exarch_ews_source::export::{export_batch, next_batch};
 use exarch_ews_source::export_stream::ItemData;
-use exarch_ews_source::request::{MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
+use exarch_ews_source::request::{CreateAction, FolderRef, MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
 use exarch_ews_source::response::{ChangeKind, EwsError, ItemChange};
+use exarch_ews_source::upload::{plan, upload_batch, Outcome, ToUpload, MAX_UPLOAD_BATCH};
 use exarch_ews_source::PUBLIC_FOLDERS;
 use std::collections::BTreeMap;
 
@@ -127,5 +132,73 @@ impl Source for EwsSource<'_> {
     ) -> Result<(), SourceError> {
         let mut ok_ews = |id: &str, data: ItemData| ok(id, data).map_err(to_ews);
         export_batch(self.client, store, &batch(items), &mut ok_ews, failed).map_err(from_ews)
+    }
+
+    fn create_folder(
+        &self,
+        store: &str,
+        parent: Option<&str>,
+        name: &str,
+        class: &str,
+    ) -> Result<String, CreateFolderError> {
+        let pref = match parent {
+            None => FolderRef::Distinguished(Client::root_of(store)),
+            Some(id) => FolderRef::Id(id),
+        };
+        self.client.create_folder(store, pref, name, class).map_err(|e| {
+            let exists = matches!(&e, EwsError::Failed { code, .. } if code == "ErrorFolderExists");
+            if e.outcome_unknown() || exists {
+                CreateFolderError::LookAgain(from_ews(e))
+            } else {
+                CreateFolderError::Failed(from_ews(e))
+            }
+        })
+    }
+
+    fn list_folder(&self, store: &str, folder: &str) -> Result<Vec<ItemInfo>, SourceError> {
+        Ok(self.client.list_folder(store, folder).map_err(from_ews)?.iter().map(info).collect())
+    }
+
+    fn import_weight(&self, raw: u64) -> u64 {
+        raw.div_ceil(3) * 4
+    }
+
+    fn import_batches(&self, weights: &[u64], limit: u64) -> Vec<std::ops::Range<usize>> {
+        let sizes: Vec<usize> = weights.iter().map(|w| *w as usize).collect();
+        plan(&sizes, MAX_UPLOAD_BATCH, limit as usize)
+    }
+
+    fn import(
+        &self,
+        store: &str,
+        items: &[ToImport],
+        limit: u64,
+        outcome: &mut dyn FnMut(usize, Imported),
+    ) -> Result<(), SourceError> {
+        let req: Vec<ToUpload> = items
+            .iter()
+            .map(|i| ToUpload {
+                parent_folder_id: i.folder_id.clone(),
+                item_id: i.item_id.clone(),
+                action: match i.action {
+                    ImportAction::CreateNew => CreateAction::CreateNew,
+                    ImportAction::UpdateOrCreate => CreateAction::UpdateOrCreate,
+                },
+                associated: i.associated,
+                data_base64: base64::engine::general_purpose::STANDARD.encode(&i.data),
+            })
+            .collect();
+        upload_batch(self.client, store, &req, limit as usize, &mut |i, o| {
+            outcome(
+                i,
+                match o {
+                    Outcome::Uploaded { id, .. } => Imported::Ok { id },
+                    Outcome::Refused(e) => Imported::Refused(e),
+                    Outcome::TooLarge => Imported::TooLarge,
+                    Outcome::Uncertain(e) => Imported::Uncertain(e),
+                },
+            )
+        })
+        .map_err(from_ews)
     }
 }

@@ -2,16 +2,22 @@
 //! of full-fidelity items (EWS today, Microsoft Graph next) and the archive.
 //!
 //! `source` is the small trait a source implements (folders, changes since a stored state, export
-//! of a batch into a sink that streams items); `ews` implements it over the EWS client. `backup`
-//! holds the plan (carry unchanged items from the parent, export the rest, retry what the parent
-//! skipped), checkpoints and `resume` files, and runs many mailboxes at once. Layers point one
+//! of a batch into a sink that streams items; and, as a replay target, folder creation, listings
+//! and import of a batch); `ews` implements it over the EWS client. `backup` holds the plan (carry
+//! unchanged items from the parent, export the rest, retry what the parent skipped), checkpoints
+//! and `resume` files, and runs many mailboxes at once. `replay` holds the replay planner (target
+//! folders by path and role, update-or-create decisions, duplicate checks), `select` which items
+//! go back, and `journal` the record that lets a killed replay continue without duplicates. Layers point one
 //! way: the CLI calls this crate, which calls the archive and the sources; they know nothing of
 //! each other or of it. Errors keep their class (`error.rs`): archive damage stays damage.
 
 pub mod backup;
 pub mod error;
 pub mod ews;
+pub mod journal;
+pub mod replay;
 pub mod resume;
+pub mod select;
 pub mod source;
 
 pub use backup::{backup_run, Done, RunSettings};

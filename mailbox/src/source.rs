@@ -74,8 +74,51 @@ pub enum SourceError {
     Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// A source of mailbox items (EWS, Graph, ...). Stores are named as the run names them: a
-/// mailbox's address, or `public-folders`.
+/// How an imported item is put into its folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportAction {
+    /// A new item, whatever the folder holds.
+    CreateNew,
+    /// Update the item with the given id if it is there, else create it.
+    UpdateOrCreate,
+}
+
+/// An item to put back.
+#[derive(Debug, Clone)]
+pub struct ToImport {
+    pub folder_id: String,
+    /// The item to update (with `UpdateOrCreate`).
+    pub item_id: Option<String>,
+    pub action: ImportAction,
+    /// A hidden (folder-associated) item.
+    pub associated: bool,
+    /// The full-fidelity stream the export gave.
+    pub data: Vec<u8>,
+}
+
+/// What became of one imported item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Imported {
+    /// Stored, with the id it has now.
+    Ok { id: String },
+    /// The server refused this item: its reason.
+    Refused(String),
+    /// The item alone is larger than the server accepts in one request.
+    TooLarge,
+    /// The request broke off: the item may or may not be there (look before sending it again).
+    Uncertain(String),
+}
+
+/// Why a folder could not be created.
+#[derive(Debug)]
+pub enum CreateFolderError {
+    /// It may exist after all (it was there already, or the reply was lost): look again.
+    LookAgain(SourceError),
+    Failed(SourceError),
+}
+
+/// A source of mailbox items (EWS, Graph, ...), and the target replay puts them back into.
+/// Stores are named as the run names them: a mailbox's address, or `public-folders`.
 pub trait Source: Sync {
     /// What a snapshot records as where it came from (never with credentials), e.g. `ews:https://…`.
     fn describe(&self) -> String;
@@ -96,5 +139,29 @@ pub trait Source: Sync {
         batch: &[ToExport],
         ok: &mut dyn FnMut(&str, ItemData) -> Result<(), SourceError>,
         failed: &mut dyn FnMut(&str, String),
+    ) -> Result<(), SourceError>;
+
+    /// Creates a folder under `parent` (None: the top of the store); returns its id.
+    fn create_folder(
+        &self,
+        store: &str,
+        parent: Option<&str>,
+        name: &str,
+        class: &str,
+    ) -> Result<String, CreateFolderError>;
+    /// Every item a folder holds now.
+    fn list_folder(&self, store: &str, folder: &str) -> Result<Vec<ItemInfo>, SourceError>;
+    /// What an item of `raw` bytes weighs against the import `limit` (EWS: its base64 length).
+    fn import_weight(&self, raw: u64) -> u64;
+    /// Import requests for items of these weights: consecutive ranges, each within `limit`.
+    fn import_batches(&self, weights: &[u64], limit: u64) -> Vec<std::ops::Range<usize>>;
+    /// Imports `items`, reporting every item's outcome by its index. Errors that concern the whole
+    /// connection end the call; items not reported by then were not sent.
+    fn import(
+        &self,
+        store: &str,
+        items: &[ToImport],
+        limit: u64,
+        outcome: &mut dyn FnMut(usize, Imported),
     ) -> Result<(), SourceError>;
 }

@@ -11,7 +11,6 @@ mod pack_ews;
 mod prune;
 mod repair;
 mod replay;
-mod replay_journal;
 mod simulate;
 mod snapshots;
 mod verify;

@@ -12,12 +12,19 @@
 //! are looked up in their folder first. Items of earlier complete runs are uploaded again with
 //! `UpdateOrCreate` on the id they got, so a second replay updates instead of duplicating.
 
-use anyhow::{Context as _, Result};
+use crate::error::MailboxError;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+
+type Result<T, E = MailboxError> = std::result::Result<T, E>;
+
+/// The journal's own failures: it lives in the local cache.
+fn cache(what: &str, path: &Path, e: impl std::fmt::Display) -> MailboxError {
+    MailboxError::Cache(format!("{what} replay journal {}: {e}", path.display()))
+}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Line {
@@ -56,7 +63,7 @@ fn read(path: &Path) -> Result<Recovered> {
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(r),
-        Err(e) => return Err(e).with_context(|| format!("reading replay journal {}", path.display())),
+        Err(e) => return Err(cache("reading", path, e)),
     };
     for line in std::io::BufReader::new(f).lines() {
         // A line cut off by a kill ends the journal; what came before stands.
@@ -95,7 +102,7 @@ fn read(path: &Path) -> Result<Recovered> {
 }
 
 fn line(l: &Line) -> String {
-    let mut s = serde_json::to_string(l).expect("journal line serialises");
+    let mut s = serde_json::to_string(l).unwrap_or_default();
     s.push('\n');
     s
 }
@@ -124,7 +131,7 @@ fn compact(path: &Path, r: &Recovered, run_started: Option<&str>) -> Result<()> 
             text.push_str(&line(&Line { sent: Some(unc), ..Line::default() }));
         }
     }
-    crate::private::write_atomic(path, text.as_bytes())
+    exarch_archive::private_fs::write_atomic(path, text.as_bytes()).map_err(|e| cache("writing", path, e))
 }
 
 impl Journal {
@@ -132,10 +139,7 @@ impl Journal {
     pub fn open(path: &Path, now: &str) -> Result<(Journal, Recovered)> {
         let r = read(path)?;
         compact(path, &r, Some(now))?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening replay journal {}", path.display()))?;
+        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| cache("opening", path, e))?;
         Ok((Journal { path: path.to_path_buf(), file }, r))
     }
 
@@ -145,8 +149,8 @@ impl Journal {
     }
 
     fn append(&mut self, l: &Line) -> Result<()> {
-        self.file.write_all(line(l).as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
-        self.file.sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
+        self.file.write_all(line(l).as_bytes()).map_err(|e| cache("writing", &self.path, e))?;
+        self.file.sync_data().map_err(|e| cache("syncing", &self.path, e))?;
         Ok(())
     }
 
