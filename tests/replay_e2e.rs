@@ -320,3 +320,43 @@ fn default_folders_go_to_the_folder_with_the_same_role_in_another_language() {
         tree(&before).into_iter().map(|(k, v)| (renamed(&k), v)).collect();
     assert_eq!(tree(&after), want);
 }
+
+/// Issue 11, check 4: `--only-missing` restores exactly the deleted items and leaves changed ones
+/// as they are; `--overwrite-changed` then puts the archived version back over the changed ones.
+#[test]
+fn only_missing_and_overwrite_changed_choose_what_goes_back() {
+    let env = Env::new();
+    let state = backed_up(&env, &["--mailboxes", "1", "--items", "90", "--seed", "31"]);
+    let before = files(&dump(&env, &state, "before"));
+    let out = env.ok(&["simulate", "--state", state.to_str().unwrap(), "--churn", "20"]);
+    // "churned 20%: N new, C changed, D deleted item(s)"
+    let nums: Vec<usize> = out.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let (new, changed, deleted) = (nums[1], nums[2], nums[3]);
+    assert!(changed > 0 && deleted > 0 && new > 0, "{out}");
+    let churned = files(&dump(&env, &state, "churned"));
+
+    let sim = start_sim(&env, &state, &[]);
+    let (c, r, err) = replay(&env, &sim, &["latest", "--only-missing"]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(r["uploaded"], deleted as u64, "{r}");
+    assert_eq!(r["left_alone"], (90 - deleted) as u64, "{r}");
+    drop(sim);
+    let after = files(&dump(&env, &state, "only-missing"));
+    let added: Vec<&String> = after.iter().filter(|f| !churned.contains(f)).collect();
+    assert!(churned.iter().all(|f| after.contains(f)), "nothing that was there may change");
+    assert_eq!(added.len(), deleted, "exactly the deleted items come back: {added:?}");
+    assert!(added.iter().all(|f| before.contains(f)));
+    assert_eq!(item_count(&state, 0), 90 + new);
+
+    let sim = start_sim(&env, &state, &[]);
+    let (c, r, err) = replay(&env, &sim, &["latest", "--overwrite-changed"]);
+    assert_eq!(c, 0, "{err}");
+    assert!(r["uploaded"].as_u64().unwrap() >= changed as u64, "{r}");
+    drop(sim);
+    let last = files(&dump(&env, &state, "overwritten"));
+    // every archived version is back, the changed versions are gone, the new items stay
+    assert!(before.iter().all(|f| last.contains(f)), "an archived version is missing");
+    let extra: Vec<&String> = last.iter().filter(|f| !before.contains(f)).collect();
+    assert_eq!(extra.len(), new, "only the items made after the backup remain besides it: {extra:?}");
+    assert_eq!(item_count(&state, 0), 90 + new, "no item twice");
+}

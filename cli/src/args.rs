@@ -196,6 +196,13 @@ pub struct ReplayArgs {
     /// Largest request the server accepts, in bytes of base64 item data (Exchange: about 25 MB)
     #[arg(long, default_value_t = exarch_ews_source::upload::DEFAULT_UPLOAD_LIMIT, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=2147483647))]
     pub upload_limit: usize,
+    /// Restore only items no longer in the mailbox; leave every item that is there as it is
+    #[arg(long, conflicts_with = "overwrite_changed")]
+    pub only_missing: bool,
+    /// Restore missing items, and put the archived version back over items that changed since;
+    /// unchanged ones are left alone (default: the archived version goes back over every item found)
+    #[arg(long)]
+    pub overwrite_changed: bool,
 }
 
 #[derive(Args, Debug)]

@@ -170,6 +170,7 @@ pub struct Plan<'a> {
     pub limit: u64,
     /// Import requests in flight.
     pub requests: usize,
+    pub mode: Mode,
     journal_path: PathBuf,
     other: bool,
     base: Vec<String>,
@@ -181,6 +182,19 @@ pub struct Plan<'a> {
 /// The folder classes along the path of folder `idx` (root excluded).
 fn folder_classes(m: &ArchivedManifest, idx: u32) -> Vec<String> {
     m.ancestors(idx).into_iter().map(|i| text(&m.folders[i as usize].folder_class).into_owned()).collect()
+}
+
+/// What to do with items that are still in the target (found by id or by class, subject and time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Put the archived version back over them (`UpdateOrCreate`), create the missing ones.
+    #[default]
+    Restore,
+    /// Restore only items no longer there; leave every item that is there as it is.
+    OnlyMissing,
+    /// Restore missing items, and put the archived version back over items that changed since
+    /// (another change key); leave unchanged ones alone.
+    OverwriteChanged,
 }
 
 /// What replay is asked to do.
@@ -198,6 +212,7 @@ pub struct Request<'a> {
     pub requests: usize,
     /// Where the journal lives (`<cache>/<repository id>`).
     pub cache_dir: PathBuf,
+    pub mode: Mode,
 }
 
 /// Plans a replay: reads the target's folder tree and default folders.
@@ -228,6 +243,7 @@ pub fn plan<'a>(source: &'a dyn Source, r: Request<'a>) -> Result<Plan<'a>> {
         tree,
         limit: r.limit,
         requests: r.requests,
+        mode: r.mode,
         journal_path,
         other,
         base,
@@ -300,21 +316,21 @@ fn fingerprint(class: &str, subject: &str, received_ms: i64) -> (String, String,
     (class.to_ascii_lowercase(), subject.to_string(), received_ms)
 }
 
-/// The items of a target folder, by id and by fingerprint.
+/// The items of a target folder: id → change key, and ids by fingerprint.
 struct Listing {
-    ids: HashSet<String>,
+    ids: HashMap<String, String>,
     by_fingerprint: HashMap<(String, String, i64), Vec<String>>,
 }
 
 impl Listing {
     fn new(items: Vec<ItemInfo>) -> Listing {
-        let mut l = Listing { ids: HashSet::new(), by_fingerprint: HashMap::new() };
+        let mut l = Listing { ids: HashMap::new(), by_fingerprint: HashMap::new() };
         for c in items {
             l.by_fingerprint
                 .entry(fingerprint(&c.item_class, &c.subject, c.received_ms))
                 .or_default()
                 .push(c.id.clone());
-            l.ids.insert(c.id);
+            l.ids.insert(c.id, c.change_key);
         }
         l
     }
@@ -328,7 +344,8 @@ impl Listing {
     }
 }
 
-/// Decides how item `k` goes into `folder_id` (see the module's doc).
+/// Decides how item `k` goes into `folder_id` (see the module's doc and `Mode`); None: the item
+/// is there and stays as it is.
 fn assign(
     k: u32,
     folder_id: String,
@@ -336,27 +353,42 @@ fn assign(
     mapping: &HashMap<u32, String>,
     listing: Option<&Listing>,
     claimed: &mut HashSet<String>,
-) -> Job {
-    let update = |id: String| Job {
-        key: k,
-        folder_id: folder_id.clone(),
-        action: ImportAction::UpdateOrCreate,
-        item_id: Some(id),
+) -> Option<Job> {
+    let it = &p.m.items[k as usize];
+    let archived_key = text(&it.change_key);
+    // What to do with the item found as `id` (with its change key, when the folder was listed).
+    let found = |id: String, key: Option<&String>| -> Option<Job> {
+        let keep = match p.mode {
+            Mode::Restore => false,
+            Mode::OnlyMissing => true,
+            Mode::OverwriteChanged => key.is_some_and(|key| *key == archived_key),
+        };
+        (!keep).then(|| Job {
+            key: k,
+            folder_id: folder_id.clone(),
+            action: ImportAction::UpdateOrCreate,
+            item_id: Some(id),
+        })
     };
     if let Some(id) = mapping.get(&k) {
-        return update(id.clone());
-    }
-    let it = &p.m.items[k as usize];
-    if let Some(l) = listing {
+        // Restored by an earlier replay: is it still there? (Without a listing, assume so.)
+        match listing {
+            Some(l) if p.mode != Mode::Restore && !l.ids.contains_key(id) => {}
+            Some(l) => return found(id.clone(), l.ids.get(id)),
+            None => return found(id.clone(), None),
+        }
+    } else if let Some(l) = listing {
         let original = text(&it.source_id).into_owned();
-        if !p.other && l.ids.contains(&original) && claimed.insert(original.clone()) {
-            return update(original);
+        if !p.other && l.ids.contains_key(&original) && claimed.insert(original.clone()) {
+            let key = l.ids.get(&original);
+            return found(original.clone(), key);
         }
         if let Some(id) = l.claim(it, claimed) {
-            return update(id);
+            let key = l.ids.get(&id);
+            return found(id.clone(), key);
         }
     }
-    Job { key: k, folder_id, action: ImportAction::CreateNew, item_id: None }
+    Some(Job { key: k, folder_id, action: ImportAction::CreateNew, item_id: None })
 }
 
 /// Looks for `items` in their folders by class, subject and received time; returns the ones found
@@ -391,6 +423,8 @@ pub struct Outcome {
     pub folders_created: Vec<String>,
     /// Items an interrupted earlier run had restored (left as they are).
     pub already: u64,
+    /// Items still in the target that the mode leaves as they are.
+    pub left_alone: u64,
 }
 
 /// Runs the plan: reads items through `reader`, calls `progress(bytes)` as items are done.
@@ -440,10 +474,12 @@ pub fn run(p: &Plan, reader: &ItemReader, now: &str, progress: &(dyn Fn(u64) + S
         }
     }
     let mut claimed: HashSet<String> = results.mapping.values().cloned().collect();
-    let jobs: Vec<Job> = placed
+    let assigned: Vec<Option<Job>> = placed
         .into_iter()
         .map(|(k, f)| assign(k, f.clone(), p, &results.mapping, listings.get(&f), &mut claimed))
         .collect();
+    let left_alone = assigned.iter().filter(|j| j.is_none()).count() as u64;
+    let jobs: Vec<Job> = assigned.into_iter().flatten().collect();
 
     let results = Mutex::new(results);
     let mut pending = jobs;
@@ -468,9 +504,17 @@ pub fn run(p: &Plan, reader: &ItemReader, now: &str, progress: &(dyn Fn(u64) + S
             r.uncertain = uncertain.into_iter().filter(|(k, _)| missing.iter().any(|(mk, _)| mk == k)).collect();
             break;
         }
-        // Known to be missing: no listing to match against.
-        let mut claimed = HashSet::new();
-        pending = missing.into_iter().map(|(k, f)| assign(k, f, p, &r.mapping, None, &mut claimed)).collect();
+        // Known not to be there: created (on the id an earlier replay gave it, if any), whatever
+        // the mode.
+        pending = missing
+            .into_iter()
+            .map(|(k, f)| match r.mapping.get(&k) {
+                Some(id) => {
+                    Job { key: k, folder_id: f, action: ImportAction::UpdateOrCreate, item_id: Some(id.clone()) }
+                }
+                None => Job { key: k, folder_id: f, action: ImportAction::CreateNew, item_id: None },
+            })
+            .collect();
         drop(r);
         if pending.is_empty() {
             break;
@@ -481,7 +525,7 @@ pub fn run(p: &Plan, reader: &ItemReader, now: &str, progress: &(dyn Fn(u64) + S
     if results.uncertain.is_empty() {
         journal.complete(&results.mapping)?;
     }
-    Ok(Outcome { results, folders_created: folders.created, already })
+    Ok(Outcome { results, folders_created: folders.created, already, left_alone })
 }
 
 /// Reads the items of `jobs` from the archive and imports them in batches, `requests` at a time.

@@ -19,7 +19,7 @@ use exarch_archive::restore::ItemReader;
 use exarch_archive::time::{format_unix_ms, now_ms, parse_rfc3339_ms};
 use exarch_ews_source::client::{Client, ClientConfig};
 use exarch_mailbox::ews::EwsSource;
-use exarch_mailbox::replay::{plan, run as replay_run, select, Outcome, Plan, Request, Selection};
+use exarch_mailbox::replay::{plan, run as replay_run, select, Mode, Outcome, Plan, Request, Selection};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -92,6 +92,13 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         limit: a.upload_limit as u64,
         requests: a.requests,
         cache_dir: repo.cache_dir(),
+        mode: if a.only_missing {
+            Mode::OnlyMissing
+        } else if a.overwrite_changed {
+            Mode::OverwriteChanged
+        } else {
+            Mode::Restore
+        },
     };
     let p = plan(&source, request).with_context(|| format!("reading the folder tree of the target of {snap_id}"))?;
     if a.dry_run {
@@ -179,7 +186,7 @@ fn dry_run(g: &Global, a: &ReplayArgs, p: &Plan) -> Result<()> {
 
 fn report(g: &Global, a: &ReplayArgs, p: &Plan, client: &Client, o: &Outcome, secs: f64) -> Result<()> {
     let (m, snap_id, source, target) = (p.m, &p.snapshot, p.from.as_str(), p.target.as_str());
-    let (r, created, already) = (&o.results, &o.folders_created, o.already);
+    let (r, created, already, left_alone) = (&o.results, &o.folders_created, o.already, o.left_alone);
     let cs = client.stats();
     let describe = |k: u32, error: &str| {
         let it = &m.items[k as usize];
@@ -207,6 +214,7 @@ fn report(g: &Global, a: &ReplayArgs, p: &Plan, client: &Client, o: &Outcome, se
             "uploaded": r.uploaded,
             "bytes": r.bytes,
             "already_restored": already,
+            "left_alone": left_alone,
             "folders_created": created,
             "refused": refused,
             "too_large": too_large,
@@ -226,6 +234,9 @@ fn report(g: &Global, a: &ReplayArgs, p: &Plan, client: &Client, o: &Outcome, se
         );
         if !created.is_empty() {
             println!("  folders created: {}", created.join(", "));
+        }
+        if left_alone > 0 {
+            println!("  {left_alone} item(s) still in the mailbox left as they are");
         }
         println!(
             "  EWS {} requests ({}), {} back-off(s) honoured",
