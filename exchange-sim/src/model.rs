@@ -481,6 +481,18 @@ impl State {
         folders.iter().find(|f| f.distinguished == id)
     }
 
+    /// The mailbox's own root (distinguished `root`), above the top of the information store; it
+    /// holds nothing but `msgfolderroot` here. Not stored: made up when a client asks for it.
+    pub fn mailbox_root(&self, mailbox: usize) -> Folder {
+        Folder {
+            id: format!("{}.root", self.root_folder(mailbox)),
+            distinguished: "root".into(),
+            parent_id: String::new(),
+            name: "root".into(),
+            class: String::new(),
+        }
+    }
+
     /// The id of the top of the information store (`msgfolderroot`).
     pub fn root_folder(&self, mailbox: usize) -> String {
         self.mailboxes[mailbox]

@@ -87,9 +87,12 @@ impl Simulator {
             }
             "GetFolder" => {
                 let mut msgs = String::new();
+                let root = state.mailbox_root(mbx);
                 for f in el.find("FolderIds").map(|f| f.children.as_slice()).unwrap_or(&[]) {
                     let found = match (f.name.as_str(), f.attr("Id")) {
+                        ("DistinguishedFolderId", Some("root")) => Some(&root),
                         ("DistinguishedFolderId", Some(d)) => state.distinguished_folder(mbx, d),
+                        (_, Some(id)) if id == root.id => Some(&root),
                         (_, Some(id)) => mb.folders.iter().find(|x| x.id == id),
                         _ => None,
                     };
@@ -101,28 +104,51 @@ impl Simulator {
                 (200, response("GetFolder", &msgs))
             }
             "FindFolder" => {
+                let root = state.mailbox_root(mbx);
                 let parent = match el.find("ParentFolderIds").and_then(|p| p.children.first()) {
+                    Some(f) if f.name == "DistinguishedFolderId" && f.attr("Id") == Some("root") => root.id.clone(),
                     Some(f) if f.name == "DistinguishedFolderId" => {
                         mb.folders.iter().find(|f| f.parent_id.is_empty()).map(|f| f.id.clone()).unwrap_or_default()
                     }
                     Some(f) => f.attr("Id").unwrap_or("").to_string(),
                     None => String::new(),
                 };
-                if !mb.folders.iter().any(|f| f.id == parent) {
+                // The mailbox root holds the top of the information store (shown as its parent).
+                let mut folders: Vec<crate::model::Folder> = mb.folders.clone();
+                for f in folders.iter_mut().filter(|f| f.parent_id.is_empty()) {
+                    f.parent_id = root.id.clone();
+                }
+                if parent != root.id && !folders.iter().any(|f| f.id == parent) {
                     return (200, response("FindFolder", "<m:FindFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:FindFolderResponseMessage>"));
                 }
-                let children: Vec<_> = mb.folders.iter().filter(|f| f.parent_id == parent).collect();
+                // Shallow: the children; Deep: every folder below, parents before children.
+                let deep = el.attr("Traversal") == Some("Deep");
+                let mut children: Vec<&crate::model::Folder> =
+                    folders.iter().filter(|f| f.parent_id == parent).collect();
+                if deep {
+                    let mut i = 0;
+                    while i < children.len() {
+                        let id = children[i].id.clone();
+                        children.extend(folders.iter().filter(|f| f.parent_id == id));
+                        i += 1;
+                    }
+                }
                 let (from, to, last) = page_bounds(el, "IndexedPageFolderView", children.len());
                 let body: String = children[from..to].iter().map(|f| folder_xml(f)).collect();
                 let inner = format!("<m:RootFolder IndexedPagingOffset=\"{to}\" TotalItemsInView=\"{}\" IncludesLastItemInRange=\"{last}\"><t:Folders>{body}</t:Folders></m:RootFolder>", children.len());
                 (200, response("FindFolder", &ok_message("FindFolder", &inner)))
             }
             "FindItem" => {
-                let folder_id = el
-                    .find("ParentFolderIds")
-                    .and_then(|p| p.find("FolderId"))
-                    .and_then(|f| f.attr("Id"))
-                    .unwrap_or("");
+                let parent = el.find("ParentFolderIds").and_then(|p| p.children.first());
+                let folder_id = match parent {
+                    Some(f) if f.name == "DistinguishedFolderId" => f
+                        .attr("Id")
+                        .and_then(|d| state.distinguished_folder(mbx, d))
+                        .map(|f| f.id.as_str())
+                        .unwrap_or(""),
+                    Some(f) => f.attr("Id").unwrap_or(""),
+                    None => "",
+                };
                 if !mb.folders.iter().any(|f| f.id == folder_id) {
                     return (200, response("FindItem", "<m:FindItemResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:FindItemResponseMessage>"));
                 }

@@ -35,10 +35,15 @@ pub(crate) fn response(op: &str, messages: &str) -> String {
 
 /// A folder element with the properties clients ask for (sync, FindFolder and GetFolder alike).
 pub(crate) fn folder_xml(f: &crate::model::Folder) -> String {
+    // (the top of a store has no parent to name)
+    let parent = if f.parent_id.is_empty() {
+        String::new()
+    } else {
+        format!("<t:ParentFolderId Id=\"{}\"/>", escape(&f.parent_id))
+    };
     format!(
-        "<t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/><t:ParentFolderId Id=\"{}\"/><t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder>",
+        "<t:Folder><t:FolderId Id=\"{}\" ChangeKey=\"AQAAAA==\"/>{parent}<t:FolderClass>{}</t:FolderClass><t:DisplayName>{}</t:DisplayName></t:Folder>",
         escape(&f.id),
-        escape(&f.parent_id),
         escape(&f.class),
         escape(&f.name)
     )
