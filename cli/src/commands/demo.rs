@@ -1,8 +1,17 @@
-//! `exarch demo`: the whole job in one command, against the built-in simulated Exchange.
+//! `exarch demo`: the whole job in one command, against the built-in simulated Exchange: the
+//! simulator, a new archive, a backup of every mailbox through the mailbox layer, a full verify
+//! and the snapshot list, all through the libraries (not through other commands' arguments).
 
-use crate::args::{DemoArgs, EwsConnArgs, Global, InitArgs, PackArgs, SnapshotsArgs, VerifyArgs};
+use crate::args::{DemoArgs, Global};
 use anyhow::{Context as _, Result};
+use exarch_archive::lock::{LockKind, LockPurpose};
+use exarch_archive::verify::{verify, ReadData};
+use exarch_archive::{Context, InitOptions, LocalStorage, Repository};
+use exarch_ews_source::client::{Auth, Client, ClientConfig};
+use exarch_ews_source::export_stream::Limits;
 use exarch_exchange_sim::{serve, Profile, Simulator};
+use exarch_mailbox::backup::{backup_run, Done, RunSettings};
+use exarch_mailbox::ews::EwsSource;
 use std::sync::Arc;
 
 pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
@@ -14,9 +23,8 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     let mut secret = [0u8; 16];
     exarch_archive::crypto::Entropy::os().fill(&mut secret);
     let passphrase = dir.join("passphrase.txt");
-    write_private(&passphrase, &hex::encode(secret))?;
-    let ews_password = dir.join("ews-password.txt");
-    write_private(&ews_password, "demo-password")?;
+    exarch_archive::private_fs::write_atomic(&passphrase, format!("{}\n", hex::encode(secret)).as_bytes())
+        .with_context(|| format!("writing {}", passphrase.display()))?;
 
     let state_dir = dir.join("exchange");
     let state = super::simulate::load_or_generate(&state_dir, 42, "example.com", 5, 150, 0.01, 0, "en")?;
@@ -29,50 +37,73 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     let running = serve("127.0.0.1:0", sim, 32)?;
     println!("1. simulated Exchange (5 mailboxes, 1% dirty items) serving at {}", running.url());
 
-    let g2 = Global {
-        repo: Some(dir.join("archive")),
-        password_file: Some(passphrase.clone()),
-        cache_dir: g.cache_dir.clone().or_else(|| Some(dir.join("cache"))),
-        json: false,
-        quiet: false,
-        lock_lease: g.lock_lease,
-        no_lock: false,
-    };
-    println!("2. new archive at {}", dir.join("archive").display());
-    super::init::run(&Global { quiet: true, ..g2.clone() }, InitArgs { label: "demo".into() })?;
+    // The archive, the backup and the checks, straight through the libraries.
+    let archive = dir.join("archive");
+    let cache = g.cache_dir.clone().unwrap_or_else(|| dir.join("cache"));
+    let storage = LocalStorage::new(&archive);
+    storage.create_layout().with_context(|| format!("creating {}", archive.display()))?;
+    let mut ctx = Context::new(&cache);
+    ctx.lease_secs = g.lock_lease;
+    let opts = InitOptions { label: "demo".into(), ..InitOptions::default() };
+    let repo = Repository::init(Arc::new(storage), hex::encode(secret).as_bytes(), opts, ctx)?;
+    println!("2. new archive at {}", archive.display());
     println!(
         "3. backing up every mailbox through EWS (ResolveNames, SyncFolderHierarchy, SyncFolderItems, ExportItems):"
     );
-    let pack = PackArgs {
-        from_dir: None,
-        ews: Some(running.url()),
-        mailbox: Vec::new(),
-        mailboxes_file: None,
-        all_mailboxes: true,
-        public_folders: false,
-        conn: EwsConnArgs {
-            user: Some("svc-backup".into()),
-            ews_password_file: Some(ews_password),
-            token_file: None,
-            auth: crate::args::LogonAuth::Auto,
-            ca_cert: None,
-        },
-        concurrency: 4,
-        requests_per_mailbox: 4,
+    let url = running.url();
+    let client = Client::new(ClientConfig {
+        url: url.clone(),
+        auth: Auth::Auto { user: "svc-backup".into(), password: "demo-password".into() },
+        ca_cert: None,
+        concurrency: 16,
+        per_mailbox: 4,
         sync_concurrency: 2,
-        max_duration: None,
-        time: None,
-        force: false,
-        threads: None,
-        max_item_size: exarch_ews_source::export_stream::DEFAULT_MAX_ITEM_BYTES,
-    };
-    super::pack_ews::run(&g2, &pack, &running.url())?;
+        timeout: std::time::Duration::from_secs(180),
+        deadline: None,
+        limits: Limits { spill_dir: crate::private::dir(&cache.join("spill"))?, ..Limits::default() },
+    })?;
+    let mailboxes = client.all_mailboxes().context("listing mailboxes (ResolveNames)")?;
+    let lock = repo.lock(LockKind::Shared, LockPurpose::Pack)?;
+    let mut run_id = [0u8; 16];
+    repo.context().entropy.fill(&mut run_id);
+    let settings =
+        RunSettings { run_id, time_ms: exarch_archive::time::now_ms(), deadline: None, lock: lock.watch(), workers: 2 };
+    let done = backup_run(
+        &repo,
+        Arc::new(repo.index()?),
+        &EwsSource::new(&client, &url),
+        &mailboxes,
+        &settings,
+        4,
+        &|mb: &str, text: &str| eprintln!("{mb}: warning: {text}"),
+        &|d: &Done| match &d.result {
+            Ok((id, st)) => println!(
+                "   {}: snapshot {} ({} items, {} skipped as dirty)",
+                d.store,
+                id.short(),
+                st.items,
+                st.skipped
+            ),
+            Err(e) => println!("   {}: FAILED: {e}", d.store),
+        },
+    );
+    drop(lock);
+    if let Some(e) = done.into_iter().find_map(|d| d.result.err()) {
+        return Err(e.into());
+    }
     println!("4. verifying every blob and item:");
-    super::verify::run(&g2, VerifyArgs { read_data: true, read_data_subset: None, no_key: false })?;
+    let report = {
+        let _lock = repo.lock(LockKind::Shared, LockPurpose::Verify)?;
+        verify(&repo, ReadData::All)?
+    };
+    super::verify::print_report(&report, false);
+    if !report.is_clean() {
+        return Err(crate::Exit(crate::EXIT_DAMAGE, "the new archive did not verify".into()).into());
+    }
     println!("5. snapshots:");
-    super::snapshots::run(&g2, SnapshotsArgs { mailbox: None })?;
+    let all = repo.snapshots()?;
+    super::snapshots::print_table(&all.iter().collect::<Vec<_>>());
     running.stop();
-    let archive = dir.join("archive");
     println!();
     println!("Everything is in {}:", dir.display());
     println!("  archive      {}  (passphrase in {})", archive.display(), passphrase.display());
@@ -81,20 +112,5 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     println!("  export EXARCH_REPOSITORY={} EXARCH_PASSWORD_FILE={}", archive.display(), passphrase.display());
     println!("  exarch ls latest --mailbox user1@example.com");
     println!("  exarch extract latest --mailbox user1@example.com --to {}", dir.join("restore").display());
-    Ok(())
-}
-
-#[cfg(unix)]
-fn write_private(path: &std::path::Path, content: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    writeln!(f, "{content}")?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &std::path::Path, content: &str) -> Result<()> {
-    std::fs::write(path, format!("{content}\n"))?;
     Ok(())
 }

@@ -40,8 +40,14 @@ pub fn run(g: &Global, a: SnapshotsArgs) -> Result<()> {
             .collect();
         return super::print_json(&v);
     }
+    print_table(&shown);
+    Ok(())
+}
+
+/// The human table of snapshots (also what `demo` shows).
+pub fn print_table(shown: &[&exarch_archive::SnapshotInfo]) {
     println!("{:<8}  {:<20}  {:<32}  {:>8}  {:>10}  host", "ID", "Time", "Mailbox", "Items", "Size");
-    for s in &shown {
+    for s in shown {
         match &s.summary {
             Ok(m) => println!(
                 "{:<8}  {:<20}  {:<32}  {:>8}  {:>10}  {}",
@@ -56,5 +62,4 @@ pub fn run(g: &Global, a: SnapshotsArgs) -> Result<()> {
         }
     }
     println!("{} snapshot(s)", shown.len());
-    Ok(())
 }

@@ -50,7 +50,7 @@ pub fn run(g: &Global, a: VerifyArgs) -> Result<()> {
     }
 }
 
-fn print_report(r: &Report, no_key: bool) {
+pub fn print_report(r: &Report, no_key: bool) {
     let c = &r.checked;
     println!(
         "checked {} key slot(s), {} pack(s) ({}), {} index file(s), {} snapshot(s){}",
