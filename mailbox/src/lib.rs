@@ -6,14 +6,16 @@
 //! and import of a batch); `ews` implements it over the EWS client. `backup` holds the plan (carry
 //! unchanged items from the parent, export the rest, retry what the parent skipped), checkpoints
 //! and `resume` files, and runs many mailboxes at once. `replay` holds the replay planner (target
-//! folders by path and role, update-or-create decisions, duplicate checks), `select` which items
-//! go back, and `journal` the record that lets a killed replay continue without duplicates. Layers point one
-//! way: the CLI calls this crate, which calls the archive and the sources; they know nothing of
-//! each other or of it. Errors keep their class (`error.rs`): archive damage stays damage.
+//! folders by path and role, update-or-create decisions, duplicate checks), `import` sends its
+//! batches, `select` says which items go back, and `journal` is the record that lets a killed
+//! replay continue without duplicates. Layers point one way: the CLI calls this crate, which calls
+//! the archive and the sources; they know nothing of each other or of it. Errors keep their class
+//! (`error.rs`): archive damage stays damage.
 
 pub mod backup;
 pub mod error;
 pub mod ews;
+pub mod import;
 pub mod journal;
 pub mod replay;
 pub mod resume;
