@@ -37,15 +37,13 @@ pub enum EwsError {
     #[error("the EWS server redirected the request to another origin ({0}); exarch does not follow it (the request carries credentials and mail). If that address is right, pass it with --ews")]
     Redirect(String),
     /// The server asked for a wait longer than the client accepts: this mailbox stops for the run.
-    #[error("the server asked to wait {} s before the next request, more than the {} s exarch waits; this mailbox stops here and the next run continues it", .ms / 1000, .cap_ms / 1000)]
+    #[error("the server asked to wait {} s before the next request, more than the {} s exarch waits, so this mailbox stops for this run", .ms / 1000, .cap_ms / 1000)]
     BackOffTooLong { ms: u64, cap_ms: u64 },
     /// Whoever took the exported items (the archive) failed; its own error, class and all, is inside.
     #[error("{0}")]
     Sink(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// The run's deadline comes before the server's back-off ends.
-    #[error(
-        "the time window ends before the server's back-off does; this mailbox stops here and the next run continues it"
-    )]
+    #[error("the time window ends before the server's back-off does")]
     OutOfTime,
 }
 

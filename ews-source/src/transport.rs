@@ -264,7 +264,12 @@ fn classify(e: reqwest::Error) -> EwsError {
     }
     let lower = text.to_ascii_lowercase();
     if e.is_redirect() {
-        let target = lower.split("another origin ").nth(1).map(|t| t.trim_end_matches(')').to_string());
+        // (the target as the server wrote it: positions in `lower` are those in `text`)
+        let marker = "another origin ";
+        let target = lower.find(marker).map(|i| {
+            let rest = &text[i + marker.len()..];
+            rest.split([')', ' ']).next().unwrap_or(rest).to_string()
+        });
         return EwsError::Redirect(target.unwrap_or(text));
     }
     if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
