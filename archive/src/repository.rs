@@ -88,6 +88,9 @@ pub fn missing_config(storage: &dyn Storage) -> Error {
     Error::NotARepository(dir)
 }
 
+/// The newest intact snapshot of a mailbox (if any), and the newer damaged ones with why.
+pub type LatestIntact = (Option<(Id, Snapshot)>, Vec<(Id, String)>);
+
 /// One snapshot as listed: its summary, or why it could not be read.
 #[derive(Debug, Clone)]
 pub struct SnapshotInfo {
@@ -300,7 +303,7 @@ impl Repository {
 
     /// The newest snapshot of `mailbox` whose summary and manifest both open, and the newer ones
     /// of that mailbox that did not (id, why), newest first. A backup continues from the former.
-    pub fn latest_intact(&self, mailbox: &str) -> Result<(Option<(Id, Snapshot)>, Vec<(Id, String)>)> {
+    pub fn latest_intact(&self, mailbox: &str) -> Result<LatestIntact> {
         let mut damaged = Vec::new();
         let all = self.snapshots()?;
         for s in all.iter().rev() {

@@ -145,7 +145,7 @@ pub fn answer(
             let (status, text) = normal();
             let open = text.find("<m:Data>")? + "<m:Data>".len();
             let close = text[open..].find("</m:Data>")? + open;
-            let (head, tail) = (text[..open].as_bytes().to_vec(), text[close..].as_bytes().to_vec());
+            let (head, tail) = (text.as_bytes()[..open].to_vec(), text.as_bytes()[close..].to_vec());
             let b64_len = HUGE_ITEM_BYTES.div_ceil(3) * 4;
             let len = head.len() + b64_len as usize + tail.len();
             let body =

@@ -58,6 +58,7 @@ pub struct Done {
 
 /// Backs up `stores` with `concurrency` at a time; `notice(store, text)` hears warnings as they
 /// come, `finished(&Done)` each store's outcome as it ends. Returns every outcome, by store.
+#[allow(clippy::too_many_arguments)]
 pub fn backup_run(
     repo: &Repository,
     index: Arc<IndexTable>,

@@ -58,7 +58,7 @@ pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
             v["error"] = serde_json::Value::String(e.to_string());
         }
         super::print_json(&v)?;
-    } else if !g.quiet && !(failed.is_some() && nothing_done) {
+    } else if !g.quiet && (failed.is_none() || !nothing_done) {
         print_report(&r);
     }
     match failed {
