@@ -314,3 +314,43 @@ fn ntlm_windows_authentication() {
     }
     assert_eq!(stats(&sim)["errors"], 0);
 }
+
+/// A pack damaged after the backup that wrote it is met by the next backup (which reads back what
+/// the previous run stored before building on it): exit 4, the pack named, the new snapshot saved.
+#[test]
+fn a_flipped_pack_byte_met_during_an_ews_backup_exits_4_naming_the_pack() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    let sim = start_sim(&env, &state, &["--mailboxes", "2", "--items", "40", "--seed", "5"]);
+    pack_ews(&env, &sim, &[]);
+    let packs = util::repo_files(&env.repo(), "data");
+    assert!(!packs.is_empty());
+    let victim = &packs[packs.len() / 2];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(victim, bytes).unwrap();
+    let name = victim.file_name().unwrap().to_str().unwrap().to_string();
+
+    let repo = env.repo();
+    let out = env
+        .cmd(&["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "svc", "--all-mailboxes"])
+        .env("EXARCH_EWS_PASSWORD", "sim-secret")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(err.contains(&name), "the damaged pack is named: {err}");
+    assert!(err.contains("exarch verify --read-data"), "{err}");
+    // the run's own work was saved: both mailboxes have a second snapshot
+    let snaps = env.json(&["snapshots", "--repo", repo.to_str().unwrap()]);
+    assert_eq!(snaps.as_array().unwrap().len(), 4);
+    // and the damage keeps being reported, not forgotten after one warning
+    let again = env
+        .cmd(&["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "svc", "--all-mailboxes"])
+        .env("EXARCH_EWS_PASSWORD", "sim-secret")
+        .output()
+        .unwrap();
+    assert_eq!(code(&again), 4, "{}", stderr(&again));
+}

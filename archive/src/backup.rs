@@ -215,9 +215,10 @@ impl<'r> Backup<'r> {
         let packer = {
             let (storage, keys, ctx) = (repo.storage().clone(), keys.clone(), repo.context().clone());
             let pack_size = repo.config().pack_size as usize;
+            let cache_dir = repo.cache_dir();
             std::thread::Builder::new()
                 .name("packer".into())
-                .spawn(move || run_packer(pk_rx, storage, keys, ctx, pack_size))
+                .spawn(move || run_packer(pk_rx, storage, keys, ctx, cache_dir, pack_size))
                 .map_err(|e| Error::Other(format!("starting packer: {e}")))?
         };
         let mut manifest = Manifest::default();
@@ -466,6 +467,7 @@ fn run_writer(
     storage: Arc<dyn Storage>,
     keys: Arc<Keys>,
     entropy: &Entropy,
+    cache_dir: &std::path::Path,
 ) -> Result<PackerStats> {
     let mut stats = PackerStats::default();
     let mut locs: Vec<BlobLocation> = Vec::new();
@@ -481,6 +483,8 @@ fn run_writer(
         match msg {
             WriterMsg::Pack(builder) => {
                 let (id, bytes, entries) = builder.finish(&keys, entropy);
+                // Noted first: a pack stored but not noted would never be read back.
+                crate::readback::note_written(cache_dir, &id)?;
                 storage.put(FileKind::Pack, &id.to_hex(), &bytes)?;
                 stats.bytes_stored += bytes.len() as u64;
                 stats.packs += 1;
@@ -509,12 +513,13 @@ fn run_packer(
     storage: Arc<dyn Storage>,
     keys: Arc<Keys>,
     ctx: Arc<crate::repository::Context>,
+    cache_dir: std::path::PathBuf,
     pack_size: usize,
 ) -> Result<PackerOutput> {
     let (wtx, wrx) = bounded::<WriterMsg>(1);
     let writer = std::thread::Builder::new()
         .name("pack-writer".into())
-        .spawn(move || run_writer(wrx, storage, keys, &ctx.entropy))
+        .spawn(move || run_writer(wrx, storage, keys, &ctx.entropy, &cache_dir))
         .map_err(|e| Error::Other(format!("starting pack writer: {e}")))?;
     let result = fill_packs(rx, &wtx, pack_size);
     drop(wtx);

@@ -31,6 +31,7 @@ pub use storage::{FileKind, LocalStorage, Storage};
 pub mod backup;
 pub mod extract_names;
 pub mod prune;
+pub mod readback;
 pub mod repair;
 pub mod restore;
 pub mod retention;

@@ -130,3 +130,30 @@ pub fn warn_skipped_index(index: &exarch_archive::index::IndexTable) {
         eprintln!("warning: index file {} left out: {why}; run `exarch verify`", &name[..name.len().min(16)]);
     }
 }
+
+/// Reads back the packs this machine's last backup wrote, before a backup builds on them. Damage is
+/// printed at once (the pack named, and what to run) and returned as the exit the backup ends with
+/// once its own work is saved: new mail is still worth keeping, but the run must not look clean.
+pub fn read_back(
+    g: &Global,
+    repo: &Repository,
+    index: &exarch_archive::index::IndexTable,
+) -> Result<(exarch_archive::readback::ReadBack, Option<crate::Exit>)> {
+    let r = exarch_archive::readback::read_back(repo.storage().as_ref(), index, &repo.cache_dir())?;
+    if r.packs > 0 && !g.quiet && !g.json {
+        eprintln!("read back {} pack(s) ({} bytes) stored by the last backup: intact", r.packs, r.bytes);
+    }
+    if r.damaged.is_empty() {
+        return Ok((r, None));
+    }
+    for d in &r.damaged {
+        eprintln!("error: pack {} is damaged: {}", d.pack, d.problem);
+    }
+    let msg = format!(
+        "{} pack(s) written by an earlier backup from this machine are damaged (named above); \
+         items carried forward from them cannot be restored. Run `exarch verify --read-data` to see \
+         which snapshots and items they hit",
+        r.damaged.len()
+    );
+    Ok((r, Some(crate::Exit(crate::EXIT_DAMAGE, msg))))
+}

@@ -95,6 +95,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     let files = walk(&from_dir)?;
     let index = repo.index()?;
     super::warn_skipped_index(&index);
+    let (_, damage) = super::read_back(g, &repo, &index)?;
 
     // The parent: the newest snapshot of this mailbox that opens (damaged newer ones are named).
     let (found, damaged) = repo.latest_intact(&mailbox)?;
@@ -165,7 +166,11 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     }
     let (id, stats) = backup.finish()?;
     pb.finish_and_clear();
-    report(g, &id, &mailbox, time_ms, &stats, started.elapsed().as_secs_f64())
+    report(g, &id, &mailbox, time_ms, &stats, started.elapsed().as_secs_f64())?;
+    match damage {
+        Some(exit) => Err(exit.into()),
+        None => Ok(()),
+    }
 }
 
 /// `--time` as Unix ms, or now.

@@ -11,6 +11,7 @@ use crate::output::bytes;
 use crate::usage;
 use anyhow::{bail, Context as _, Result};
 use exarch_archive::backup::BackupStats;
+use exarch_archive::readback::ReadBack;
 use exarch_ews_source::client::{Auth, Client, ClientConfig};
 use exarch_ews_source::PUBLIC_FOLDERS;
 use exarch_mailbox::backup::{backup_run, Done, RunSettings};
@@ -136,8 +137,10 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     let repo = super::open(g)?;
     let lock =
         super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, exarch_archive::lock::LockPurpose::Pack)?;
-    let index = Arc::new(repo.index()?);
+    let index = repo.index()?;
     super::warn_skipped_index(&index);
+    let (read_back, damage) = super::read_back(g, &repo, &index)?;
+    let index = Arc::new(index);
     let mut run_id = [0u8; 16];
     repo.context().entropy.fill(&mut run_id);
     let started = std::time::Instant::now();
@@ -174,7 +177,10 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
             }
         },
     );
-    report(g, &client, &done, started.elapsed().as_secs_f64())?;
+    report(g, &client, &done, &read_back, started.elapsed().as_secs_f64())?;
+    if let Some(exit) = damage {
+        return Err(exit.into());
+    }
     let failed = done.iter().filter(|d| d.result.as_ref().is_err_and(|e| !is_partial(e))).count();
     let partial = done.iter().filter(|d| d.result.as_ref().is_err_and(is_partial)).count();
     if failed > 0 {
@@ -203,7 +209,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     Ok(())
 }
 
-fn report(g: &Global, client: &Client, done: &[Done], secs: f64) -> Result<()> {
+fn report(g: &Global, client: &Client, done: &[Done], read_back: &ReadBack, secs: f64) -> Result<()> {
     let cs = client.stats();
     let exports = cs.requests.get("ExportItems").copied().unwrap_or(0);
     let items_per_request = if exports == 0 { 0.0 } else { cs.items_exported as f64 / exports as f64 };
@@ -237,6 +243,7 @@ fn report(g: &Global, client: &Client, done: &[Done], secs: f64) -> Result<()> {
             "skipped": total(|s| s.skipped),
             "bytes_new": total(|s| s.bytes_new),
             "bytes_stored": total(|s| s.bytes_stored),
+            "read_back": read_back,
             "duration_secs": secs,
         }));
     }
