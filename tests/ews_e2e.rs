@@ -28,19 +28,43 @@ fn all_mailboxes_back_up_and_match_the_server() {
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
 }
 
+/// What group testing says finding `d` dirty items among `n` should cost: d·log2(n/d) + 2d, and
+/// one request per 100 items for a mailbox without any.
+fn group_testing_bound(r: &serde_json::Value) -> f64 {
+    r["mailboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let (items, d) = (m["stats"]["items"].as_f64().unwrap(), m["stats"]["skipped"].as_f64().unwrap());
+            let n = items + d;
+            if d == 0.0 {
+                (n / 100.0).ceil()
+            } else {
+                d * (n / d).log2() + 2.0 * d
+            }
+        })
+        .sum()
+}
+
 #[test]
-fn dirty_items_are_isolated_with_fewer_requests_than_halving() {
+fn dirty_items_cost_what_group_testing_says() {
     let env = Env::new();
     env.init();
     let state = env.path("exchange");
-    let sim = start_sim(&env, &state, &["--mailboxes", "3", "--items", "300", "--seed", "11", "--dirty-rate", "0.01"]);
+    let sim = start_sim(&env, &state, &["--mailboxes", "4", "--items", "300", "--seed", "11", "--dirty-rate", "0.01"]);
     let r = pack_ews(&env, &sim, &[]);
     let dirty = r["skipped"].as_u64().unwrap();
-    assert!(dirty >= 3, "expected some dirty items, got {dirty}");
-    assert_eq!(r["items"].as_u64().unwrap() + dirty, 900, "every clean item archived");
+    assert!(dirty >= 4, "expected some dirty items, got {dirty}");
+    assert_eq!(r["items"].as_u64().unwrap() + dirty, 1200, "every clean item archived");
     let st = stats(&sim);
     let exports = st["requests"]["ExportItems"].as_u64().unwrap();
     let plain = r["export_requests_plain_halving"].as_u64().unwrap();
+    let bound = group_testing_bound(&r);
+    assert!(
+        exports as f64 <= bound,
+        "{exports} ExportItems requests for {dirty} dirty items; group testing: {bound:.1}"
+    );
     assert!(exports < plain, "{exports} ExportItems requests, plain halving would need {plain}");
     // every dirty item is reported in its snapshot, with the server's error
     let repo = env.repo();
@@ -53,6 +77,32 @@ fn dirty_items_are_isolated_with_fewer_requests_than_halving() {
         }
     }
     assert_eq!(reported, dirty);
+}
+
+/// Under a tight throttling policy the client paces itself once pushed back, so refusals stay few
+/// and the dirty-item search still costs about what group testing says.
+#[test]
+fn under_a_strict_policy_refusals_stay_few() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    let sim = start_sim(
+        &env,
+        &state,
+        &["--mailboxes", "4", "--items", "150", "--seed", "3", "--dirty-rate", "0.02", "--profile", "strict"],
+    );
+    let r = pack_ews(&env, &sim, &[]);
+    let st = stats(&sim);
+    let exports = st["requests"]["ExportItems"].as_u64().unwrap();
+    let refused = st["server_busy_sent"].as_u64().unwrap();
+    let bound = group_testing_bound(&r);
+    assert_eq!(st["penalties"], 0, "never early after a back-off");
+    assert!(refused <= 6, "{refused} refusals: the client should pace itself after the first few");
+    // (a small sample: a little above the expected cost is chance, plain halving is a third more)
+    assert!(
+        (exports - refused) as f64 <= bound * 1.1,
+        "{exports} ExportItems ({refused} refused); group testing: {bound:.1}"
+    );
 }
 
 #[test]

@@ -71,10 +71,9 @@ pub fn read_back(storage: &dyn Storage, index: &IndexTable, cache_dir: &Path) ->
         let name = id.to_hex();
         if !storage.exists(FileKind::Pack, &name)? {
             if index.iter().any(|l| l.pack == id) {
-                report.damaged.push(DamagedPack {
-                    pack: name,
-                    problem: "missing, but the index still lists its chunks".into(),
-                });
+                report
+                    .damaged
+                    .push(DamagedPack { pack: name, problem: "missing, but the index still lists its chunks".into() });
             } else {
                 done(&marker)?;
             }

@@ -143,10 +143,11 @@ impl Client {
     /// Sets the back-off after a failed attempt (the next permit waits for it) and counts it. A
     /// hint beyond `MAX_BACK_OFF`, or one that ends after the deadline, is an error: the mailbox
     /// stops for this run, and no request of it goes before the hint has passed.
-    fn backed_off(&self, key: &str, e: &EwsError, retrying: bool) -> Result<(), EwsError> {
+    /// `first`: the request's first attempt was refused (not a retry of one refused already).
+    fn backed_off(&self, key: &str, e: &EwsError, retrying: bool, first: bool) -> Result<(), EwsError> {
         let hint = e.back_off_ms();
         let cap_ms = MAX_BACK_OFF.as_millis() as u64;
-        let waited = self.governor.throttled(key, hint);
+        let waited = self.governor.throttled(key, hint, first);
         let mut s = self.stats.lock().expect("stats");
         s.retries += u64::from(retrying);
         s.back_offs_honoured += u64::from(hint.is_some());
@@ -195,11 +196,13 @@ impl Client {
                     self.governor.succeeded(key);
                     return Ok(v);
                 }
-                Err(e) if retry(&e) && Self::may_retry(&e, attempt, max_attempts) => self.backed_off(key, &e, true)?,
+                Err(e) if retry(&e) && Self::may_retry(&e, attempt, max_attempts) => {
+                    self.backed_off(key, &e, true, attempt == 1)?
+                }
                 Err(e) => {
                     if e.is_transient() {
                         // Giving up on this request, but the back-off still binds the next one.
-                        self.backed_off(key, &e, false)?;
+                        self.backed_off(key, &e, false, attempt == 1)?;
                     }
                     return Err(e);
                 }
@@ -300,11 +303,11 @@ impl Client {
                 // Cut off after the last item: everything arrived.
                 Err(EwsError::Xml(ref x)) if x.truncated && delivered == ids.len() => return Ok(()),
                 Err(e) if e.is_transient() && Self::may_retry(&e, attempt, max_attempts) => {
-                    self.backed_off(mailbox, &e, true)?
+                    self.backed_off(mailbox, &e, true, attempt == 1)?
                 }
                 Err(e) => {
                     if e.is_transient() {
-                        self.backed_off(mailbox, &e, false)?;
+                        self.backed_off(mailbox, &e, false, attempt == 1)?;
                     }
                     return Err(e);
                 }

@@ -3,12 +3,10 @@
 //! Batches hold at most 100 items (Microsoft's advice), a byte budget from the sizes the sync
 //! reported, and no more than the server exported in `TARGET_REQUEST_SECS` on earlier requests
 //! (measured as the client goes), so one call stays well under the server's one-minute limit even
-//! when a server or a calendar is slow. When a batch fails as a
-//! whole, it is split in two and the halves are exported; but when the first half succeeds, the
-//! second half is known to hold a dirty item and is split again *without* being sent whole. One dirty
-//! item in 100 costs about 1.5·log2(100) ≈ 10 requests instead of plain halving's 2·log2(100) ≈ 13,
-//! and every clean item is exported on the way. A batch the server keeps throttling (too costly for
-//! the budget) is split too, without suspecting its items.
+//! when a server or a calendar is slow. When a batch fails as a whole, group testing finds one
+//! dirty item by binary search and hands back the part it did not try (see `export_batch`); the
+//! caller sizes batches (Hwang's rule: smaller once dirty items turn out to be common). A batch the
+//! server keeps throttling (too costly for the budget) is split too, without suspecting its items.
 
 use crate::client::Client;
 use crate::export_stream::ItemData;
@@ -56,87 +54,102 @@ fn plain_halving(lo: usize, hi: usize, bad: &[usize]) -> u64 {
 }
 
 /// Exports one batch: calls `ok(id, data)` for every exported item and `failed(id, error)` for each
-/// item that could not be exported. Errors other than item failures (auth, persistent transport)
-/// abort with `Err`.
+/// item found to fail every request that holds it. Returns the positions (in `batch`, ascending) of
+/// the items it did not try, which the caller must export later (in a later batch). Errors other
+/// than item failures (auth, persistent transport) abort with `Err`.
+///
+/// Group testing (Hwang's generalised binary splitting): the batch is tried whole; when it fails,
+/// binary search finds *one* dirty item, exporting each half that goes through on the way. A half
+/// that was never tried (the other half of one that failed) is handed back rather than tried now, so
+/// it joins the next full batch instead of costing requests of its own. With d dirty items among n,
+/// this costs about d·log2(n/d) + d requests where halving every failed batch to the end costs
+/// about 2d·log2(batch).
 pub fn export_batch(
     client: &Client,
     mailbox: &str,
     batch: &[ToExport],
     ok: &mut dyn FnMut(&str, ItemData) -> Result<(), EwsError>,
     failed: &mut dyn FnMut(&str, String),
-) -> Result<(), EwsError> {
-    let mut bad = Vec::new();
-    let whole = send(client, mailbox, batch, 0, false, ok, failed, &mut bad)?;
-    if !whole {
-        bad.sort_unstable();
-        client.note_split(plain_halving(0, batch.len(), &bad));
-    } else {
+) -> Result<Vec<usize>, EwsError> {
+    let mut untried = Vec::new();
+    let Tried::Dirty { from, to, error } = try_send(client, mailbox, batch, ok, failed)? else {
         client.note_plain(1);
+        return Ok(untried);
+    };
+    untried.extend(to..batch.len());
+    let (mut lo, mut hi, mut error) = (from, to, error);
+    // A dirty item is known to be in batch[lo..hi].
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        match try_send(client, mailbox, &batch[lo..mid], ok, failed)? {
+            Tried::Clean => lo = mid,
+            Tried::Dirty { from, to, error: e } => {
+                untried.extend(lo + to..hi);
+                (lo, hi, error) = (lo + from, lo + to, e);
+            }
+        }
     }
-    Ok(())
+    failed(&batch[lo].id, error);
+    untried.sort_unstable();
+    client.note_split(plain_halving(0, batch.len(), &[lo]));
+    Ok(untried)
 }
 
-/// Returns true if the request for `items` succeeded as a whole. `known_bad`: a dirty item is known
-/// to be among `items`, so sending them whole would only fail again.
-#[allow(clippy::too_many_arguments)]
-fn send(
+/// What one try of a set of items showed.
+enum Tried {
+    /// Every item went through.
+    Clean,
+    /// The items before `from` went through; a request holding `items[from..to]` failed as a whole
+    /// (a dirty item is among them); the items from `to` on were not tried.
+    Dirty { from: usize, to: usize, error: String },
+}
+
+/// Sends `items` as one request, or, when the server keeps throttling it as too costly, as two
+/// halves (neither suspected of holding a dirty item; the second is not sent if the first fails).
+fn try_send(
     client: &Client,
     mailbox: &str,
     items: &[ToExport],
-    offset: usize,
-    known_bad: bool,
     ok: &mut dyn FnMut(&str, ItemData) -> Result<(), EwsError>,
     failed: &mut dyn FnMut(&str, String),
-    bad: &mut Vec<usize>,
-) -> Result<bool, EwsError> {
-    if known_bad && items.len() == 1 {
-        bad.push(offset);
-        failed(&items[0].id, "ErrorInternalServerError: the item fails every export request that contains it".into());
-        return Ok(false);
-    }
-    let (mut items, mut offset) = (items, offset);
-    if !known_bad {
-        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-        // Items arrive one by one; on a failure, those handed over are done and only the rest
-        // is sent again.
-        let mut delivered = 0;
-        let result = client.export_each(mailbox, &ids, &mut |i, r| {
-            delivered = i + 1;
-            match r {
-                Exported::Ok { data, .. } => ok(&items[i].id, data),
-                Exported::Failed { status } => {
-                    failed(&items[i].id, format!("{}: {}", status.code, status.message));
-                    Ok(())
-                }
+) -> Result<Tried, EwsError> {
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    // Items arrive one by one; on a failure, those handed over are done.
+    let mut delivered = 0;
+    let result = client.export_each(mailbox, &ids, &mut |i, r| {
+        delivered = i + 1;
+        match r {
+            Exported::Ok { data, .. } => ok(&items[i].id, data),
+            Exported::Failed { status } => {
+                failed(&items[i].id, format!("{}: {}", status.code, status.message));
+                Ok(())
             }
-        });
-        items = &items[delivered..];
-        offset += delivered;
-        match result {
-            Ok(()) => return Ok(true),
-            // Still throttled after several back-offs: the request is too big for the budget.
-            // Send it in two halves (neither is suspected of holding a dirty item).
-            Err(e) if e.is_throttling() && items.len() > 1 => {
-                let mid = items.len() / 2;
-                let left = send(client, mailbox, &items[..mid], offset, false, ok, failed, bad)?;
-                let right = send(client, mailbox, &items[mid..], offset + mid, false, ok, failed, bad)?;
-                return Ok(left && right);
-            }
-            Err(e @ (EwsError::Fault { .. } | EwsError::Failed { .. })) if !e.is_throttling() && !items.is_empty() => {
-                if items.len() == 1 {
-                    bad.push(offset);
-                    failed(&items[0].id, e.to_string());
-                    return Ok(false);
-                }
-            }
-            Err(e) => return Err(e),
         }
+    });
+    match result {
+        Ok(()) => Ok(Tried::Clean),
+        Err(e) if e.is_throttling() && items.len() - delivered > 1 => {
+            let rest = &items[delivered..];
+            let mid = rest.len() / 2;
+            match try_send(client, mailbox, &rest[..mid], ok, failed)? {
+                Tried::Dirty { from, to, error } => {
+                    Ok(Tried::Dirty { from: delivered + from, to: delivered + to, error })
+                }
+                Tried::Clean => match try_send(client, mailbox, &rest[mid..], ok, failed)? {
+                    Tried::Clean => Ok(Tried::Clean),
+                    Tried::Dirty { from, to, error } => {
+                        Ok(Tried::Dirty { from: delivered + mid + from, to: delivered + mid + to, error })
+                    }
+                },
+            }
+        }
+        Err(e @ (EwsError::Fault { .. } | EwsError::Failed { .. }))
+            if !e.is_throttling() && delivered < items.len() =>
+        {
+            Ok(Tried::Dirty { from: delivered, to: items.len(), error: e.to_string() })
+        }
+        Err(e) => Err(e),
     }
-    let mid = items.len() / 2;
-    let left_ok = send(client, mailbox, &items[..mid], offset, false, ok, failed, bad)?;
-    // If the left half went through whole, the dirty item is on the right.
-    send(client, mailbox, &items[mid..], offset + mid, left_ok, ok, failed, bad)?;
-    Ok(false)
 }
 
 #[cfg(test)]

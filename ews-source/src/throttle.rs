@@ -4,18 +4,32 @@
 //! configured concurrency, halves when the server pushes back and grows by one after a run of
 //! successes) and per mailbox. A mailbox that got a back-off (the server's `BackOffMilliseconds`,
 //! or exponential with jitter when none was given) gets no permit before the back-off has passed:
-//! the client never retries early, which is what Exchange penalises.
+//! the client never retries early, which is what Exchange penalises. Once pushed back, a mailbox's
+//! requests are also *paced* (spaced by at least the back-off, more after each further refusal,
+//! less after a run of successes), and the pace is shared with the other mailboxes, which live under
+//! the same throttling policy: a tight budget is then met by pacing, not by a stream of refusals.
 
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// The longest spacing self-throttling puts between one mailbox's requests; longer back-offs are
+/// waited out once but not learned.
+const MAX_PACE: Duration = Duration::from_secs(5);
+/// Successes in a row after which the spacing shrinks by a quarter.
+const PACE_RELAX_AFTER: u32 = 32;
+
 #[derive(Debug, Default)]
 struct MailboxState {
     inflight: usize,
     not_before: Option<Instant>,
     failures: u32,
+    /// Self-throttling once the server pushed back: requests for this mailbox start at least this
+    /// far apart. Grows with each push-back, shrinks after a run of successes.
+    pace: Option<Duration>,
+    last_start: Option<Instant>,
+    successes: u32,
 }
 
 #[derive(Debug)]
@@ -26,6 +40,9 @@ struct State {
     limit: usize,
     successes: u32,
     mailboxes: HashMap<String, MailboxState>,
+    /// The spacing the last push-back taught. Mailboxes of one server share a throttling policy,
+    /// so a mailbox seen for the first time starts from it instead of learning it by a refusal.
+    learned_pace: Option<Duration>,
 }
 
 pub struct Governor {
@@ -71,6 +88,7 @@ impl Governor {
                 limit: max,
                 successes: 0,
                 mailboxes: HashMap::new(),
+                learned_pace: None,
             }),
             cv: Condvar::new(),
         }
@@ -101,15 +119,22 @@ impl Governor {
             let now = Instant::now();
             let (limit, inflight) = (s.limit, s.inflight);
             let sync_full = sync && s.sync_inflight >= self.sync_max;
-            let m = s.mailboxes.entry(mailbox.to_string()).or_default();
+            let learned = s.learned_pace;
+            let m = s
+                .mailboxes
+                .entry(mailbox.to_string())
+                .or_insert_with(|| MailboxState { pace: learned, ..MailboxState::default() });
             if let Some(d) = deadline {
                 if now >= d || m.not_before.is_some_and(|t| t > d) {
                     return None;
                 }
             }
-            let wait = m.not_before.filter(|t| *t > now).map(|t| t - now);
+            let paced = m.pace.zip(m.last_start).map(|(p, t)| t + p);
+            let ready = m.not_before.into_iter().chain(paced).max();
+            let wait = ready.filter(|t| *t > now).map(|t| t - now);
             if wait.is_none() && inflight < limit && m.inflight < self.per_mailbox && !sync_full {
                 m.inflight += 1;
+                m.last_start = Some(now);
                 s.inflight += 1;
                 if sync {
                     s.sync_inflight += 1;
@@ -124,8 +149,10 @@ impl Governor {
         }
     }
 
-    /// The server pushed back. Returns how long this mailbox now waits.
-    pub fn throttled(&self, mailbox: &str, hint_ms: Option<u64>) -> Duration {
+    /// The server pushed back. Returns how long this mailbox now waits. `first`: on a request's
+    /// first attempt, which means the pacing was too fast; a retry refused again (a request too
+    /// costly for the budget, about to be split) says nothing about the pace.
+    pub fn throttled(&self, mailbox: &str, hint_ms: Option<u64>, first: bool) -> Duration {
         let mut s = self.state.lock().expect("governor");
         s.limit = (s.limit / 2).max(1);
         s.successes = 0;
@@ -141,6 +168,27 @@ impl Governor {
         };
         let until = Instant::now() + wait;
         m.not_before = Some(m.not_before.map_or(until, |t| t.max(until)));
+        // From now on, space this mailbox's requests: at least the back-off, longer after each
+        // further push-back on a paced request, so that a tight budget is met by pacing rather
+        // than by refusals.
+        // A long back-off (a server in maintenance, a hostile hint) is waited out, not learned.
+        if wait > MAX_PACE {
+            self.cv.notify_all();
+            return wait;
+        }
+        let grown = match m.pace {
+            Some(p) if first => (p * 3 / 2).max(wait),
+            Some(p) => p.max(wait),
+            None => wait,
+        };
+        m.pace = Some(grown.min(MAX_PACE));
+        m.successes = 0;
+        s.learned_pace = m.pace;
+        // The other mailboxes under way share the policy too: none is paced faster than this.
+        let learned = s.learned_pace;
+        for other in s.mailboxes.values_mut() {
+            other.pace = other.pace.max(learned);
+        }
         self.cv.notify_all();
         wait
     }
@@ -150,6 +198,11 @@ impl Governor {
         let mut s = self.state.lock().expect("governor");
         if let Some(m) = s.mailboxes.get_mut(mailbox) {
             m.failures = 0;
+            m.successes += 1;
+            if m.successes >= PACE_RELAX_AFTER {
+                m.successes = 0;
+                m.pace = m.pace.map(|p| p * 3 / 4).filter(|p| *p >= Duration::from_millis(20));
+            }
         }
         s.successes += 1;
         if s.successes >= 20 && s.limit < self.max {
@@ -179,7 +232,7 @@ mod tests {
     fn back_off_is_honoured_and_limits_adapt() {
         let g = Governor::new(8, 2);
         let started = Instant::now();
-        let waited = g.throttled("a", Some(150));
+        let waited = g.throttled("a", Some(150), true);
         assert!(waited >= Duration::from_millis(150));
         assert_eq!(g.limit(), 4);
         {
@@ -194,6 +247,36 @@ mod tests {
             g.succeeded("b");
         }
         assert_eq!(g.limit(), 8);
+    }
+
+    #[test]
+    fn once_pushed_back_requests_are_paced_and_the_pace_is_shared() {
+        let g = Governor::new(8, 8);
+        drop(g.acquire("b")); // b is under way
+        g.throttled("a", Some(100), true);
+        drop(g.acquire("a"));
+        let t = Instant::now();
+        drop(g.acquire("a"));
+        assert!(t.elapsed() >= Duration::from_millis(100), "a second request went before the pace allowed");
+        // b and a newcomer start from what a learned: b's next request waits for the pace too
+        let t = Instant::now();
+        drop(g.acquire("b"));
+        drop(g.acquire("b"));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        // a refusal of a paced request's first attempt slows the pace down; a retry's does not
+        g.throttled("a", Some(100), false);
+        assert_eq!(g.state.lock().unwrap().mailboxes["a"].pace, Some(Duration::from_millis(120)));
+        g.throttled("a", Some(100), true);
+        assert_eq!(g.state.lock().unwrap().mailboxes["a"].pace, Some(Duration::from_millis(180)));
+        // successes relax it
+        for _ in 0..PACE_RELAX_AFTER {
+            g.succeeded("a");
+        }
+        assert_eq!(g.state.lock().unwrap().mailboxes["a"].pace, Some(Duration::from_millis(135)));
+        // a back-off of minutes is waited out, not learned as a pace
+        let g = Governor::new(8, 8);
+        g.throttled("c", Some(600_000), true);
+        assert_eq!(g.state.lock().unwrap().learned_pace, None);
     }
 
     #[test]

@@ -136,14 +136,23 @@ impl Simulator {
             .min(self.profile.burst);
         b.last = now;
         if b.tokens < cost {
-            b.busy_until = Some(now + back_off);
+            // As Exchange does, the hint is how long until the budget covers this request again
+            // (never less than the profile's back-off): a client that waits it gets through.
+            // (A request that costs more than the whole burst never fits: the plain back-off.)
+            let refill_ms = if cost > self.profile.burst {
+                0.0
+            } else {
+                ((cost - b.tokens) / self.profile.recharge_per_sec.max(1e-9) * 1000.0).ceil()
+            };
+            let ms = (refill_ms.min(86_400_000.0) as u64).max(self.profile.back_off_ms);
+            b.busy_until = Some(now + Duration::from_millis(ms));
             self.stats.lock().expect("stats").server_busy_sent += 1;
             return Some((
                 500,
                 fault(
                     "ErrorServerBusy",
                     "The server cannot service this request right now. Try again later.",
-                    Some(self.profile.back_off_ms),
+                    Some(ms),
                 ),
             ));
         }

@@ -19,7 +19,7 @@ use exarch_archive::snapshot::Snapshot;
 use exarch_archive::{Id, Repository};
 use exarch_ews_source::export_stream::ItemData;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Exported items between checkpoints: what a killed run may have to export again.
@@ -322,19 +322,20 @@ fn export_all(
     resume_at: &std::path::Path,
 ) -> Result<Option<String>, MailboxError> {
     let metas: HashMap<&str, &ItemMeta> = list.iter().map(|p| (p.item.id.as_str(), &p.meta)).collect();
-    let items: Vec<ToExport> = list.iter().map(|p| p.item.clone()).collect();
+    let mut queue: VecDeque<ToExport> = list.iter().map(|p| p.item.clone()).collect();
     let cell = std::cell::RefCell::new(backup);
     let mut since_checkpoint = 0usize;
-    let mut pos = 0;
+    let mut sizing = BatchSizing::default();
     let out_of_time = || settings.deadline.is_some_and(|d| std::time::Instant::now() >= d);
-    while pos < items.len() {
+    while !queue.is_empty() {
         if out_of_time() {
             return Ok(Some("the time window (--max-duration) ended".into()));
         }
-        // Sized by count, bytes and the server's measured speed.
-        let n = source.next_batch(&items[pos..]).clamp(1, items.len() - pos);
-        let batch = &items[pos..pos + n];
-        pos += n;
+        // Sized by count (group testing's rule), bytes and the server's measured speed.
+        let head = queue.make_contiguous();
+        let n = source.next_batch(head, sizing.cap(source.batch_limit())).clamp(1, head.len());
+        let batch: Vec<ToExport> = queue.drain(..n).collect();
+        let skipped_before = cell.borrow().stats().skipped;
         let mut ok = |id: &str, data: ItemData| -> Result<(), SourceError> {
             let Some(m) = metas.get(id) else {
                 return Err(SourceError::Failed(
@@ -356,14 +357,20 @@ fn export_all(
             let folder = metas.get(id).map(|m| m.folder).unwrap_or(0);
             cell.borrow_mut().skip(folder, id, &err);
         };
-        match source.export(store, batch, &mut ok, &mut failed) {
-            Ok(()) => {}
+        let untried = match source.export(store, &batch, &mut ok, &mut failed) {
+            Ok(u) => u,
             // The server wants a longer pause than we wait, or the window ends first: keep what
             // was exported (the caller checkpoints) and stop this store for the run.
             Err(SourceError::Stopped(why)) => return Ok(Some(why)),
             Err(e) => return Err(e.into()),
+        };
+        // Untried items go first into the next batch, in their order.
+        for &k in untried.iter().rev().filter(|&&k| k < batch.len()) {
+            queue.push_front(batch[k].clone());
         }
-        since_checkpoint += batch.len();
+        let resolved = batch.len() - untried.len().min(batch.len());
+        sizing.record(resolved, (cell.borrow().stats().skipped - skipped_before) as usize);
+        since_checkpoint += resolved;
         if since_checkpoint >= CHECKPOINT_EVERY || out_of_time() {
             since_checkpoint = 0;
             let items = cell.borrow_mut().checkpoint()?;
@@ -371,4 +378,52 @@ fn export_all(
         }
     }
     Ok(None)
+}
+
+/// How many items the next export request may hold: the source's limit while failing ("dirty")
+/// items are rare, and Hwang's group size once two have turned up: the power of two just under the
+/// observed ratio of items to dirty items (counting 50 clean items more than seen, so that two
+/// early finds do not shrink batches too far; never below 8). A group that size holds about one
+/// dirty item, which binary search then finds in log2(size) requests.
+#[derive(Debug, Default)]
+struct BatchSizing {
+    resolved: usize,
+    dirty: usize,
+}
+
+impl BatchSizing {
+    fn record(&mut self, resolved: usize, dirty: usize) {
+        self.resolved += resolved;
+        self.dirty += dirty;
+    }
+
+    fn cap(&self, limit: usize) -> usize {
+        if self.dirty < 2 {
+            return limit;
+        }
+        let ratio = ((self.resolved + 50) / self.dirty).max(1);
+        let group = 1usize << (usize::BITS - 1 - ratio.leading_zeros());
+        group.clamp(8.min(limit), limit)
+    }
+}
+
+#[cfg(test)]
+mod sizing_tests {
+    use super::BatchSizing;
+
+    #[test]
+    fn batches_shrink_to_hwangs_group_size_as_dirty_items_turn_up() {
+        let mut s = BatchSizing::default();
+        assert_eq!(s.cap(100), 100);
+        s.record(100, 1);
+        assert_eq!(s.cap(100), 100, "one dirty item says little about the rate");
+        s.record(200, 2); // 3 in 300: about one in 100
+        assert_eq!(s.cap(100), 64);
+        s.record(100, 17); // 20 in 400: one in 20
+        assert_eq!(s.cap(100), 16);
+        s.record(0, 200);
+        assert_eq!(s.cap(100), 8, "never below 8");
+        assert_eq!(s.cap(20), 8);
+        assert_eq!(BatchSizing::default().cap(20), 20);
+    }
 }

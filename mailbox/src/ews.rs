@@ -117,10 +117,15 @@ impl Source for EwsSource<'_> {
         }
     }
 
-    fn next_batch(&self, items: &[ToExport]) -> usize {
+    fn batch_limit(&self) -> usize {
+        MAX_EXPORT_BATCH
+    }
+
+    fn next_batch(&self, items: &[ToExport], cap: usize) -> usize {
+        let cap = cap.clamp(1, MAX_EXPORT_BATCH);
         // (sizes only matter up to a batch's worth)
-        let head = &items[..items.len().min(MAX_EXPORT_BATCH * 2)];
-        next_batch(&batch(head), MAX_EXPORT_BATCH, self.client.export_seconds_per_byte())
+        let head = &items[..items.len().min(cap * 2)];
+        next_batch(&batch(head), cap, self.client.export_seconds_per_byte())
     }
 
     fn export(
@@ -129,7 +134,7 @@ impl Source for EwsSource<'_> {
         items: &[ToExport],
         ok: &mut dyn FnMut(&str, ItemData) -> Result<(), SourceError>,
         failed: &mut dyn FnMut(&str, String),
-    ) -> Result<(), SourceError> {
+    ) -> Result<Vec<usize>, SourceError> {
         let mut ok_ews = |id: &str, data: ItemData| ok(id, data).map_err(to_ews);
         export_batch(self.client, store, &batch(items), &mut ok_ews, failed).map_err(from_ews)
     }

@@ -129,17 +129,21 @@ pub trait Source: Sync {
     fn default_folders(&self, store: &str) -> BTreeMap<String, String>;
     /// What changed in `folder` since `since` (a state this source gave out), or its full listing.
     fn changes(&self, store: &str, folder: &str, since: Option<&str>) -> Result<Listing, SourceError>;
-    /// How many of `items` (from the front) the next export request should take.
-    fn next_batch(&self, items: &[ToExport]) -> usize;
+    /// The most items one export request may carry.
+    fn batch_limit(&self) -> usize;
+    /// How many of `items` (from the front, at most `cap`) the next export request should take.
+    fn next_batch(&self, items: &[ToExport], cap: usize) -> usize;
     /// Exports `batch`, handing every item to `ok` as it arrives and every item the source could not
-    /// export to `failed` with its reason. Errors other than per-item failures end the call.
+    /// export to `failed` with its reason. Returns the positions in `batch` of items it did not try
+    /// (when isolating a failing item leaves part of a batch untried): the caller exports them
+    /// later. Errors other than per-item failures end the call.
     fn export(
         &self,
         store: &str,
         batch: &[ToExport],
         ok: &mut dyn FnMut(&str, ItemData) -> Result<(), SourceError>,
         failed: &mut dyn FnMut(&str, String),
-    ) -> Result<(), SourceError>;
+    ) -> Result<Vec<usize>, SourceError>;
 
     /// Creates a folder under `parent` (None: the top of the store); returns its id.
     fn create_folder(
