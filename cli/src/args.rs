@@ -101,6 +101,15 @@ pub struct PackArgs {
     /// `public-folders`)
     #[arg(long)]
     pub public_folders: bool,
+    /// With --ews: also back up each mailbox's In-Place Archive, as a store of its own
+    /// (snapshots named `<address>#archive`); mailboxes without one are noted and skipped
+    #[arg(long, requires = "ews")]
+    pub archive_mailbox: bool,
+    /// With --ews: also back up each mailbox's Recoverable Items folders (Deletions, Purges,
+    /// Versions, …, and the archive's with --archive-mailbox), as stores of their own
+    /// (`<address>#recoverable-items`, `<address>#archive-recoverable-items`)
+    #[arg(long, requires = "ews")]
+    pub recoverable_items: bool,
     #[command(flatten)]
     pub conn: EwsConnArgs,
     /// Mailboxes backed up at once
@@ -347,6 +356,14 @@ pub struct SimulateArgs {
     /// Also make public folders holding this many items (only when the state is first made)
     #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
     pub public_items: usize,
+    /// Give every other mailbox (user1, user3, …) an In-Place Archive holding this many items
+    /// (only when the state is first made)
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
+    pub archive_items: usize,
+    /// Put this many items in each mailbox's Recoverable Items (Deletions, Purges, Versions, …),
+    /// and a quarter as many in each archive's (only when the state is first made)
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
+    pub recoverable_items: usize,
     /// Share of items that fail any export batch containing them (0.01 = 1%)
     #[arg(long, default_value_t = 0.0)]
     pub dirty_rate: f64,
@@ -362,7 +379,8 @@ pub struct SimulateArgs {
     /// Write every item, laid out as `exarch extract` lays out a snapshot, under OUT/<mailbox>/ and exit
     #[arg(long, value_name = "OUT")]
     pub dump: Option<PathBuf>,
-    /// Empty this mailbox (every item, and every folder but the default ones) and exit
+    /// Empty this mailbox and its archive (every item, and every folder but the default ones; its
+    /// Recoverable Items are kept, as Exchange keeps them) and exit
     #[arg(long, value_name = "MAILBOX")]
     pub wipe: Option<String>,
     /// Share of uploaded items the server refuses with ErrorCorruptData (0.02 = 2%), chosen by

@@ -418,21 +418,31 @@ impl Client {
         Ok(ids.into_iter().zip(DEFAULT_FOLDERS).filter_map(|(id, d)| id.map(|id| (id, d.to_string()))).collect())
     }
 
-    /// The top of a mailbox's folder tree as a distinguished folder id.
-    pub fn root_of(mailbox: &str) -> &'static str {
-        if mailbox == crate::PUBLIC_FOLDERS {
-            "publicfoldersroot"
-        } else {
-            "msgfolderroot"
-        }
-    }
-
-    /// A mailbox's folder tree: SyncFolderHierarchy, or FindFolder for the public folders.
-    pub fn folder_tree(&self, mailbox: &str) -> Result<Vec<response::FolderChange>, EwsError> {
+    /// The folder tree below the distinguished folder `root` (`msgfolderroot`, or the top of the
+    /// archive or of Recoverable Items): SyncFolderHierarchy, or FindFolder for the public folders.
+    pub fn folder_tree(&self, mailbox: &str, root: &str) -> Result<Vec<response::FolderChange>, EwsError> {
         if mailbox == crate::PUBLIC_FOLDERS {
             return self.public_folder_tree();
         }
-        Ok(self.sync_hierarchy(mailbox, FolderRef::Distinguished("msgfolderroot"), None)?.changes)
+        Ok(self.sync_hierarchy(mailbox, FolderRef::Distinguished(root), None)?.changes)
+    }
+
+    /// Whether the mailbox has the distinguished folder `id` (a mailbox without an In-Place
+    /// Archive has no `archivemsgfolderroot`).
+    pub fn has_folder(&self, mailbox: &str, id: &str) -> Result<bool, EwsError> {
+        let refs = [FolderRef::Distinguished(id)];
+        match self.call(&Operation::GetFolder { folders: &refs }, Some(mailbox), response::parse_get_folder) {
+            Ok(found) => Ok(found.first().is_some_and(Option::is_some)),
+            Err(EwsError::Failed { code, .. })
+                if matches!(
+                    code.as_str(),
+                    "ErrorFolderNotFound" | "ErrorArchiveMailboxNotEnabled" | "ErrorMailboxStoreUnavailable"
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Every item of a folder (a sync from no state): ids and the searchable properties.

@@ -4,6 +4,7 @@
 //! (`exarch-ews-source`) holds no server code.
 
 pub mod auth;
+pub mod blob;
 pub mod budget;
 pub mod hostile;
 pub mod http;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod ops;
 pub mod server;
 pub mod soap;
+pub mod stores;
 
 pub use budget::Profile;
 pub use http::{serve, Running};

@@ -16,10 +16,10 @@ impl Simulator {
             let set: String = state
                 .mailboxes
                 .iter()
-                .filter(|m| !m.public)
+                .filter(|m| !m.public && m.part == crate::stores::Part::Primary)
                 .map(|m| format!("<t:Resolution><t:Mailbox><t:Name>{a}</t:Name><t:EmailAddress>{a}</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType><t:MailboxType>Mailbox</t:MailboxType></t:Mailbox></t:Resolution>", a = escape(&m.address)))
                 .collect();
-            let msg = format!("<m:ResolveNamesResponseMessage ResponseClass=\"Warning\"><m:MessageText>Multiple results were found.</m:MessageText><m:ResponseCode>ErrorNameResolutionMultipleResults</m:ResponseCode><m:ResolutionSet TotalItemsInView=\"{n}\" IncludesLastItemInRange=\"true\">{set}</m:ResolutionSet></m:ResolveNamesResponseMessage>", n = state.mailboxes.iter().filter(|m| !m.public).count());
+            let msg = format!("<m:ResolveNamesResponseMessage ResponseClass=\"Warning\"><m:MessageText>Multiple results were found.</m:MessageText><m:ResponseCode>ErrorNameResolutionMultipleResults</m:ResponseCode><m:ResolutionSet TotalItemsInView=\"{n}\" IncludesLastItemInRange=\"true\">{set}</m:ResolutionSet></m:ResolveNamesResponseMessage>", n = state.mailboxes.iter().filter(|m| !m.public && m.part == crate::stores::Part::Primary).count());
             return (200, response("ResolveNames", &msg));
         }
         // Without impersonation a request goes to the public folders, which know no sync.
@@ -28,6 +28,11 @@ impl Simulator {
             None => state.public_store(),
         }) else {
             return (500, fault("ErrorNonExistentMailbox", "No mailbox with such guid or address.", None));
+        };
+        // The part of the user's mailbox (archive, Recoverable Items) the request names.
+        let primary = mbx;
+        let Some(mbx) = state.route(primary, el) else {
+            return (200, response(op, &format!("<m:{op}ResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified folder could not be found in the store.</m:MessageText><m:ResponseCode>ErrorFolderNotFound</m:ResponseCode></m:{op}ResponseMessage>")));
         };
         if state.mailboxes[mbx].public && op.starts_with("Sync") {
             return (500, fault("ErrorInvalidOperation", &format!("{op} is not supported for public folders."), None));
@@ -91,9 +96,14 @@ impl Simulator {
                 for f in el.find("FolderIds").map(|f| f.children.as_slice()).unwrap_or(&[]) {
                     let found = match (f.name.as_str(), f.attr("Id")) {
                         ("DistinguishedFolderId", Some("root")) => Some(&root),
-                        ("DistinguishedFolderId", Some(d)) => state.distinguished_folder(mbx, d),
+                        ("DistinguishedFolderId", Some(d)) => state
+                            .part_of(primary, crate::stores::Part::of_distinguished(d))
+                            .and_then(|p| state.distinguished_folder(p, d)),
                         (_, Some(id)) if id == root.id => Some(&root),
-                        (_, Some(id)) => mb.folders.iter().find(|x| x.id == id),
+                        (_, Some(id)) => state
+                            .parts(primary)
+                            .into_iter()
+                            .find_map(|p| state.mailboxes[p].folders.iter().find(|x| x.id == id)),
                         _ => None,
                     };
                     match found {
@@ -163,7 +173,9 @@ impl Simulator {
                     .find("ItemIds")
                     .map(|i| i.children.iter().filter_map(|c| c.attr("Id")).collect())
                     .unwrap_or_default();
-                let items: Vec<Option<&Item>> = ids.iter().map(|id| mb.items.iter().find(|i| i.id == *id)).collect();
+                let parts = state.parts(primary);
+                let find = |id: &str| parts.iter().find_map(|&p| state.mailboxes[p].items.iter().find(|i| i.id == id));
+                let items: Vec<Option<&Item>> = ids.iter().map(|id| find(id)).collect();
                 if items.iter().flatten().any(|i| i.dirty) {
                     self.stats.lock().expect("stats").batches_failed_dirty += 1;
                     return (
@@ -256,7 +268,16 @@ impl Simulator {
         let parent = match el.child("ParentFolderId").and_then(|p| p.children.first()) {
             Some(f)
                 if f.name == "DistinguishedFolderId"
-                    && matches!(f.attr("Id"), Some("msgfolderroot" | "publicfoldersroot")) =>
+                    && matches!(
+                        f.attr("Id"),
+                        Some(
+                            "msgfolderroot"
+                                | "publicfoldersroot"
+                                | "archivemsgfolderroot"
+                                | "recoverableitemsroot"
+                                | "archiverecoverableitemsroot"
+                        )
+                    ) =>
             {
                 String::new()
             }

@@ -6,6 +6,7 @@ use crate::source::{
     Change, CreateFolderError, FolderInfo, ImportAction, Imported, ItemInfo, Listing, Source, SourceError, ToExport,
     ToImport,
 };
+use crate::store::{Part, Store, PUBLIC_FOLDERS};
 use base64::Engine as _;
 use exarch_archive::manifest::NO_TIME;
 use exarch_archive::time::parse_rfc3339_ms;
@@ -15,7 +16,6 @@ use exarch_ews_source::export_stream::ItemData;
 use exarch_ews_source::request::{CreateAction, FolderRef, MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
 use exarch_ews_source::response::{ChangeKind, EwsError, ItemChange};
 use exarch_ews_source::upload::{plan, upload_batch, Outcome, ToUpload, MAX_UPLOAD_BATCH};
-use exarch_ews_source::PUBLIC_FOLDERS;
 use std::collections::BTreeMap;
 
 pub struct EwsSource<'c> {
@@ -65,6 +65,23 @@ fn info(c: &ItemChange) -> ItemInfo {
     }
 }
 
+/// Where a store's EWS requests go: the mailbox they impersonate (the public folders' name, which
+/// the client sends without impersonation) and the distinguished id of the store's top folder.
+fn target(store: &str) -> (String, &'static str) {
+    match Store::parse(store) {
+        Store::PublicFolders => (PUBLIC_FOLDERS.to_string(), "publicfoldersroot"),
+        Store::Mailbox { address, part } => (
+            address,
+            match part {
+                Part::Primary => "msgfolderroot",
+                Part::Archive => "archivemsgfolderroot",
+                Part::RecoverableItems => "recoverableitemsroot",
+                Part::ArchiveRecoverableItems => "archiverecoverableitemsroot",
+            },
+        ),
+    }
+}
+
 fn batch(items: &[ToExport]) -> Vec<exarch_ews_source::export::ToExport> {
     items.iter().map(|t| exarch_ews_source::export::ToExport { id: t.id.clone(), size: t.size }).collect()
 }
@@ -74,10 +91,19 @@ impl Source for EwsSource<'_> {
         format!("ews:{}", self.url)
     }
 
+    fn has_store(&self, store: &str) -> Result<bool, SourceError> {
+        let (mailbox, root) = target(store);
+        if matches!(Store::parse(store).part(), Part::Primary) {
+            return Ok(true);
+        }
+        self.client.has_folder(&mailbox, root).map_err(from_ews)
+    }
+
     fn folders(&self, store: &str) -> Result<Vec<FolderInfo>, SourceError> {
+        let (mailbox, root) = target(store);
         Ok(self
             .client
-            .folder_tree(store)
+            .folder_tree(&mailbox, root)
             .map_err(from_ews)?
             .into_iter()
             .filter(|c| c.kind != ChangeKind::Delete)
@@ -86,14 +112,18 @@ impl Source for EwsSource<'_> {
     }
 
     fn default_folders(&self, store: &str) -> BTreeMap<String, String> {
-        // (A restore aid only: a server that cannot say costs nothing but the mapping.)
-        if store == PUBLIC_FOLDERS {
-            return BTreeMap::new();
+        // (A restore aid only: a server that cannot say costs nothing but the mapping. The roles
+        // are those of a primary mailbox's folders.)
+        match Store::parse(store) {
+            Store::Mailbox { address, part: Part::Primary } => {
+                self.client.default_folders(&address).unwrap_or_default()
+            }
+            _ => BTreeMap::new(),
         }
-        self.client.default_folders(store).unwrap_or_default()
     }
 
     fn changes(&self, store: &str, folder: &str, since: Option<&str>) -> Result<Listing, SourceError> {
+        let (store, _) = &target(store);
         if store == PUBLIC_FOLDERS {
             let listed = self.client.find_items(store, folder).map_err(from_ews)?;
             return Ok(Listing::Full(listed.iter().map(info).collect()));
@@ -136,7 +166,7 @@ impl Source for EwsSource<'_> {
         failed: &mut dyn FnMut(&str, String),
     ) -> Result<Vec<usize>, SourceError> {
         let mut ok_ews = |id: &str, data: ItemData| ok(id, data).map_err(to_ews);
-        export_batch(self.client, store, &batch(items), &mut ok_ews, failed).map_err(from_ews)
+        export_batch(self.client, &target(store).0, &batch(items), &mut ok_ews, failed).map_err(from_ews)
     }
 
     fn create_folder(
@@ -146,11 +176,12 @@ impl Source for EwsSource<'_> {
         name: &str,
         class: &str,
     ) -> Result<String, CreateFolderError> {
+        let (mailbox, root) = target(store);
         let pref = match parent {
-            None => FolderRef::Distinguished(Client::root_of(store)),
+            None => FolderRef::Distinguished(root),
             Some(id) => FolderRef::Id(id),
         };
-        self.client.create_folder(store, pref, name, class).map_err(|e| {
+        self.client.create_folder(&mailbox, pref, name, class).map_err(|e| {
             let exists = matches!(&e, EwsError::Failed { code, .. } if code == "ErrorFolderExists");
             if e.outcome_unknown() || exists {
                 CreateFolderError::LookAgain(from_ews(e))
@@ -161,7 +192,7 @@ impl Source for EwsSource<'_> {
     }
 
     fn list_folder(&self, store: &str, folder: &str) -> Result<Vec<ItemInfo>, SourceError> {
-        Ok(self.client.list_folder(store, folder).map_err(from_ews)?.iter().map(info).collect())
+        Ok(self.client.list_folder(&target(store).0, folder).map_err(from_ews)?.iter().map(info).collect())
     }
 
     fn import_weight(&self, raw: u64) -> u64 {
@@ -193,7 +224,7 @@ impl Source for EwsSource<'_> {
                 data_base64: base64::engine::general_purpose::STANDARD.encode(&i.data),
             })
             .collect();
-        upload_batch(self.client, store, &req, limit as usize, &mut |i, o| {
+        upload_batch(self.client, &target(store).0, &req, limit as usize, &mut |i, o| {
             outcome(
                 i,
                 match o {

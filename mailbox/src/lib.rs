@@ -8,7 +8,8 @@
 //! and `resume` files, and runs many mailboxes at once. `replay` holds the replay planner (target
 //! folders by path and role, update-or-create decisions, duplicate checks), `import` sends its
 //! batches, `select` says which items go back, and `journal` is the record that lets a killed
-//! replay continue without duplicates. Layers point one way: the CLI calls this crate, which calls
+//! replay continue without duplicates. `store` names what a snapshot holds: a mailbox, its
+//! In-Place Archive, their Recoverable Items, or the public folders. Layers point one way: the CLI calls this crate, which calls
 //! the archive and the sources; they know nothing of each other or of it. Errors keep their class
 //! (`error.rs`): archive damage stays damage.
 
@@ -21,6 +22,7 @@ pub mod replay;
 pub mod resume;
 pub mod select;
 pub mod source;
+pub mod store;
 
 pub use backup::{backup_run, Done, RunSettings};
 pub use error::MailboxError;

@@ -16,6 +16,7 @@ use crate::import::import_all;
 use crate::journal::{Journal, Recovered};
 pub use crate::select::{select, Selection};
 use crate::source::{CreateFolderError, ImportAction, ItemInfo, Source};
+use crate::store::{Part, Store};
 use exarch_archive::manifest::{text, ArchivedItem, ArchivedManifest};
 use exarch_archive::restore::ItemReader;
 use exarch_archive::Id;
@@ -27,10 +28,49 @@ type Result<T, E = MailboxError> = std::result::Result<T, E>;
 
 /// The top folder a restore into another store goes under, named for the snapshot's time.
 pub fn restored_folder_name(time_ms: i64) -> String {
+    format!("Restored {}", folder_time(time_ms))
+}
+
+/// The folder Recoverable Items are replayed into, in the primary mailbox: never back into
+/// Deletions, Purges or Versions, which Exchange manages itself.
+pub fn recovered_folder_name(time_ms: i64) -> String {
+    format!("Recovered Items {}", folder_time(time_ms))
+}
+
+fn folder_time(time_ms: i64) -> String {
     let t =
         time::OffsetDateTime::from_unix_timestamp(time_ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour].[minute].[second]");
-    format!("Restored {} UTC", t.format(&fmt).unwrap_or_default())
+    format!("{} UTC", t.format(&fmt).unwrap_or_default())
+}
+
+/// Where items of a snapshot of `from` go: the target store, and the folder path under which
+/// they are put there (empty: their original paths). `to` names another mailbox or store; an
+/// address alone means the same part of that user's mailbox. An archive's items go back into the
+/// archive, or under `Restored <time>` in the primary mailbox when the target has none; Recoverable
+/// Items always go under `Recovered Items <time>` in the primary mailbox.
+pub fn destination(
+    source: &dyn Source,
+    from: &str,
+    to: Option<&str>,
+    in_place: bool,
+    time_ms: i64,
+) -> Result<(String, Vec<String>)> {
+    let origin = Store::parse(from);
+    let wanted = match to.map(Store::parse) {
+        None => origin.clone(),
+        Some(t) if t.part() == Part::Primary && t != Store::PublicFolders => t.with_part(origin.part()),
+        Some(t) => t,
+    };
+    if wanted.part().is_recoverable_items() {
+        return Ok((wanted.with_part(Part::Primary).name(), vec![recovered_folder_name(time_ms)]));
+    }
+    if wanted.part() == Part::Archive && !source.has_store(&wanted.name())? {
+        return Ok((wanted.with_part(Part::Primary).name(), vec![restored_folder_name(time_ms)]));
+    }
+    let other = !wanted.name().eq_ignore_ascii_case(from);
+    let base = if other && !in_place { vec![restored_folder_name(time_ms)] } else { Vec::new() };
+    Ok((wanted.name(), base))
 }
 
 /// The target store's folder tree.
@@ -219,10 +259,8 @@ pub struct Request<'a> {
 /// Plans a replay: reads the target's folder tree and default folders.
 pub fn plan<'a>(source: &'a dyn Source, r: Request<'a>) -> Result<Plan<'a>> {
     let m = r.m;
-    let target = r.to.clone().unwrap_or_else(|| r.from.clone());
+    let (target, base) = destination(source, &r.from, r.to.as_deref(), r.in_place, r.snapshot_time_ms)?;
     let other = !target.eq_ignore_ascii_case(&r.from);
-    let base: Vec<String> =
-        if other && !r.in_place { vec![restored_folder_name(r.snapshot_time_ms)] } else { Vec::new() };
     let tree = Tree::load(source, &target)?;
     // Default folders go back to the folder with the same role, whatever it is called there, when
     // restoring into original paths.

@@ -118,10 +118,13 @@ pub enum CreateFolderError {
 }
 
 /// A source of mailbox items (EWS, Graph, ...), and the target replay puts them back into.
-/// Stores are named as the run names them: a mailbox's address, or `public-folders`.
+/// Stores are named as snapshots name them (`store.rs`): `user@domain`, `user@domain#archive`, …,
+/// or `public-folders`.
 pub trait Source: Sync {
     /// What a snapshot records as where it came from (never with credentials), e.g. `ews:https://…`.
     fn describe(&self) -> String;
+    /// Whether the store exists (a mailbox without an In-Place Archive has no `#archive` store).
+    fn has_store(&self, store: &str) -> Result<bool, SourceError>;
     /// Every folder of the store.
     fn folders(&self, store: &str) -> Result<Vec<FolderInfo>, SourceError>;
     /// Folder id → role (`inbox`, `sentitems`, ...) for the default folders, so a restore finds

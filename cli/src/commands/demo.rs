@@ -27,7 +27,18 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         .with_context(|| format!("writing {}", passphrase.display()))?;
 
     let state_dir = dir.join("exchange");
-    let state = super::simulate::load_or_generate(&state_dir, 42, "example.com", 5, 150, 0.01, 0, "en")?;
+    let org = super::simulate::Organisation {
+        seed: 42,
+        domain: "example.com",
+        mailboxes: 5,
+        items: 150,
+        dirty_rate: 0.01,
+        public_items: 0,
+        archive_items: 0,
+        recoverable_items: 0,
+        locale: "en",
+    };
+    let state = super::simulate::load_or_generate(&state_dir, &org)?;
     let sim = Arc::new(Simulator::new(
         state_dir.clone(),
         state,

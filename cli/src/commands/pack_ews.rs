@@ -13,9 +13,9 @@ use anyhow::{bail, Context as _, Result};
 use exarch_archive::backup::BackupStats;
 use exarch_archive::readback::ReadBack;
 use exarch_ews_source::client::{Auth, Client, ClientConfig};
-use exarch_ews_source::PUBLIC_FOLDERS;
 use exarch_mailbox::backup::{backup_run, Done, RunSettings};
 use exarch_mailbox::ews::EwsSource;
+use exarch_mailbox::store::{self, Extra, PUBLIC_FOLDERS};
 use exarch_mailbox::MailboxError;
 use serde_json::json;
 use std::sync::Arc;
@@ -134,6 +134,16 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     if mailboxes.is_empty() {
         bail!(usage("no mailboxes: give --mailbox SMTP, --mailboxes-file FILE, --all-mailboxes or --public-folders"));
     }
+    let source = EwsSource::new(&client, url);
+    let talk = !g.quiet && !g.json;
+    let extra = Extra { archive: a.archive_mailbox, recoverable_items: a.recoverable_items };
+    let mailboxes = store::expand(&source, &mailboxes, extra, &|mb: &str, text: &str| {
+        if talk {
+            eprintln!("{mb}: {text}");
+        }
+    })
+    .map_err(MailboxError::from)
+    .context("looking for In-Place Archives (GetFolder archivemsgfolderroot)")?;
     let repo = super::open(g)?;
     let lock =
         super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, exarch_archive::lock::LockPurpose::Pack)?;
@@ -144,9 +154,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     let mut run_id = [0u8; 16];
     repo.context().entropy.fill(&mut run_id);
     let started = std::time::Instant::now();
-    let source = EwsSource::new(&client, url);
     let settings = RunSettings { run_id, time_ms, deadline, lock: lock.watch(), workers: 2 };
-    let talk = !g.quiet && !g.json;
     let done = backup_run(
         &repo,
         index,

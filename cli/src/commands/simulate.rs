@@ -10,29 +10,40 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Loads the state in `dir`, or makes it from the seed when the directory holds none.
-pub fn load_or_generate(
-    dir: &Path,
-    seed: u64,
-    domain: &str,
-    mailboxes: usize,
-    items: usize,
-    dirty: f64,
-    public_items: usize,
-    locale: &str,
-) -> Result<State> {
+/// What a new simulated organisation holds (used when its state directory is empty).
+pub struct Organisation<'a> {
+    pub seed: u64,
+    pub domain: &'a str,
+    pub mailboxes: usize,
+    pub items: usize,
+    pub dirty_rate: f64,
+    pub public_items: usize,
+    pub archive_items: usize,
+    pub recoverable_items: usize,
+    pub locale: &'a str,
+}
+
+pub fn load_or_generate(dir: &Path, o: &Organisation) -> Result<State> {
     if let Some(s) = State::load(dir).with_context(|| format!("reading simulator state in {}", dir.display()))? {
         return Ok(s);
     }
-    let mut s = State::generate(seed, domain, mailboxes, items, dirty);
-    if public_items > 0 {
-        s.add_public_folders(public_items);
+    let mut s = State::generate(o.seed, o.domain, o.mailboxes, o.items, o.dirty_rate);
+    if o.public_items > 0 {
+        s.add_public_folders(o.public_items);
     }
-    s.localize(locale).map_err(|e| usage(format!("--locale: {e}")))?;
+    if o.archive_items > 0 {
+        s.add_archives(o.archive_items);
+    }
+    if o.recoverable_items > 0 {
+        s.add_recoverable_items(o.recoverable_items);
+    }
+    s.localize(o.locale).map_err(|e| usage(format!("--locale: {e}")))?;
     s.save(dir).with_context(|| format!("writing simulator state to {}", dir.display()))?;
     Ok(s)
 }
 
-/// Writes every item as `out/<mailbox>/<folder path>/<item file name>`, the layout of `extract`.
+/// Writes every item as `out/<store>/<folder path>/<item file name>`, the layout of `extract`
+/// (a store is named as exarch names its snapshots: `user1@example.com`, `…#archive`, …).
 pub fn dump(state: &State, dir: &Path, out: &Path) -> Result<usize> {
     let mut n = 0;
     for (m, mb) in state.mailboxes.iter().enumerate() {
@@ -41,7 +52,7 @@ pub fn dump(state: &State, dir: &Path, out: &Path) -> Result<usize> {
             let path = state
                 .folder_path(m, &it.folder_id)
                 .iter()
-                .fold(out.join(safe_component(&mb.address)), |p, c| p.join(safe_component(c)));
+                .fold(out.join(safe_component(&state.store_name(m))), |p, c| p.join(safe_component(c)));
             std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
             std::fs::write(path.join(exarch_ews_source::item_file_name(&blob)), &blob)?;
             n += 1;
@@ -78,13 +89,17 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     }
     let mut state = load_or_generate(
         &a.state,
-        a.seed,
-        &a.domain,
-        a.mailboxes,
-        a.items,
-        a.dirty_rate,
-        a.public_items,
-        a.locale.code(),
+        &Organisation {
+            seed: a.seed,
+            domain: &a.domain,
+            mailboxes: a.mailboxes,
+            items: a.items,
+            dirty_rate: a.dirty_rate,
+            public_items: a.public_items,
+            archive_items: a.archive_items,
+            recoverable_items: a.recoverable_items,
+            locale: a.locale.code(),
+        },
     )?;
     if let Some(pct) = a.churn {
         let (n, c, d) = state.churn(pct);
@@ -103,7 +118,11 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
                 exarch_ews_source::PUBLIC_FOLDERS
             ))
         })?;
-        let (items, folders) = state.wipe(m);
+        let (mut items, mut folders) = state.wipe(m);
+        if let Some(archive) = state.part_of(m, exarch_exchange_sim::stores::Part::Archive).filter(|&p| p != m) {
+            let (i, f) = state.wipe(archive);
+            (items, folders) = (items + i, folders + f);
+        }
         state.save(&a.state)?;
         println!("wiped {}: {items} item(s) and {folders} folder(s) deleted", state.mailboxes[m].address);
         return Ok(());
