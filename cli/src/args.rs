@@ -162,6 +162,26 @@ pub struct EwsConnArgs {
     /// PEM file of a CA to trust for the EWS server's certificate
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// NTLM over HTTPS binds the logon to the TLS channel, as Extended Protection wants (auto);
+    /// never: behind a TLS-inspecting proxy, whose certificate the server does not know
+    #[arg(long, value_enum, default_value_t = ChannelBindingArg::Auto)]
+    pub channel_binding: ChannelBindingArg,
+}
+
+impl EwsConnArgs {
+    pub fn channel_binding(&self) -> exarch_ews_source::transport::ChannelBinding {
+        match self.channel_binding {
+            ChannelBindingArg::Auto => exarch_ews_source::transport::ChannelBinding::Auto,
+            ChannelBindingArg::Never => exarch_ews_source::transport::ChannelBinding::Never,
+        }
+    }
+}
+
+/// `--channel-binding`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelBindingArg {
+    Auto,
+    Never,
 }
 
 #[derive(Args, Debug)]

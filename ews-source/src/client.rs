@@ -29,6 +29,9 @@ pub struct ClientConfig {
     pub deadline: Option<std::time::Instant>,
     /// Bounds on one exported item (size cap, memory, where large items are spooled).
     pub limits: crate::export_stream::Limits,
+    /// Whether NTLM binds to the TLS channel (Extended Protection); `Never` behind a TLS-inspecting
+    /// proxy.
+    pub channel_binding: crate::transport::ChannelBinding,
 }
 
 /// The longest back-off the client waits out. A server asking for more stops the mailbox for
@@ -88,7 +91,14 @@ const EXPORT_ATTEMPTS_BEFORE_SPLIT: u32 = 4;
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, EwsError> {
-        let transport = Transport::new(cfg.url, cfg.auth, cfg.ca_cert.as_deref(), cfg.timeout, cfg.concurrency.max(4))?;
+        let transport = Transport::new(
+            cfg.url,
+            cfg.auth,
+            cfg.ca_cert.as_deref(),
+            cfg.timeout,
+            cfg.concurrency.max(4),
+            cfg.channel_binding,
+        )?;
         Ok(Client {
             transport,
             governor: Governor::new(cfg.concurrency, cfg.per_mailbox).with_sync_limit(cfg.sync_concurrency),

@@ -6,6 +6,7 @@
 //! governor and isolates dirty items when a batch fails. (The simulated Exchange server is the
 //! `exarch-exchange-sim` crate: this one is only a client.)
 
+pub mod channel_binding;
 pub mod client;
 pub mod dom;
 pub mod export;

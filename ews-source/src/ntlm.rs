@@ -2,8 +2,12 @@
 //!
 //! Only what an HTTP client needs: the NEGOTIATE message, reading the server's CHALLENGE, and the
 //! AUTHENTICATE message with an NTLMv2 response. No signing or sealing is negotiated (TLS protects
-//! the channel), so no session key is sent. `verify` checks an AUTHENTICATE message the way a
-//! server does; the simulated Exchange uses it.
+//! the channel), so no session key is sent. As Windows clients do for Extended Protection, the
+//! AUTHENTICATE message names the service it means (`MsvAvTargetName`, `HTTP/<host>`), carries
+//! the TLS channel binding (`MsvAvChannelBindings`, see `channel_binding.rs`; zeros when there is
+//! none) and a MIC over all three messages, which `MsvAvFlags` announces. `verify` checks an
+//! AUTHENTICATE message the way a server does, under an Extended Protection setting (off, allow,
+//! require); the simulated Exchange uses it.
 //!
 //! NTLM authenticates a connection, not a request: the three messages must travel on one TCP
 //! connection. The client keeps that affinity by giving each request in flight a connection of
@@ -21,6 +25,8 @@ const NEGOTIATE_NTLM: u32 = 0x0000_0200;
 const NEGOTIATE_ALWAYS_SIGN: u32 = 0x0000_8000;
 const NEGOTIATE_EXTENDED_SESSIONSECURITY: u32 = 0x0008_0000;
 const NEGOTIATE_TARGET_INFO: u32 = 0x0080_0000;
+const NEGOTIATE_VERSION: u32 = 0x0200_0000;
+const NEGOTIATE_KEY_EXCH: u32 = 0x4000_0000;
 const NEGOTIATE_128: u32 = 0x2000_0000;
 const NEGOTIATE_56: u32 = 0x8000_0000;
 const FLAGS: u32 = NEGOTIATE_UNICODE
@@ -141,49 +147,163 @@ pub fn challenge(server_challenge: [u8; 8], target_name: &str) -> Vec<u8> {
     m
 }
 
-/// The NTLMv2 response to `c`: NTProofStr followed by the client's blob.
-pub fn ntlmv2_response(key: &[u8; 16], c: &Challenge, client_challenge: [u8; 8], filetime: u64) -> (Vec<u8>, Vec<u8>) {
+/// The NTLMv2 response to `server_challenge`: NTProofStr followed by the client's blob holding
+/// `target_info` (the client's AV pairs).
+pub fn ntlmv2_response(
+    key: &[u8; 16],
+    server_challenge: &[u8; 8],
+    target_info: &[u8],
+    client_challenge: [u8; 8],
+    filetime: u64,
+) -> (Vec<u8>, Vec<u8>) {
     let mut blob = vec![1, 1, 0, 0, 0, 0, 0, 0];
     blob.extend_from_slice(&filetime.to_le_bytes());
     blob.extend_from_slice(&client_challenge);
     blob.extend_from_slice(&[0, 0, 0, 0]);
-    blob.extend_from_slice(&c.target_info);
+    blob.extend_from_slice(target_info);
     blob.extend_from_slice(&[0, 0, 0, 0]);
-    let proof = hmac_md5(key, &[&c.server_challenge, &blob]);
+    let proof = hmac_md5(key, &[server_challenge, &blob]);
     let mut nt = proof.to_vec();
     nt.extend_from_slice(&blob);
-    let mut lm = hmac_md5(key, &[&c.server_challenge, &client_challenge]).to_vec();
+    let mut lm = hmac_md5(key, &[server_challenge, &client_challenge]).to_vec();
     lm.extend_from_slice(&client_challenge);
     (lm, nt)
 }
 
-/// The AUTHENTICATE message (type 3) for `account` (`DOMAIN\user` or a UPN).
-pub fn authenticate(account: &str, password: &str, c: &Challenge, client_challenge: [u8; 8], filetime: u64) -> Vec<u8> {
+/// AV pair ids (MS-NLMP 2.2.2.1).
+const AV_EOL: u16 = 0;
+const AV_FLAGS: u16 = 6;
+const AV_TARGET_NAME: u16 = 9;
+const AV_CHANNEL_BINDINGS: u16 = 10;
+/// `MsvAvFlags`: the AUTHENTICATE message carries a MIC.
+const AV_FLAG_MIC: u32 = 0x2;
+
+/// The AV pairs of a target info block, up to `MsvAvEOL`.
+fn av_pairs(mut b: &[u8]) -> Result<Vec<(u16, &[u8])>, NtlmError> {
+    let mut out = Vec::new();
+    loop {
+        let id = u16_at(b, 0)?;
+        let len = u16_at(b, 2)? as usize;
+        if id == AV_EOL {
+            return Ok(out);
+        }
+        let v = b.get(4..4 + len).ok_or(NtlmError("AV pair outside the target info"))?;
+        out.push((id, v));
+        b = &b[4 + len..];
+        if out.len() > 64 {
+            return Err(NtlmError("too many AV pairs"));
+        }
+    }
+}
+
+fn push_av(out: &mut Vec<u8>, id: u16, v: &[u8]) {
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+    out.extend_from_slice(v);
+}
+
+/// What a client binds its logon to: the service it means and the TLS channel it uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// `HTTP/<host>` (the host as in the URL).
+    pub target_name: String,
+    /// `channel_binding::for_certificate` of the server's certificate; None without TLS or when
+    /// told not to bind (a TLS-inspecting proxy in between).
+    pub channel_bindings: Option<[u8; 16]>,
+}
+
+/// The client's AV pairs: the server's, with `MsvAvFlags` (MIC present), `MsvAvTargetName` and
+/// `MsvAvChannelBindings` (all zeros when unbound, as Windows sends) in place of any it had.
+fn client_target_info(server_info: &[u8], b: &Binding) -> Result<Vec<u8>, NtlmError> {
+    let mut out = Vec::new();
+    for (id, v) in av_pairs(server_info)? {
+        if !matches!(id, AV_FLAGS | AV_TARGET_NAME | AV_CHANNEL_BINDINGS) {
+            push_av(&mut out, id, v);
+        }
+    }
+    push_av(&mut out, AV_FLAGS, &AV_FLAG_MIC.to_le_bytes());
+    push_av(&mut out, AV_TARGET_NAME, &utf16(&b.target_name));
+    push_av(&mut out, AV_CHANNEL_BINDINGS, &b.channel_bindings.unwrap_or([0; 16]));
+    push_av(&mut out, AV_EOL, &[]);
+    Ok(out)
+}
+
+/// Where the MIC sits in an AUTHENTICATE message with a Version field, and where its payload starts.
+const MIC_AT: usize = 72;
+const AUTH_HEADER: usize = 88;
+
+/// The AUTHENTICATE message (type 3) for `account` (`DOMAIN\user` or a UPN), answering
+/// `challenge_msg` after `negotiate_msg`, bound as `binding` says, with its MIC.
+pub fn authenticate(
+    account: &str,
+    password: &str,
+    negotiate_msg: &[u8],
+    challenge_msg: &[u8],
+    binding: &Binding,
+    client_challenge: [u8; 8],
+    filetime: u64,
+) -> Result<Vec<u8>, NtlmError> {
+    let c = parse_challenge(challenge_msg)?;
     let (user, domain) = split_user(account);
     let key = ntowf_v2(password, &user, &domain);
-    let (lm, nt) = ntlmv2_response(&key, c, client_challenge, filetime);
+    let info = client_target_info(&c.target_info, binding)?;
+    let (lm, nt) = ntlmv2_response(&key, &c.server_challenge, &info, client_challenge, filetime);
+    let session_base_key = hmac_md5(&key, &[&nt[..16]]);
     let fields: [Vec<u8>; 6] = [lm, nt, utf16(&domain), utf16(&user), utf16("EXARCH"), Vec::new()];
-    let header = 64usize;
     let mut m = SIGNATURE.to_vec();
     m.extend_from_slice(&3u32.to_le_bytes());
-    let mut offset = header;
+    let mut offset = AUTH_HEADER;
     for f in &fields {
         m.extend_from_slice(&(f.len() as u16).to_le_bytes());
         m.extend_from_slice(&(f.len() as u16).to_le_bytes());
         m.extend_from_slice(&(offset as u32).to_le_bytes());
         offset += f.len();
     }
-    m.extend_from_slice(&(FLAGS & c.flags | NEGOTIATE_UNICODE | NEGOTIATE_NTLM).to_le_bytes());
+    let flags = (FLAGS & c.flags & !NEGOTIATE_KEY_EXCH) | NEGOTIATE_UNICODE | NEGOTIATE_NTLM | NEGOTIATE_VERSION;
+    m.extend_from_slice(&flags.to_le_bytes());
+    m.extend_from_slice(&[10, 0, 0x61, 0x4a, 0, 0, 0, 15]); // Version: 10.0.19041, NTLMSSP revision 15
+    m.extend_from_slice(&[0u8; 16]); // MIC, filled in below
     for f in &fields {
         m.extend_from_slice(f);
     }
-    m
+    let mic = hmac_md5(&session_base_key, &[negotiate_msg, challenge_msg, &m]);
+    m[MIC_AT..MIC_AT + 16].copy_from_slice(&mic);
+    Ok(m)
 }
 
-/// Checks an AUTHENTICATE message against the challenge the server sent and the account's
-/// password; returns the user name it names.
-pub fn verify(msg: &[u8], server_challenge: [u8; 8], password: &str) -> Result<String, NtlmError> {
+/// A server's Extended Protection setting (IIS: Off, Accept, Require).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protection {
+    #[default]
+    Off,
+    /// A client without a channel binding is accepted; one with a wrong binding is refused.
+    Allow,
+    /// Only a client whose channel binding matches is accepted.
+    Require,
+}
+
+/// What a server expects of an AUTHENTICATE message.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    pub protection: Protection,
+    /// The binding of the TLS connection the message came on (None over plain HTTP).
+    pub channel_bindings: Option<[u8; 16]>,
+    /// The service names the server answers to (`HTTP/<host>` for each host it is reached by).
+    pub services: Vec<String>,
+}
+
+/// Checks an AUTHENTICATE message the way a server does: the NTLMv2 proof against the challenge
+/// and the account's password, the MIC over the three messages when the client announces one, and
+/// under Extended Protection its channel binding and service name. Returns the user name.
+pub fn verify(
+    msg: &[u8],
+    negotiate_msg: &[u8],
+    challenge_msg: &[u8],
+    password: &str,
+    expected: &Expected,
+) -> Result<String, NtlmError> {
     check_header(msg, 3)?;
+    let c = parse_challenge(challenge_msg)?;
     let nt = field(msg, 20)?;
     let domain = field(msg, 28)?;
     let user = field(msg, 36)?;
@@ -195,9 +315,51 @@ pub fn verify(msg: &[u8], server_challenge: [u8; 8], password: &str) -> Result<S
         return Err(NtlmError("not an NTLMv2 response"));
     }
     let key = ntowf_v2(password, &user, &domain);
-    let proof = hmac_md5(&key, &[&server_challenge, &nt[16..]]);
+    let proof = hmac_md5(&key, &[&c.server_challenge, &nt[16..]]);
     if proof[..] != nt[..16] {
         return Err(NtlmError("wrong password or challenge"));
+    }
+    // The client's AV pairs follow the blob's 28-byte header.
+    let pairs = av_pairs(&nt[16 + 28..])?;
+    let av = |id: u16| pairs.iter().find(|(i, _)| *i == id).map(|(_, v)| *v);
+    let mic_flag = av(AV_FLAGS).and_then(|v| v.try_into().ok()).map(u32::from_le_bytes).unwrap_or(0) & AV_FLAG_MIC != 0;
+    if mic_flag {
+        let flags = u32_at(msg, 60)?;
+        if flags & NEGOTIATE_KEY_EXCH != 0 {
+            return Err(NtlmError("a session key exchange was not offered"));
+        }
+        // (the payload must start after the MIC, or the MIC would overlap it)
+        let payload_from = (12..60).step_by(8).filter_map(|at| u32_at(msg, at + 4).ok()).min().unwrap_or(0);
+        if msg.len() < AUTH_HEADER || (payload_from as usize) < AUTH_HEADER {
+            return Err(NtlmError("a MIC is announced but the message has no room for one"));
+        }
+        let session_base_key = hmac_md5(&key, &[&nt[..16]]);
+        let mut zeroed = msg.to_vec();
+        zeroed[MIC_AT..MIC_AT + 16].fill(0);
+        if hmac_md5(&session_base_key, &[negotiate_msg, challenge_msg, &zeroed])[..] != msg[MIC_AT..MIC_AT + 16] {
+            return Err(NtlmError("the MIC does not match: the messages were altered"));
+        }
+    }
+    if expected.protection == Protection::Off {
+        return Ok(user);
+    }
+    if expected.protection == Protection::Require && !mic_flag {
+        return Err(NtlmError("Extended Protection requires a MIC"));
+    }
+    let sent = av(AV_CHANNEL_BINDINGS).filter(|v| v.iter().any(|&b| b != 0));
+    match (sent, expected.channel_bindings) {
+        (Some(s), Some(e)) if s == e => {}
+        (Some(_), _) => return Err(NtlmError("the channel binding does not match this TLS connection")),
+        (None, _) if expected.protection == Protection::Require => {
+            return Err(NtlmError("Extended Protection requires a channel binding"))
+        }
+        (None, _) => {}
+    }
+    if let Some(t) = av(AV_TARGET_NAME) {
+        let t = text(t);
+        if !t.is_empty() && !expected.services.iter().any(|s| s.eq_ignore_ascii_case(&t)) {
+            return Err(NtlmError("the service name names another server"));
+        }
     }
     Ok(user)
 }
@@ -228,22 +390,57 @@ mod tests {
             target_info: info,
         };
         let key = ntowf_v2("Password", "User", "Domain");
-        let (lm, nt) = ntlmv2_response(&key, &c, [0xaa; 8], 0);
+        let (lm, nt) = ntlmv2_response(&key, &c.server_challenge, &c.target_info, [0xaa; 8], 0);
         assert_eq!(nt[..16].to_vec(), hex("68cd0ab851e51c96aabc927bebef6a1c"));
         assert_eq!(lm[..16].to_vec(), hex("86c35097ac9cec102554764a57cccc19"));
+        // MS-NLMP 4.2.4.1.2: the session base key is HMAC_MD5(key, NTProofStr)
+        assert_eq!(hmac_md5(&key, &[&nt[..16]]).to_vec(), hex("8de40ccadbc14a82f15cb0ad0de95ca3"));
+    }
+
+    fn exchange(binding: &Binding) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let neg = negotiate();
+        let ch = challenge([7; 8], "EXCHANGE");
+        let msg =
+            authenticate("CORP\\svc-backup", "s3cret", &neg, &ch, binding, [1; 8], 133_000_000_000_000_000).unwrap();
+        (neg, ch, msg)
     }
 
     #[test]
     fn a_server_accepts_the_right_password_only() {
-        let ch = challenge([7; 8], "EXCHANGE");
-        let c = parse_challenge(&ch).unwrap();
-        assert_eq!(c.server_challenge, [7; 8]);
-        let msg = authenticate("CORP\\svc-backup", "s3cret", &c, [1; 8], 133_000_000_000_000_000);
-        assert_eq!(verify(&msg, [7; 8], "s3cret").unwrap(), "svc-backup");
-        assert!(verify(&msg, [7; 8], "wrong").is_err());
-        assert!(verify(&msg, [8; 8], "s3cret").is_err(), "a replay against another challenge fails");
-        assert!(verify(&msg[..40], [7; 8], "s3cret").is_err());
+        let (neg, ch, msg) = exchange(&Binding { target_name: "HTTP/mail.example.com".into(), channel_bindings: None });
+        let off = Expected::default();
+        assert_eq!(verify(&msg, &neg, &ch, "s3cret", &off).unwrap(), "svc-backup");
+        assert!(verify(&msg, &neg, &ch, "wrong", &off).is_err());
+        let other = challenge([8; 8], "EXCHANGE");
+        assert!(verify(&msg, &neg, &other, "s3cret", &off).is_err(), "a replay against another challenge fails");
+        assert!(verify(&msg[..40], &neg, &ch, "s3cret", &off).is_err());
         assert!(parse_challenge(&negotiate()).is_err());
         assert_eq!(split_user("svc@corp.example"), ("svc@corp.example".into(), String::new()));
+        // the MIC covers all three messages: a NEGOTIATE altered on the way is noticed
+        let mut neg2 = neg.clone();
+        neg2[12] ^= 1;
+        assert!(verify(&msg, &neg2, &ch, "s3cret", &off).unwrap_err().0.contains("MIC"));
+        let mut tampered = msg.clone();
+        tampered[60] ^= 0x10; // a flag bit
+        assert!(verify(&tampered, &neg, &ch, "s3cret", &off).is_err());
+    }
+
+    #[test]
+    fn extended_protection_checks_the_binding_and_the_service() {
+        let cbt = crate::channel_binding::gss_hash(b"tls-server-end-point:0123");
+        let services = vec!["HTTP/mail.example.com".to_string()];
+        let allow = Expected { protection: Protection::Allow, channel_bindings: Some(cbt), services: services.clone() };
+        let require = Expected { protection: Protection::Require, ..allow.clone() };
+        let bound = exchange(&Binding { target_name: "HTTP/mail.example.com".into(), channel_bindings: Some(cbt) });
+        let unbound = exchange(&Binding { target_name: "HTTP/mail.example.com".into(), channel_bindings: None });
+        let wrong = exchange(&Binding { target_name: "HTTP/mail.example.com".into(), channel_bindings: Some([9; 16]) });
+        let elsewhere = exchange(&Binding { target_name: "HTTP/evil.example.net".into(), channel_bindings: Some(cbt) });
+        let ok = |(n, c, m): &(Vec<u8>, Vec<u8>, Vec<u8>), e: &Expected| verify(m, n, c, "s3cret", e).is_ok();
+        assert!(ok(&bound, &require) && ok(&bound, &allow));
+        assert!(!ok(&unbound, &require), "require refuses a client without a binding");
+        assert!(ok(&unbound, &allow), "allow accepts it");
+        assert!(!ok(&wrong, &allow) && !ok(&wrong, &require), "a wrong binding is refused under both");
+        assert!(!ok(&elsewhere, &allow), "a logon meant for another service is refused");
+        assert!(ok(&wrong, &Expected::default()), "without Extended Protection nothing is checked");
     }
 }

@@ -96,9 +96,22 @@ impl Drop for Body {
     }
 }
 
+/// Whether NTLM binds its logon to the TLS channel (Extended Protection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChannelBinding {
+    /// Bind when the connection is TLS, as Windows clients do.
+    #[default]
+    Auto,
+    /// Never: for a TLS-inspecting proxy in between, whose certificate the server does not know.
+    Never,
+}
+
 pub struct Transport {
     http: reqwest::blocking::Client,
     url: String,
+    channel_binding: ChannelBinding,
+    /// `HTTP/<host>`: the service an NTLM logon says it means.
+    service: String,
     auth: Auth,
     ca: Option<reqwest::Certificate>,
     timeout: Duration,
@@ -121,6 +134,7 @@ impl Transport {
         ca_cert: Option<&std::path::Path>,
         timeout: Duration,
         idle: usize,
+        channel_binding: ChannelBinding,
     ) -> Result<Transport, EwsError> {
         let ca = match ca_cert {
             Some(ca) => {
@@ -134,9 +148,12 @@ impl Transport {
             None => None,
         };
         let http = build(ca.as_ref(), timeout, idle)?;
+        let host = reqwest::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
         Ok(Transport {
             http,
             url,
+            channel_binding,
+            service: format!("HTTP/{host}"),
             auth,
             ca,
             timeout,
@@ -204,8 +221,9 @@ impl Transport {
                 lease.authenticated = false;
                 continue;
             }
+            let negotiate = ntlm::negotiate();
             let resp =
-                self.request(&lease.http, action, anchor, bytes::Bytes::new(), Header::Ntlm(ntlm::negotiate()))?;
+                self.request(&lease.http, action, anchor, bytes::Bytes::new(), Header::Ntlm(negotiate.clone()))?;
             let status = resp.status().as_u16();
             let challenge = resp
                 .headers()
@@ -214,7 +232,16 @@ impl Transport {
                 .filter_map(|v| v.to_str().ok())
                 .find_map(|v| v.strip_prefix("NTLM "))
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-                .and_then(|m| ntlm::parse_challenge(&m).ok());
+                .filter(|m| ntlm::parse_challenge(m).is_ok());
+            // The certificate this connection's TLS handshake showed: what the logon binds to.
+            let bindings = match self.channel_binding {
+                ChannelBinding::Auto => resp
+                    .extensions()
+                    .get::<reqwest::tls::TlsInfo>()
+                    .and_then(|t| t.peer_certificate())
+                    .map(crate::channel_binding::for_certificate),
+                ChannelBinding::Never => None,
+            };
             let retry_after_ms = retry_after_ms(&resp);
             let _ = resp.bytes(); // read to the end so the connection stays usable
             let Some(challenge) = challenge else {
@@ -237,7 +264,10 @@ impl Transport {
             };
             let mut client_challenge = [0u8; 8];
             rand::Rng::fill(&mut rand::thread_rng(), &mut client_challenge);
-            let msg = ntlm::authenticate(user, password, &challenge, client_challenge, filetime_now());
+            let binding = ntlm::Binding { target_name: self.service.clone(), channel_bindings: bindings };
+            let msg =
+                ntlm::authenticate(user, password, &negotiate, &challenge, &binding, client_challenge, filetime_now())
+                    .map_err(|e| EwsError::Unexpected { operation: "NTLM".into(), detail: e.to_string() })?;
             let resp = self.request(&lease.http, action, anchor, body, Header::Ntlm(msg))?;
             if resp.status().as_u16() == 401 {
                 return Err(EwsError::Unauthorized);
@@ -307,6 +337,7 @@ fn build(
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(20).min(timeout))
         .redirect(same_origin_redirects())
+        .tls_info(true)
         .pool_max_idle_per_host(idle);
     if let Some(c) = ca {
         b = b.add_root_certificate(c.clone());

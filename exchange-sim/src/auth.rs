@@ -6,7 +6,8 @@ use crate::server::Simulator;
 
 #[derive(Default)]
 pub(crate) struct NtlmConn {
-    challenge: Option<[u8; 8]>,
+    /// The NEGOTIATE message received and the CHALLENGE message sent (the MIC covers both).
+    handshake: Option<(Vec<u8>, Vec<u8>)>,
     authenticated: bool,
 }
 
@@ -43,17 +44,17 @@ impl Simulator {
         match msg {
             Some(m) if m.get(8) == Some(&1) => {
                 let c: [u8; 8] = rand::random();
-                conn.challenge = Some(c);
-                conn.authenticated = false;
                 let ch = exarch_ews_source::ntlm::challenge(c, "EXCHANGE");
+                conn.handshake = Some((m.clone(), ch.clone()));
+                conn.authenticated = false;
                 Gate::Challenge(format!(
                     "NTLM {}",
                     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ch)
                 ))
             }
             Some(m) if m.get(8) == Some(&3) => {
-                let ok = conn.challenge.take().is_some_and(|c| {
-                    exarch_ews_source::ntlm::verify(&m, c, pass).is_ok_and(|u| {
+                let ok = conn.handshake.take().is_some_and(|(neg, ch)| {
+                    exarch_ews_source::ntlm::verify(&m, &neg, &ch, pass, &self.protection()).is_ok_and(|u| {
                         u.eq_ignore_ascii_case(user)
                             || exarch_ews_source::ntlm::split_user(user).0.eq_ignore_ascii_case(&u)
                     })
@@ -68,6 +69,11 @@ impl Simulator {
             _ if conn.authenticated => Gate::Pass,
             _ => Gate::Challenge("NTLM".into()),
         }
+    }
+
+    /// What NTLM logons must show: nothing beyond the password over plain HTTP.
+    fn protection(&self) -> exarch_ews_source::ntlm::Expected {
+        exarch_ews_source::ntlm::Expected::default()
     }
 
     pub(crate) fn authorised(&self, header: Option<&str>) -> bool {

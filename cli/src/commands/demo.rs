@@ -71,6 +71,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         sync_concurrency: 2,
         timeout: std::time::Duration::from_secs(180),
         deadline: None,
+        channel_binding: Default::default(),
         limits: Limits { spill_dir: crate::private::dir(&cache.join("spill"))?, ..Limits::default() },
     })?;
     let mailboxes = client.all_mailboxes().context("listing mailboxes (ResolveNames)")?;

@@ -107,6 +107,7 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         url: url.to_string(),
         auth,
         ca_cert: a.conn.ca_cert.clone(),
+        channel_binding: a.conn.channel_binding(),
         concurrency: (a.concurrency * a.requests_per_mailbox).max(1),
         per_mailbox: a.requests_per_mailbox.max(1),
         sync_concurrency: a.sync_concurrency.max(1),

@@ -72,6 +72,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         url: url.clone(),
         auth,
         ca_cert: a.conn.ca_cert.clone(),
+        channel_binding: a.conn.channel_binding(),
         concurrency: a.requests.max(1),
         per_mailbox: a.requests.max(1),
         sync_concurrency: 2,
