@@ -177,6 +177,14 @@ impl EwsConnArgs {
     }
 }
 
+/// `simulate --extended-protection`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtendedProtectionArg {
+    Off,
+    Allow,
+    Require,
+}
+
 /// `--channel-binding`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChannelBindingArg {
@@ -412,6 +420,14 @@ pub struct SimulateArgs {
     /// (repeatable; `public-folders` names the public store)
     #[arg(long, value_name = "KIND@MAILBOX")]
     pub hostile: Vec<exarch_exchange_sim::hostile::Rule>,
+    /// Serve HTTPS with a certificate made at start (for 127.0.0.1 and localhost), written to FILE
+    /// as PEM so that clients can trust it (`--ca-cert FILE`)
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Windows Extended Protection for NTLM over HTTPS: off; allow (a logon without a channel
+    /// binding passes, a wrong one is refused); require (only a logon bound to this TLS channel)
+    #[arg(long, value_enum, default_value_t = ExtendedProtectionArg::Off)]
+    pub extended_protection: ExtendedProtectionArg,
     /// Largest request body the server accepts; larger requests get HTTP 413
     #[arg(long, default_value_t = exarch_exchange_sim::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=4294967295))]
     pub max_request_bytes: usize,

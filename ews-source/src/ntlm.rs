@@ -120,11 +120,13 @@ pub fn parse_challenge(b: &[u8]) -> Result<Challenge, NtlmError> {
     })
 }
 
-/// The CHALLENGE message a server sends (for the simulated Exchange and tests).
-pub fn challenge(server_challenge: [u8; 8], target_name: &str) -> Vec<u8> {
+/// The CHALLENGE message a server sends (for the simulated Exchange and tests). Like a Windows
+/// server's, its target info carries the server's time (`MsvAvTimestamp`), which tells clients to
+/// send a MIC.
+pub fn challenge(server_challenge: [u8; 8], target_name: &str, filetime: u64) -> Vec<u8> {
     let name = utf16(target_name);
     let mut info = Vec::new();
-    for (id, v) in [(2u16, &name), (1u16, &name)] {
+    for (id, v) in [(2u16, &name[..]), (1u16, &name[..]), (7u16, &filetime.to_le_bytes()[..])] {
         info.extend_from_slice(&id.to_le_bytes());
         info.extend_from_slice(&(v.len() as u16).to_le_bytes());
         info.extend_from_slice(v);
@@ -328,23 +330,27 @@ pub fn verify(
         if flags & NEGOTIATE_KEY_EXCH != 0 {
             return Err(NtlmError("a session key exchange was not offered"));
         }
+        // The MIC follows the Version field, which is there only when the flags say so.
+        let mic_at = if flags & NEGOTIATE_VERSION != 0 { MIC_AT } else { MIC_AT - 8 };
         // (the payload must start after the MIC, or the MIC would overlap it)
-        let payload_from = (12..60).step_by(8).filter_map(|at| u32_at(msg, at + 4).ok()).min().unwrap_or(0);
-        if msg.len() < AUTH_HEADER || (payload_from as usize) < AUTH_HEADER {
+        let payload_from = (12..60)
+            .step_by(8)
+            .filter(|&at| u16_at(msg, at).is_ok_and(|len| len > 0))
+            .filter_map(|at| u32_at(msg, at + 4).ok())
+            .min()
+            .unwrap_or(u32::MAX);
+        if msg.len() < mic_at + 16 || (payload_from as usize) < mic_at + 16 {
             return Err(NtlmError("a MIC is announced but the message has no room for one"));
         }
         let session_base_key = hmac_md5(&key, &[&nt[..16]]);
         let mut zeroed = msg.to_vec();
-        zeroed[MIC_AT..MIC_AT + 16].fill(0);
-        if hmac_md5(&session_base_key, &[negotiate_msg, challenge_msg, &zeroed])[..] != msg[MIC_AT..MIC_AT + 16] {
+        zeroed[mic_at..mic_at + 16].fill(0);
+        if hmac_md5(&session_base_key, &[negotiate_msg, challenge_msg, &zeroed])[..] != msg[mic_at..mic_at + 16] {
             return Err(NtlmError("the MIC does not match: the messages were altered"));
         }
     }
     if expected.protection == Protection::Off {
         return Ok(user);
-    }
-    if expected.protection == Protection::Require && !mic_flag {
-        return Err(NtlmError("Extended Protection requires a MIC"));
     }
     let sent = av(AV_CHANNEL_BINDINGS).filter(|v| v.iter().any(|&b| b != 0));
     match (sent, expected.channel_bindings) {
@@ -399,7 +405,7 @@ mod tests {
 
     fn exchange(binding: &Binding) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let neg = negotiate();
-        let ch = challenge([7; 8], "EXCHANGE");
+        let ch = challenge([7; 8], "EXCHANGE", 133_400_000_000_000_000);
         let msg =
             authenticate("CORP\\svc-backup", "s3cret", &neg, &ch, binding, [1; 8], 133_000_000_000_000_000).unwrap();
         (neg, ch, msg)
@@ -411,7 +417,7 @@ mod tests {
         let off = Expected::default();
         assert_eq!(verify(&msg, &neg, &ch, "s3cret", &off).unwrap(), "svc-backup");
         assert!(verify(&msg, &neg, &ch, "wrong", &off).is_err());
-        let other = challenge([8; 8], "EXCHANGE");
+        let other = challenge([8; 8], "EXCHANGE", 133_400_000_000_000_000);
         assert!(verify(&msg, &neg, &other, "s3cret", &off).is_err(), "a replay against another challenge fails");
         assert!(verify(&msg[..40], &neg, &ch, "s3cret", &off).is_err());
         assert!(parse_challenge(&negotiate()).is_err());

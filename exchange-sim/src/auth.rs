@@ -44,7 +44,9 @@ impl Simulator {
         match msg {
             Some(m) if m.get(8) == Some(&1) => {
                 let c: [u8; 8] = rand::random();
-                let ch = exarch_ews_source::ntlm::challenge(c, "EXCHANGE");
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let filetime = (now.as_nanos() / 100) as u64 + 116_444_736_000_000_000;
+                let ch = exarch_ews_source::ntlm::challenge(c, "EXCHANGE", filetime);
                 conn.handshake = Some((m.clone(), ch.clone()));
                 conn.authenticated = false;
                 Gate::Challenge(format!(
@@ -54,7 +56,12 @@ impl Simulator {
             }
             Some(m) if m.get(8) == Some(&3) => {
                 let ok = conn.handshake.take().is_some_and(|(neg, ch)| {
-                    exarch_ews_source::ntlm::verify(&m, &neg, &ch, pass, &self.protection()).is_ok_and(|u| {
+                    let verdict = exarch_ews_source::ntlm::verify(&m, &neg, &ch, pass, &self.protection());
+                    if let Err(e) = &verdict {
+                        // (the server's log, as IIS logs a refused logon; never the password)
+                        eprintln!("simulate: NTLM logon refused: {e}");
+                    }
+                    verdict.is_ok_and(|u| {
                         u.eq_ignore_ascii_case(user)
                             || exarch_ews_source::ntlm::split_user(user).0.eq_ignore_ascii_case(&u)
                     })
@@ -71,9 +78,21 @@ impl Simulator {
         }
     }
 
-    /// What NTLM logons must show: nothing beyond the password over plain HTTP.
+    /// Extended Protection for NTLM logons (`--extended-protection`): under `Allow` a logon
+    /// without a channel binding passes and one with a wrong binding is refused; under `Require`
+    /// only a logon bound to this server's certificate passes.
+    pub fn with_extended_protection(mut self, ep: crate::tls::ExtendedProtection) -> Simulator {
+        self.extended_protection = ep;
+        self
+    }
+
+    /// What NTLM logons must show beyond the password.
     fn protection(&self) -> exarch_ews_source::ntlm::Expected {
-        exarch_ews_source::ntlm::Expected::default()
+        exarch_ews_source::ntlm::Expected {
+            protection: self.extended_protection.protection,
+            channel_bindings: self.extended_protection.channel_bindings,
+            services: ["HTTP/127.0.0.1", "HTTP/localhost"].map(String::from).to_vec(),
+        }
     }
 
     pub(crate) fn authorised(&self, header: Option<&str>) -> bool {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 /// A running simulator: its address, and the threads serving it.
 pub struct Running {
     pub addr: std::net::SocketAddr,
+    pub https: bool,
     pub sim: Arc<Simulator>,
     server: Arc<tiny_http::Server>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -17,7 +18,7 @@ pub struct Running {
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}/EWS/Exchange.asmx", self.addr)
+        format!("{}://{}/EWS/Exchange.asmx", if self.https { "https" } else { "http" }, self.addr)
     }
 
     /// Stops serving and waits for the threads.
@@ -59,8 +60,18 @@ fn hostile_answer(
 }
 
 /// Serves `sim` on `listen` (e.g. `127.0.0.1:0`) with `threads` handler threads.
-pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Result<Running> {
-    let server = Arc::new(tiny_http::Server::http(listen).map_err(std::io::Error::other)?);
+/// Serves `sim` on `listen` (HTTPS with `tls`) with `threads` threads.
+pub fn serve(
+    listen: &str,
+    sim: Arc<Simulator>,
+    threads: usize,
+    tls: Option<&crate::tls::Tls>,
+) -> std::io::Result<Running> {
+    let server = match tls {
+        Some(t) => tiny_http::Server::https(listen, t.ssl_config()),
+        None => tiny_http::Server::http(listen),
+    };
+    let server = Arc::new(server.map_err(std::io::Error::other)?);
     let addr = server.server_addr().to_ip().ok_or_else(|| std::io::Error::other("not an IP listener"))?;
     let mut handles = Vec::new();
     for _ in 0..threads.max(1) {
@@ -149,5 +160,5 @@ pub fn serve(listen: &str, sim: Arc<Simulator>, threads: usize) -> std::io::Resu
             }
         }));
     }
-    Ok(Running { addr, sim, server, threads: handles })
+    Ok(Running { addr, https: tls.is_some(), sim, server, threads: handles })
 }

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod server;
 pub mod soap;
 pub mod stores;
+pub mod tls;
 
 pub use budget::Profile;
 pub use http::{serve, Running};

@@ -55,6 +55,7 @@ pub struct Simulator {
     pub(crate) max_request_bytes: usize,
     /// Windows authentication (NTLM) instead of Basic: per connection, by its peer address.
     pub(crate) ntlm: bool,
+    pub(crate) extended_protection: crate::tls::ExtendedProtection,
     pub(crate) ntlm_conns: Mutex<HashMap<std::net::SocketAddr, NtlmConn>>,
     /// Mailboxes that get a misbehaving server (tests of the client's defences).
     pub(crate) hostile: Vec<crate::hostile::Rule>,
@@ -83,6 +84,7 @@ impl Simulator {
             refuse_rate: 0.0,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             ntlm: false,
+            extended_protection: Default::default(),
             ntlm_conns: Mutex::new(HashMap::new()),
             hostile: Vec::new(),
         }

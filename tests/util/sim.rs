@@ -29,7 +29,7 @@ pub fn start_sim(env: &Env, state: &Path, args: &[&str]) -> Sim {
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://") && w.ends_with("Exchange.asmx"))
+        .find(|w| (w.starts_with("http://") || w.starts_with("https://")) && w.ends_with("Exchange.asmx"))
         .expect(&line)
         .to_string();
     let stats_url = url.replace("/EWS/Exchange.asmx", "/stats");

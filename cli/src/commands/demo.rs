@@ -45,7 +45,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         Profile::named("onprem-default").expect("built-in profile"),
         Some(("svc-backup".into(), "demo-password".into())),
     ));
-    let running = serve("127.0.0.1:0", sim, 32)?;
+    let running = serve("127.0.0.1:0", sim, 32, None)?;
     println!("1. simulated Exchange (5 mailboxes, 1% dirty items) serving at {}", running.url());
 
     // The archive, the backup and the checks, straight through the libraries.

@@ -1,10 +1,12 @@
 //! `exarch simulate`: the simulated Exchange server (EWS on loopback) used by tests and the demo.
 
-use crate::args::{Global, ServerAuth, SimulateArgs};
+use crate::args::{ExtendedProtectionArg, Global, ServerAuth, SimulateArgs};
 use crate::usage;
 use anyhow::{Context as _, Result};
 use exarch_archive::extract_names::safe_component;
+use exarch_ews_source::ntlm::Protection;
 use exarch_exchange_sim::model::State;
+use exarch_exchange_sim::tls::{ExtendedProtection, Tls};
 use exarch_exchange_sim::{serve, Profile, Simulator};
 use std::path::Path;
 use std::sync::Arc;
@@ -151,22 +153,45 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     if a.auth == ServerAuth::Ntlm && credentials.is_none() {
         return Err(usage("--auth ntlm needs --user NAME and a password (--password-file or EXARCH_EWS_PASSWORD)"));
     }
+    if a.extended_protection != ExtendedProtectionArg::Off && (a.tls_cert.is_none() || a.auth != ServerAuth::Ntlm) {
+        return Err(usage(
+            "--extended-protection needs HTTPS (--tls-cert FILE) and --auth ntlm: it binds NTLM logons to TLS",
+        ));
+    }
+    let tls = match &a.tls_cert {
+        Some(path) => {
+            let tls = Tls::self_signed(&["127.0.0.1", "localhost"]).map_err(anyhow::Error::msg)?;
+            // (a certificate is public; its key never leaves memory)
+            std::fs::write(path, tls.cert_pem.as_bytes())
+                .with_context(|| format!("writing the certificate to {}", path.display()))?;
+            Some(tls)
+        }
+        None => None,
+    };
     let mut sim = Simulator::new(a.state.clone(), state, profile, credentials);
     if a.auth == ServerAuth::Ntlm {
         sim = sim.with_ntlm();
     }
+    sim = sim.with_extended_protection(ExtendedProtection {
+        protection: match a.extended_protection {
+            ExtendedProtectionArg::Off => Protection::Off,
+            ExtendedProtectionArg::Allow => Protection::Allow,
+            ExtendedProtectionArg::Require => Protection::Require,
+        },
+        channel_bindings: tls.as_ref().map(|t| exarch_ews_source::channel_binding::for_certificate(&t.cert_der)),
+    });
     let sim = Arc::new(
         sim.with_fault_rate(a.fault_rate)
             .with_refuse_rate(a.refuse_rate)
             .with_max_request_bytes(a.max_request_bytes)
             .with_hostile(a.hostile.clone()),
     );
-    let running = serve(&listen, sim, 64).with_context(|| format!("listening on {listen}"))?;
+    let running = serve(&listen, sim, 64, tls.as_ref()).with_context(|| format!("listening on {listen}"))?;
     println!(
-        "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at http://{}/stats",
+        "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at {}",
         running.url(),
         a.profile.name(),
-        running.addr
+        running.url().replace("/EWS/Exchange.asmx", "/stats")
     );
     running.wait();
     Ok(())
