@@ -330,11 +330,11 @@ impl State {
         }
     }
 
+    /// Writes `state.json` whole or not at all (temporary file, data sync, rename), with the one
+    /// helper every exarch file write goes through.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(".state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(tmp, dir.join("state.json"))
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        exarch_archive::private_fs::write_atomic(&dir.join("state.json"), &json)
     }
 
     /// The folder path of `folder_id` below the top of the store, as names.
@@ -515,10 +515,7 @@ impl State {
         let path = uploads.join(&hash);
         if !path.exists() {
             let io = |e: std::io::Error| refuse("ErrorInternalServerError", format!("storing the item: {e}"));
-            std::fs::create_dir_all(&uploads).map_err(io)?;
-            let tmp = uploads.join(format!(".{hash}.tmp"));
-            std::fs::write(&tmp, blob).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
+            exarch_archive::private_fs::write_atomic(&path, blob).map_err(io)?;
         }
         let props = blob_props(blob);
         self.seq += 1;

@@ -25,8 +25,19 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(())
     });
-    if let Ok(c) = exarch_ews_source::ntlm::parse_challenge(data) {
-        let _ = exarch_ews_source::ntlm::authenticate("D\\u", "p", &c, [0; 8], 0);
+    if exarch_ews_source::ntlm::parse_challenge(data).is_ok() {
+        let neg = exarch_ews_source::ntlm::negotiate();
+        let b = exarch_ews_source::ntlm::Binding { target_name: "HTTP/h".into(), channel_bindings: Some([1; 16]) };
+        let _ = exarch_ews_source::ntlm::authenticate("D\\u", "p", &neg, data, &b, [0; 8], 0);
     }
-    let _ = exarch_ews_source::ntlm::verify(data, [0; 8], "p");
+    // A hostile AUTHENTICATE against a fixed handshake, under the strictest checks.
+    let neg = exarch_ews_source::ntlm::negotiate();
+    let ch = exarch_ews_source::ntlm::challenge([0; 8], "S", 0);
+    let strict = exarch_ews_source::ntlm::Expected {
+        protection: exarch_ews_source::ntlm::Protection::Require,
+        channel_bindings: Some([1; 16]),
+        services: vec!["HTTP/h".into()],
+    };
+    let _ = exarch_ews_source::ntlm::verify(data, &neg, &ch, "p", &strict);
+    let _ = exarch_ews_source::channel_binding::for_certificate(data);
 });

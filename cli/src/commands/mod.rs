@@ -1,6 +1,7 @@
 //! One module per verb; this one dispatches and holds what they share (opening the repository).
 
 mod demo;
+mod ews_conn;
 mod extract;
 mod forget;
 mod init;
@@ -14,6 +15,7 @@ mod replay;
 mod simulate;
 mod snapshots;
 mod verify;
+mod when;
 
 use crate::args::{Cli, Command, Global};
 use crate::secrets;

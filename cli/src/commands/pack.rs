@@ -9,7 +9,7 @@ use crate::output::{bytes, progress};
 use anyhow::{Context as _, Result};
 use exarch_archive::backup::{Backup, BackupOptions, BackupStats, ItemMeta, IN_MEMORY_LIMIT};
 use exarch_archive::manifest::text;
-use exarch_archive::time::{format_unix_ms, now_ms, parse_rfc3339_ms};
+use exarch_archive::time::format_unix_ms;
 use exarch_archive::Id;
 use serde_json::json;
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         [m] => m.clone(),
         _ => return Err(crate::usage("--from-dir needs exactly one --mailbox NAME")),
     };
-    let time_ms = snapshot_time(a.time.as_deref())?;
+    let time_ms = super::when::snapshot_time(a.time.as_deref())?;
     if !from_dir.is_dir() {
         return Err(crate::usage(format!("--from-dir {}: not a directory", from_dir.display())));
     }
@@ -170,15 +170,6 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     match damage {
         Some(exit) => Err(exit.into()),
         None => Ok(()),
-    }
-}
-
-/// `--time` as Unix ms, or now.
-pub(super) fn snapshot_time(t: Option<&str>) -> Result<i64> {
-    match t {
-        Some(t) => parse_rfc3339_ms(t)
-            .ok_or_else(|| crate::usage(format!("--time {t}: not an RFC 3339 time such as 2026-11-23T10:00:00Z"))),
-        None => Ok(now_ms()),
     }
 }
 

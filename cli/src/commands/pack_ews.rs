@@ -6,13 +6,15 @@
 //! Exports go through the governor in batches with dirty-item isolation; each exported stream goes
 //! straight into the archive's pipeline.
 
-use crate::args::{EwsConnArgs, Global, LogonAuth, PackArgs};
+use super::ews_conn::{client, endpoint, Load};
+use super::when::{parse_duration, snapshot_time};
+use crate::args::{Global, PackArgs};
 use crate::output::bytes;
 use crate::usage;
 use anyhow::{bail, Context as _, Result};
 use exarch_archive::backup::BackupStats;
 use exarch_archive::readback::ReadBack;
-use exarch_ews_source::client::{Auth, Client, ClientConfig};
+use exarch_ews_source::client::Client;
 use exarch_mailbox::backup::{backup_run, Done, RunSettings};
 use exarch_mailbox::ews::EwsSource;
 use exarch_mailbox::store::{self, Extra, PUBLIC_FOLDERS};
@@ -20,81 +22,15 @@ use exarch_mailbox::MailboxError;
 use serde_json::json;
 use std::sync::Arc;
 
-/// `90s`, `45m`, `2h`, `1h30m`; at most a year.
-fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().ok()?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
-    }
-    (num.is_empty() && total > 0 && total <= 366 * 86_400).then(|| std::time::Duration::from_secs(total))
-}
-
 /// True for a mailbox that stopped part-way rather than failed.
 fn is_partial(e: &MailboxError) -> bool {
     e.is_partial()
 }
 
-/// The EWS endpoint without any credentials written into it, and the credentials to use. A user or
-/// password in the URL is taken out (it would otherwise be stored in snapshots and printed) and
-/// used only where no flag, file or environment variable gives one.
-pub(super) fn endpoint(url: &str, a: &EwsConnArgs) -> Result<(String, Auth)> {
-    let mut u = reqwest::Url::parse(url).map_err(|e| usage(format!("--ews {url:?}: not a URL ({e})")))?;
-    if !matches!(u.scheme(), "https" | "http") {
-        return Err(usage(format!(
-            "--ews: the URL must start with https:// (or http:// for tests), not {}:",
-            u.scheme()
-        )));
-    }
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-    let (url_user, url_pass) = (decode(u.username()), u.password().map(decode));
-    if !url_user.is_empty() || url_pass.is_some() {
-        let _ = u.set_username("");
-        let _ = u.set_password(None);
-        eprintln!(
-            "warning: the --ews URL holds credentials; they are not stored or shown. A password on the command line \
-             is visible to other users of this machine: prefer EXARCH_EWS_PASSWORD or --ews-password-file"
-        );
-    }
-    let auth = auth_with(a, (!url_user.is_empty()).then_some(url_user), url_pass)?;
-    Ok((u.to_string(), auth))
-}
-
-fn auth_with(a: &EwsConnArgs, url_user: Option<String>, url_pass: Option<String>) -> Result<Auth> {
-    if let Some(t) = &a.token_file {
-        return Ok(Auth::Bearer(crate::secrets::read_file(t)?.0));
-    }
-    let user = a.user.clone().or(url_user).ok_or_else(|| usage("--ews needs --user NAME (or --token-file FILE)"))?;
-    let password = match (&a.ews_password_file, std::env::var("EXARCH_EWS_PASSWORD"), url_pass) {
-        (Some(f), _, _) => crate::secrets::read_file(f)?.0,
-        (None, Ok(p), _) if !p.is_empty() => p,
-        (None, _, Some(p)) => p,
-        _ => return Err(usage("no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE")),
-    };
-    Ok(match a.auth {
-        LogonAuth::Basic => Auth::Basic { user, password },
-        LogonAuth::Ntlm => Auth::Ntlm { user, password },
-        LogonAuth::Auto => Auth::Auto { user, password },
-    })
-}
-
 pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     let (url, auth) = endpoint(url, &a.conn)?;
     let url = url.as_str();
-    let time_ms = super::pack::snapshot_time(a.time.as_deref())?;
+    let time_ms = snapshot_time(a.time.as_deref())?;
     let deadline = match &a.max_duration {
         Some(d) => Some(
             std::time::Instant::now()
@@ -103,22 +39,18 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
         ),
         None => None,
     };
-    let client = Client::new(ClientConfig {
-        url: url.to_string(),
-        auth,
-        ca_cert: a.conn.ca_cert.clone(),
-        channel_binding: a.conn.channel_binding(),
+    let load = Load {
         concurrency: (a.concurrency * a.requests_per_mailbox).max(1),
         per_mailbox: a.requests_per_mailbox.max(1),
         sync_concurrency: a.sync_concurrency.max(1),
-        timeout: std::time::Duration::from_secs(180),
-        deadline,
-        limits: exarch_ews_source::export_stream::Limits {
-            max_item_bytes: a.max_item_size,
-            in_memory: 8 * 1024 * 1024,
-            spill_dir: crate::private::dir(&super::cache_root(g).join("spill"))?,
-        },
-    })?;
+        timeout_secs: 180,
+    };
+    let limits = exarch_ews_source::export_stream::Limits {
+        max_item_bytes: a.max_item_size,
+        in_memory: 8 * 1024 * 1024,
+        spill_dir: crate::private::dir(&super::cache_root(g).join("spill"))?,
+    };
+    let client = client(url, auth, &a.conn, load, deadline, limits)?;
     let mut mailboxes: Vec<String> = a.mailbox.clone();
     if let Some(f) = &a.mailboxes_file {
         let s = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;

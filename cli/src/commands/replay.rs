@@ -10,29 +10,20 @@
 //! the original mailbox and an existing folder, on the original item id; `CreateNew` otherwise
 //! (another mailbox, or a folder this replay had to create).
 
+use super::ews_conn::{client, endpoint, Load};
+use super::when::parse_date;
 use crate::args::{Global, ReplayArgs};
 use crate::output::{bytes, progress};
 use crate::usage;
 use anyhow::{Context as _, Result};
 use exarch_archive::manifest::{text, ArchivedManifest};
 use exarch_archive::restore::ItemReader;
-use exarch_archive::time::{format_unix_ms, now_ms, parse_rfc3339_ms};
-use exarch_ews_source::client::{Client, ClientConfig};
+use exarch_archive::time::{format_unix_ms, now_ms};
+use exarch_ews_source::client::Client;
 use exarch_mailbox::ews::EwsSource;
 use exarch_mailbox::replay::{plan, run as replay_run, select, Mode, Outcome, Plan, Request, Selection};
 use serde_json::json;
 use std::collections::BTreeMap;
-
-/// `2026-11-23T10:00:00Z` (any RFC 3339) or `2026-11-23` (midnight UTC; with `end`, the next one).
-fn parse_date(s: &str, end: bool) -> Option<i64> {
-    if let Some(ms) = parse_rfc3339_ms(s) {
-        return Some(ms);
-    }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let d = time::Date::parse(s.trim(), &fmt).ok()?;
-    let ms = d.midnight().assume_utc().unix_timestamp() * 1000;
-    Some(if end { ms + 86_400_000 } else { ms })
-}
 
 pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     let since = match &a.since {
@@ -46,7 +37,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     if a.upload_limit < 1024 {
         return Err(usage("--upload-limit is in bytes and must be at least 1024"));
     }
-    let (url, auth) = super::pack_ews::endpoint(&a.ews, &a.conn)?;
+    let (url, auth) = endpoint(&a.ews, &a.conn)?;
     let mut a = a;
     a.ews = url.clone(); // without credentials, for everything shown from here on
     let repo = super::open(g)?;
@@ -68,18 +59,9 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         .into());
     }
 
-    let client = Client::new(ClientConfig {
-        url: url.clone(),
-        auth,
-        ca_cert: a.conn.ca_cert.clone(),
-        channel_binding: a.conn.channel_binding(),
-        concurrency: a.requests.max(1),
-        per_mailbox: a.requests.max(1),
-        sync_concurrency: 2,
-        timeout: std::time::Duration::from_secs(300),
-        deadline: None,
-        limits: Default::default(),
-    })?;
+    let load =
+        Load { concurrency: a.requests.max(1), per_mailbox: a.requests.max(1), sync_concurrency: 2, timeout_secs: 300 };
+    let client = client(&url, auth, &a.conn, load, None, Default::default())?;
     let source = EwsSource::new(&client, &url);
     let from = text(&snap.summary.mailbox).into_owned();
     let request = Request {
