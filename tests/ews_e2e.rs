@@ -404,3 +404,21 @@ fn a_flipped_pack_byte_met_during_an_ews_backup_exits_4_naming_the_pack() {
         .unwrap();
     assert_eq!(code(&again), 4, "{}", stderr(&again));
 }
+
+/// The simulator's state directory (and so every file write through the shared atomic-write
+/// helper) may be given as a relative path, as the README's commands do.
+#[test]
+fn relative_paths_are_fine() {
+    let env = Env::new();
+    let dir = env.path("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = env
+        .cmd(&["simulate", "--state", "st", "--mailboxes", "1", "--items", "5", "--churn", "10"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(dir.join("st/state.json").is_file());
+    let out = env.cmd(&["init", "--repo", "repo"]).current_dir(&dir).env("EXARCH_PASSWORD", "pw").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

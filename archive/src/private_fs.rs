@@ -67,10 +67,11 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or_else(|| io::Error::other("a file path without a directory"))?;
+    let dir = or_here(dir);
     if !dir.exists() {
         create_dir_all(dir)?;
         if let Some(up) = dir.parent() {
-            sync_dir(up)?;
+            sync_dir(or_here(up))?;
         }
     }
     let mut rnd = [0u8; 8];
@@ -88,6 +89,16 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         return Err(e);
     }
     sync_dir(dir)
+}
+
+/// A relative path's parent can be empty (`state.json`, or `st` for `st/state.json`): that is the
+/// current directory.
+fn or_here(dir: &Path) -> &Path {
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
 }
 
 /// Makes a rename or unlink in `dir` durable.
@@ -116,5 +127,17 @@ mod tests {
         let f = d.join("f");
         create(&f).unwrap();
         assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[cfg(test)]
+mod relative {
+    use super::*;
+
+    #[test]
+    fn an_empty_parent_is_the_current_directory() {
+        assert_eq!(or_here(Path::new("")), Path::new("."));
+        assert_eq!(or_here(Path::new("st")), Path::new("st"));
+        assert_eq!(or_here(Path::new("state.json").parent().unwrap()), Path::new("."));
     }
 }
