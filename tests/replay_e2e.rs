@@ -4,7 +4,7 @@
 mod util;
 
 use std::path::{Path, PathBuf};
-use util::sim::{pack_ews, start_sim, stats, Sim};
+use util::sim::{dump, pack_ews, start_sim, stats, Sim};
 use util::{code, stderr, tree, Env};
 
 const MB1: &str = "user1@example.com";
@@ -12,13 +12,6 @@ const MB2: &str = "user2@example.com";
 
 /// The GOID prefix (PidLidGlobalObjectId) every simulated calendar item carries.
 const GOID: &[u8] = b"\x04\x00\x00\x00\x82\x00\xE0\x00\x74\xC5\xB7\x10\x1A\x82\xE0\x08";
-
-fn dump(env: &Env, state: &Path, name: &str) -> PathBuf {
-    let out = env.path(name);
-    let _ = std::fs::remove_dir_all(&out);
-    env.ok(&["simulate", "--state", state.to_str().unwrap(), "--dump", out.to_str().unwrap()]);
-    out
-}
 
 fn replay(env: &Env, sim: &Sim, args: &[&str]) -> (i32, serde_json::Value, String) {
     let repo = env.repo();

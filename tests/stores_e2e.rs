@@ -5,19 +5,12 @@
 
 mod util;
 
-use std::path::{Path, PathBuf};
-use util::sim::{assert_archive_matches_dump, pack_ews, start_sim, Sim};
+use std::path::Path;
+use util::sim::{assert_archive_matches_dump, dump, pack_ews, start_sim, Sim};
 use util::{code, stderr, tree, Env};
 
 const MB1: &str = "user1@example.com";
 const MB2: &str = "user2@example.com";
-
-fn dump(env: &Env, state: &Path, name: &str) -> PathBuf {
-    let out = env.path(name);
-    let _ = std::fs::remove_dir_all(&out);
-    env.ok(&["simulate", "--state", state.to_str().unwrap(), "--dump", out.to_str().unwrap()]);
-    out
-}
 
 fn replay(env: &Env, sim: &Sim, args: &[&str]) -> serde_json::Value {
     let repo = env.repo();

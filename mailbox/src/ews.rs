@@ -92,10 +92,10 @@ impl Source for EwsSource<'_> {
     }
 
     fn has_store(&self, store: &str) -> Result<bool, SourceError> {
-        let (mailbox, root) = target(store);
-        if matches!(Store::parse(store).part(), Part::Primary) {
+        if Store::parse(store).part() == Part::Primary {
             return Ok(true);
         }
+        let (mailbox, root) = target(store);
         self.client.has_folder(&mailbox, root).map_err(from_ews)
     }
 

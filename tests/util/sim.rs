@@ -63,6 +63,14 @@ pub fn pack_ews_expecting(env: &Env, sim: &Sim, extra: &[&str], want: i32) -> se
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `simulate --dump` into a fresh `name` under the scratch directory: every item the server holds.
+pub fn dump(env: &Env, state: &Path, name: &str) -> std::path::PathBuf {
+    let out = env.path(name);
+    let _ = std::fs::remove_dir_all(&out);
+    env.ok(&["simulate", "--state", state.to_str().unwrap(), "--dump", out.to_str().unwrap()]);
+    out
+}
+
 /// Extracts each mailbox's latest snapshot and compares it with the simulator's dump.
 pub fn assert_archive_matches_dump(env: &Env, state: &Path) {
     let dump = env.path("dump");
