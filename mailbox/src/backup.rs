@@ -17,7 +17,7 @@ use exarch_archive::lock::LockWatch;
 use exarch_archive::manifest::{text, ITEM_ASSOCIATED, NO_TIME};
 use exarch_archive::snapshot::Snapshot;
 use exarch_archive::{Id, Repository};
-use exarch_ews_source::export_stream::ItemData;
+use exarch_item_data::ItemData;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,9 @@ pub struct RunSettings {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SourceState {
     version: u32,
+    /// The protocol that made the snapshot (`ews`, `graph`; absent before Graph: EWS).
+    #[serde(default)]
+    protocol: Option<String>,
     folders: BTreeMap<String, String>,
     /// Folder id → role (`inbox`, `sentitems`, ...), so that a restore finds the default folders in
     /// a mailbox where they have other names.
@@ -152,8 +155,19 @@ pub fn backup_store(
         Some((id, s)) => (Some(id), Some(s)),
         None => (None, None),
     };
-    let prev: SourceState =
+    let mut prev: SourceState =
         parent.as_ref().and_then(|p| serde_json::from_slice(&p.manifest().source_state).ok()).unwrap_or_default();
+    // Sync states of another protocol mean nothing here (a mailbox moved to Exchange Online and
+    // now backed up through Graph): every folder is listed in full once.
+    if prev.protocol.as_deref().unwrap_or("ews") != source.protocol() {
+        if !prev.folders.is_empty() {
+            notice(&format!(
+                "the parent snapshot was made through {}; every folder is read in full once",
+                prev.protocol.as_deref().unwrap_or("ews")
+            ));
+        }
+        prev.folders.clear();
+    }
     let opts = BackupOptions {
         mailbox: store.to_string(),
         source: source.describe(),
@@ -186,8 +200,12 @@ pub fn backup_store(
         }
     }
 
-    let mut state =
-        SourceState { version: 1, folders: BTreeMap::new(), default_folders: source.default_folders(store) };
+    let mut state = SourceState {
+        version: 1,
+        protocol: Some(source.protocol().to_string()),
+        folders: BTreeMap::new(),
+        default_folders: source.default_folders(store),
+    };
     // Everything to export, from all folders: batches then fill up across small folders.
     let mut to_export: Vec<Pending> = Vec::new();
     for fid in folder_ids {

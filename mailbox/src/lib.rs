@@ -3,7 +3,7 @@
 //!
 //! `source` is the small trait a source implements (folders, changes since a stored state, export
 //! of a batch into a sink that streams items; and, as a replay target, folder creation, listings
-//! and import of a batch); `ews` implements it over the EWS client. `backup` holds the plan (carry
+//! and import of a batch); `ews` implements it over the EWS client, `graph` over the Microsoft Graph client. `backup` holds the plan (carry
 //! unchanged items from the parent, export the rest, retry what the parent skipped), checkpoints
 //! and `resume` files, and runs many mailboxes at once. `replay` holds the replay planner (target
 //! folders by path and role, update-or-create decisions, duplicate checks), `import` sends its
@@ -16,6 +16,7 @@
 pub mod backup;
 pub mod error;
 pub mod ews;
+pub mod graph;
 pub mod import;
 pub mod journal;
 pub mod replay;

@@ -4,7 +4,7 @@
 //! state it handed out earlier (or, for a store without incremental sync, everything the folder
 //! holds now), and exports batches of items as opaque full-fidelity streams into a sink.
 
-use exarch_ews_source::export_stream::ItemData;
+use exarch_item_data::ItemData;
 use std::collections::BTreeMap;
 
 /// A folder of a store.
@@ -123,6 +123,9 @@ pub enum CreateFolderError {
 pub trait Source: Sync {
     /// What a snapshot records as where it came from (never with credentials), e.g. `ews:https://…`.
     fn describe(&self) -> String;
+    /// The protocol, as a snapshot's source state records it (`ews`, `graph`): sync states of one
+    /// mean nothing to another.
+    fn protocol(&self) -> &'static str;
     /// Whether the store exists (a mailbox without an In-Place Archive has no `#archive` store).
     fn has_store(&self, store: &str) -> Result<bool, SourceError>;
     /// Every folder of the store.
