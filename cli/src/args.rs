@@ -54,7 +54,7 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Remove snapshots by retention rules and free the space they held
     Prune(PruneArgs),
-    /// Run a simulated Exchange server (EWS on loopback) for tests and demos
+    /// Run a simulated Exchange server (EWS and Microsoft Graph on loopback) for tests and demos
     Simulate(SimulateArgs),
     /// Put a snapshot's items back into Exchange (UploadItems), in place or into another mailbox
     Replay(ReplayArgs),
@@ -82,28 +82,31 @@ pub struct InitArgs {
 #[derive(Args, Debug)]
 pub struct PackArgs {
     /// Back up a directory tree: every regular file is one item, its folder being its directory
-    #[arg(long, value_name = "SRC", conflicts_with = "ews", required_unless_present = "ews")]
+    #[arg(long, value_name = "SRC", conflicts_with_all = ["ews", "graph"], required_unless_present_any = ["ews", "graph"])]
     pub from_dir: Option<PathBuf>,
     /// Back up mailboxes from this EWS endpoint (https://server/EWS/Exchange.asmx)
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "graph")]
     pub ews: Option<String>,
+    #[command(flatten)]
+    pub graph: GraphConnArgs,
     /// With --from-dir: the name recorded as the snapshot's mailbox. With --ews: a mailbox's SMTP
     /// address (repeatable)
     #[arg(long)]
     pub mailbox: Vec<String>,
-    /// With --ews: a file of mailbox addresses, one a line (# comments allowed)
+    /// With --ews or --graph: a file of mailbox addresses, one a line (# comments allowed)
     #[arg(long, value_name = "FILE")]
     pub mailboxes_file: Option<PathBuf>,
-    /// With --ews: every mailbox the address list resolves (ResolveNames "SMTP:"; see README)
+    /// With --ews: every mailbox the address list resolves (ResolveNames "SMTP:"; see README).
+    /// With --graph: every user with a mail address (GET /users)
     #[arg(long)]
     pub all_mailboxes: bool,
     /// With --ews: also back up the public folders, as a snapshot of their own (mailbox
     /// `public-folders`)
     #[arg(long)]
     pub public_folders: bool,
-    /// With --ews: also back up each mailbox's In-Place Archive, as a store of its own
+    /// With --ews or --graph: also back up each mailbox's In-Place Archive, as a store of its own
     /// (snapshots named `<address>#archive`); mailboxes without one are noted and skipped
-    #[arg(long, requires = "ews")]
+    #[arg(long)]
     pub archive_mailbox: bool,
     /// With --ews: also back up each mailbox's Recoverable Items folders (Deletions, Purges,
     /// Versions, …, and the archive's with --archive-mailbox), as stores of their own
@@ -140,6 +143,40 @@ pub struct PackArgs {
     #[arg(long, value_name = "BYTES", default_value_t = exarch_ews_source::export_stream::DEFAULT_MAX_ITEM_BYTES,
           value_parser = clap::value_parser!(u64).range(1024..=(1u64 << 40)))]
     pub max_item_size: u64,
+}
+
+/// How to reach and sign in to Microsoft Graph (`pack --graph`, `replay --graph`): an app
+/// registration's tenant, client id and secret (from a file or the environment, never argv) or
+/// certificate.
+#[derive(Args, Debug, Clone)]
+pub struct GraphConnArgs {
+    /// Use Exchange Online through Microsoft Graph's mailbox import/export API (app-only sign-in
+    /// with --tenant, --client-id and a secret or certificate; see README)
+    #[arg(long)]
+    pub graph: bool,
+    /// With --graph: the tenant (directory) id or a verified domain
+    #[arg(long, value_name = "ID", requires = "graph")]
+    pub tenant: Option<String>,
+    /// With --graph: the application (client) id of the app registration
+    #[arg(long, value_name = "ID", requires = "graph")]
+    pub client_id: Option<String>,
+    /// With --graph: file holding the client secret (or set EXARCH_GRAPH_CLIENT_SECRET)
+    #[arg(long, value_name = "FILE", requires = "graph", conflicts_with = "client_cert")]
+    pub client_secret_file: Option<PathBuf>,
+    /// With --graph: PEM file with the app's certificate and, unless --client-key names another
+    /// file, its RSA private key (a signed assertion is sent; Microsoft recommends this over secrets)
+    #[arg(long, value_name = "PEM", requires = "graph")]
+    pub client_cert: Option<PathBuf>,
+    /// With --client-cert: PEM file with the private key, when it is not in the certificate's file
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// With --graph: the identity platform's authority host (token endpoint
+    /// URL/{tenant}/oauth2/v2.0/token)
+    #[arg(long, value_name = "URL", default_value = exarch_graph_source::DEFAULT_LOGIN_URL, requires = "graph")]
+    pub login_url: String,
+    /// With --graph: the Graph API base, with its version
+    #[arg(long, value_name = "URL", default_value = exarch_graph_source::DEFAULT_GRAPH_URL, requires = "graph")]
+    pub graph_url: String,
 }
 
 /// How to reach and log on to an EWS endpoint (shared by `pack --ews` and `replay`).
@@ -200,10 +237,12 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub mailbox: Option<String>,
     /// EWS endpoint to restore into (https://server/EWS/Exchange.asmx)
-    #[arg(long, value_name = "URL")]
-    pub ews: String,
+    #[arg(long, value_name = "URL", required_unless_present = "graph", conflicts_with = "graph")]
+    pub ews: Option<String>,
     #[command(flatten)]
     pub conn: EwsConnArgs,
+    #[command(flatten)]
+    pub graph: GraphConnArgs,
     /// Restore into this mailbox instead of the snapshot's own; items go under a new top folder
     /// `Restored <snapshot time>` unless --in-place is given
     #[arg(long, value_name = "SMTP")]
@@ -230,9 +269,10 @@ pub struct ReplayArgs {
     /// UploadItems requests in flight
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub requests: usize,
-    /// Largest request the server accepts, in bytes of base64 item data (Exchange: about 25 MB)
-    #[arg(long, default_value_t = exarch_ews_source::upload::DEFAULT_UPLOAD_LIMIT, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=2147483647))]
-    pub upload_limit: usize,
+    /// Largest request the server accepts: with --ews in bytes of base64 item data (default
+    /// 25000000, Exchange's), with --graph the largest item (default 150 MiB, Exchange Online's)
+    #[arg(long, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=2147483647))]
+    pub upload_limit: Option<usize>,
     /// Restore only items no longer in the mailbox; leave every item that is there as it is
     #[arg(long, conflicts_with = "overwrite_changed")]
     pub only_missing: bool,
@@ -431,6 +471,30 @@ pub struct SimulateArgs {
     /// Largest request body the server accepts; larger requests get HTTP 413
     #[arg(long, default_value_t = exarch_exchange_sim::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=4294967295))]
     pub max_request_bytes: usize,
+    /// Graph: only this application (client id) may sign in (default: any)
+    #[arg(long, value_name = "ID")]
+    pub graph_client_id: Option<String>,
+    /// Graph: file holding the only client secret accepted (default: any non-empty secret)
+    #[arg(long, value_name = "FILE")]
+    pub graph_client_secret_file: Option<PathBuf>,
+    /// Graph: register this certificate (PEM) for the application; its key's assertions are accepted
+    #[arg(long, value_name = "PEM")]
+    pub graph_client_cert: Vec<PathBuf>,
+    /// Graph: how long an access token lasts
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub token_lifetime: u64,
+    /// Graph: how long an import session's URL works
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub import_session_lifetime: u64,
+    /// Graph: an application permission the admin has not consented to (its calls get 403;
+    /// repeatable), e.g. MailboxItem.ImportExport.All
+    #[arg(long, value_name = "PERMISSION")]
+    pub deny_permission: Vec<String>,
+    /// Graph: requests per mailbox per --graph-window (Exchange Online: 10,000 per 10 minutes)
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub graph_budget: usize,
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub graph_window: u64,
 }
 
 #[derive(Args, Debug)]

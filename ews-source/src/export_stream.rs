@@ -11,8 +11,8 @@
 
 use crate::dom::XmlError;
 use crate::response::{unexpected, EwsError, Exported, Status};
-pub use exarch_item_data::{ItemData, Limits, DEFAULT_MAX_ITEM_BYTES};
 use exarch_item_data::{Decoder, ItemProblem};
+pub use exarch_item_data::{ItemData, Limits, DEFAULT_MAX_ITEM_BYTES};
 use std::cell::RefCell;
 use std::io::{BufRead, Read};
 use std::rc::Rc;

@@ -346,7 +346,7 @@ impl Simulator {
     }
 
     /// Whether the simulator refuses to import this stream.
-    fn refuses(&self, blob: &[u8]) -> bool {
+    pub(crate) fn refuses(&self, blob: &[u8]) -> bool {
         let h = blake3::hash(blob);
         (u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8")) as f64 / u64::MAX as f64) < self.refuse_rate
     }

@@ -30,6 +30,8 @@ pub struct Stats {
     /// Sync calls refused because the account had too many in flight.
     pub sync_concurrency_exceeded: u64,
     pub penalties: u64,
+    /// Graph requests answered 429 (over a mailbox's concurrency or request budget).
+    pub too_many_requests: u64,
     pub errors: u64,
     pub batches_failed_dirty: u64,
     /// Transient faults injected: 503s, dropped connections, truncated bodies.
@@ -59,6 +61,9 @@ pub struct Simulator {
     pub(crate) ntlm_conns: Mutex<HashMap<std::net::SocketAddr, NtlmConn>>,
     /// Mailboxes that get a misbehaving server (tests of the client's defences).
     pub(crate) hostile: Vec<crate::hostile::Rule>,
+    /// The Graph side: the tenant's settings and its changing state.
+    pub(crate) graph: crate::graph_gate::GraphSettings,
+    pub(crate) graph_rt: crate::graph_gate::GraphRuntime,
 }
 
 /// Default request size limit: room for the ~25 MB of base64 Exchange accepts in one import.
@@ -87,7 +92,15 @@ impl Simulator {
             extended_protection: Default::default(),
             ntlm_conns: Mutex::new(HashMap::new()),
             hostile: Vec::new(),
+            graph: Default::default(),
+            graph_rt: Default::default(),
         }
+    }
+
+    /// Sets up the Graph side's tenant (sign-in, consent, limits).
+    pub fn with_graph(mut self, settings: crate::graph_gate::GraphSettings) -> Simulator {
+        self.graph = settings;
+        self
     }
 
     /// Refuses this share of uploaded items with a per-item `ErrorCorruptData`.

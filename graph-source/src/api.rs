@@ -88,7 +88,10 @@ impl ImportSession {
 pub enum ImportMode<'a> {
     Create,
     /// A new version of an existing item (its id and current change key).
-    Update { item_id: &'a str, change_key: &'a str },
+    Update {
+        item_id: &'a str,
+        change_key: &'a str,
+    },
 }
 
 /// The most pages one listing may take: a server that never ends its paging is stopped.
@@ -167,7 +170,10 @@ impl GraphClient {
         let url = self.url(&format!("/users/{}/settings/exchange", seg(user)));
         let v = self.json(user, Endpoint::ExchangeSettings, Method::Get, &url, None)?;
         let primary = v["primaryMailboxId"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
-            GraphError::protocol(Endpoint::ExchangeSettings.name(), format!("no primaryMailboxId for {user} (no mailbox?)"))
+            GraphError::protocol(
+                Endpoint::ExchangeSettings.name(),
+                format!("no primaryMailboxId for {user} (no mailbox?)"),
+            )
         })?;
         let archive = v["inPlaceArchiveMailboxId"].as_str().filter(|s| !s.is_empty()).map(str::to_string);
         Ok(MailboxIds { primary: primary.to_string(), archive })
@@ -224,9 +230,10 @@ impl GraphClient {
             Ok(())
         })?;
         let link = link.ok_or_else(|| GraphError::protocol(ep.name(), "the last page has no @odata.deltaLink"))?;
-        let rel = link.strip_prefix(self.base()).filter(|r| r.starts_with('/')).ok_or_else(|| {
-            GraphError::protocol(ep.name(), "a delta link outside the API base")
-        })?;
+        let rel = link
+            .strip_prefix(self.base())
+            .filter(|r| r.starts_with('/'))
+            .ok_or_else(|| GraphError::protocol(ep.name(), "a delta link outside the API base"))?;
         Ok(ItemDelta { changes, delta_link: rel.to_string() })
     }
 
@@ -256,9 +263,11 @@ impl GraphClient {
         let class = if class.is_empty() { "IPF.Note" } else { class };
         let body = serde_json::json!({"displayName": name, "type": class}).to_string();
         let v = self.json(mailbox_id, Endpoint::CreateFolder, Method::Post, &url, Some(body.as_bytes()))?;
-        v["id"].as_str().filter(|s| !s.is_empty()).map(str::to_string).ok_or_else(|| {
-            GraphError::protocol(Endpoint::CreateFolder.name(), "the created folder has no id")
-        })
+        v["id"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| GraphError::protocol(Endpoint::CreateFolder.name(), "the created folder has no id"))
     }
 
     /// Exports up to 20 items, handing each result to `on` as it arrives. Items the reply does
@@ -286,7 +295,13 @@ impl GraphClient {
                 Exported::Ok { id, .. } | Exported::Failed { id, .. } => id.clone(),
             };
             if !ids.contains(&id.as_str()) || !seen.insert(id.clone()) {
-                return Err(GraphError::protocol(ep.name(), format!("a result for item {id}, which was not asked for (or twice)")));
+                return Err(GraphError::protocol(
+                    ep.name(),
+                    format!("a result for item {id}, which was not asked for (or twice)"),
+                ));
+            }
+            if matches!(e, Exported::Ok { .. }) {
+                self.count_exported();
             }
             on(e)
         })?;
@@ -336,9 +351,10 @@ impl GraphClient {
             body["ChangeKey"] = change_key.into();
         }
         let v = self.post_import(mailbox_id, &session.url, body.to_string().into_bytes())?;
-        let id = v["itemId"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
-            GraphError::protocol(Endpoint::ImportItem.name(), "no itemId in the reply")
-        })?;
+        let id = v["itemId"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| GraphError::protocol(Endpoint::ImportItem.name(), "no itemId in the reply"))?;
         Ok((id.to_string(), text(&v, "changeKey")))
     }
 }

@@ -117,7 +117,11 @@ pub fn verify(assertion: &str, certs: &[Vec<u8>], now_unix: i64) -> Result<Claim
     if exp <= now_unix {
         return Err("the assertion has expired".into());
     }
-    Ok(Claims { client_id: iss.to_string(), audience: claims["aud"].as_str().unwrap_or("").to_string(), expires_unix: exp })
+    Ok(Claims {
+        client_id: iss.to_string(),
+        audience: claims["aud"].as_str().unwrap_or("").to_string(),
+        expires_unix: exp,
+    })
 }
 
 /// One DER element at the start of `d`: (tag, content, rest).
@@ -180,11 +184,8 @@ mod tests {
 
     #[test]
     fn a_pem_without_a_key_says_what_is_missing() {
-        let cert_only: String = String::from_utf8_lossy(PEM)
-            .split("-----BEGIN PRIVATE KEY-----")
-            .next()
-            .unwrap()
-            .to_string();
+        let cert_only: String =
+            String::from_utf8_lossy(PEM).split("-----BEGIN PRIVATE KEY-----").next().unwrap().to_string();
         let e = CertificateKey::from_pem(cert_only.as_bytes(), "c.pem").unwrap_err().to_string();
         assert!(e.contains("no private key") && e.contains("--client-key"), "{e}");
     }

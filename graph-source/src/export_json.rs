@@ -12,9 +12,16 @@ use std::io::BufRead;
 /// One item's result.
 #[derive(Debug)]
 pub enum Exported {
-    Ok { id: String, change_key: String, data: ItemData },
+    Ok {
+        id: String,
+        change_key: String,
+        data: ItemData,
+    },
     /// The service could not export this item: its reason.
-    Failed { id: String, reason: String },
+    Failed {
+        id: String,
+        reason: String,
+    },
 }
 
 const MAX_STRING: usize = 64 * 1024;
@@ -33,7 +40,8 @@ fn bad(pos: u64, m: impl std::fmt::Display) -> GraphError {
 impl<R: BufRead> Lexer<R> {
     fn peek(&mut self) -> Result<Option<u8>, GraphError> {
         loop {
-            let buf = self.r.fill_buf().map_err(|e| GraphError::Transport(format!("{WHAT}: reading the reply: {e}")))?;
+            let buf =
+                self.r.fill_buf().map_err(|e| GraphError::Transport(format!("{WHAT}: reading the reply: {e}")))?;
             match buf.first() {
                 None => return Ok(None),
                 Some(b' ' | b'\t' | b'\r' | b'\n') => {
@@ -124,7 +132,8 @@ impl<R: BufRead> Lexer<R> {
         let mut d = Decoder::new();
         let mut chunk: Vec<u8> = Vec::with_capacity(64 * 1024);
         loop {
-            let buf = self.r.fill_buf().map_err(|e| GraphError::Transport(format!("{WHAT}: reading the reply: {e}")))?;
+            let buf =
+                self.r.fill_buf().map_err(|e| GraphError::Transport(format!("{WHAT}: reading the reply: {e}")))?;
             if buf.is_empty() {
                 return Err(bad(self.pos, "the reply ends inside an item's data (truncated)"));
             }
@@ -360,7 +369,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(&out[1], Exported::Failed { id, reason } if id == "B" && reason == "ErrorItemCorrupt: It broke."));
+        assert!(
+            matches!(&out[1], Exported::Failed { id, reason } if id == "B" && reason == "ErrorItemCorrupt: It broke.")
+        );
         assert!(matches!(&out[2], Exported::Ok { data, .. } if data.len == 0));
     }
 

@@ -39,8 +39,11 @@ pub struct GraphConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub requests: BTreeMap<&'static str, u64>,
-    /// Replies 429/503 that asked us to wait.
+    /// Replies 429/503 that asked us to wait, and how long they had us wait.
     pub throttled: u64,
+    pub waited_ms: u64,
+    /// Items exportItems delivered.
+    pub items_exported: u64,
     pub tokens_fetched: u64,
 }
 
@@ -138,7 +141,10 @@ impl GraphClient {
             Ok(u) if u.origin() == self.origin.origin() => Ok(()),
             _ => Err(GraphError::protocol(
                 ep.name(),
-                format!("a link to {link:?}, off Graph's origin {}: not followed", self.origin.origin().ascii_serialization()),
+                format!(
+                    "a link to {link:?}, off Graph's origin {}: not followed",
+                    self.origin.origin().ascii_serialization()
+                ),
             )),
         }
     }
@@ -155,9 +161,16 @@ impl GraphClient {
         } else {
             Err(GraphError::protocol(
                 Endpoint::CreateImportSession.name(),
-                format!("an importUrl on an unexpected host (only https://{} is accepted): not used", crate::IMPORT_HOST),
+                format!(
+                    "an importUrl on an unexpected host (only https://{} is accepted): not used",
+                    crate::IMPORT_HOST
+                ),
             ))
         }
+    }
+
+    pub(crate) fn count_exported(&self) {
+        self.stats.lock().expect("stats").items_exported += 1;
     }
 
     fn count(&self, ep: Endpoint) {
@@ -225,10 +238,16 @@ impl GraphClient {
     }
 
     /// How long a 429/503 says to wait: `Retry-After` (seconds or an HTTP date) or exponential.
-    fn retry_after(&self, resp: &reqwest::blocking::Response, tries: u32, ep: Endpoint) -> Result<Duration, GraphError> {
+    fn retry_after(
+        &self,
+        resp: &reqwest::blocking::Response,
+        tries: u32,
+        ep: Endpoint,
+    ) -> Result<Duration, GraphError> {
         self.stats.lock().expect("stats").throttled += 1;
         let hint = resp.headers().get("Retry-After").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let pause = hint.unwrap_or_else(|| backoff(tries));
+        self.stats.lock().expect("stats").waited_ms += pause.as_millis() as u64;
         if pause > self.max_wait {
             return Err(GraphError::Stopped(format!(
                 "{}: the service asks for a pause of {} s, longer than we wait ({} s); the next run continues",

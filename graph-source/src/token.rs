@@ -43,7 +43,13 @@ pub(crate) struct Tokens {
 const MAX_TOKEN_REPLY: u64 = 1 << 20;
 
 impl Tokens {
-    pub(crate) fn new(login_url: &str, tenant: &str, graph_origin: &str, client_id: &str, credential: Credential) -> Tokens {
+    pub(crate) fn new(
+        login_url: &str,
+        tenant: &str,
+        graph_origin: &str,
+        client_id: &str,
+        credential: Credential,
+    ) -> Tokens {
         Tokens {
             endpoint: format!("{}/{}/oauth2/v2.0/token", login_url.trim_end_matches('/'), tenant),
             scope: format!("{}/.default", graph_origin.trim_end_matches('/')),
@@ -93,9 +99,8 @@ impl Tokens {
                 form.push(("client_assertion", c.assertion(&self.client_id, &self.endpoint, now)?));
             }
         }
-        let body = Zeroizing::new(
-            form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&"),
-        );
+        let body =
+            Zeroizing::new(form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&"));
         let mut last = String::new();
         for attempt in 0..3u32 {
             if attempt > 0 {
@@ -119,9 +124,10 @@ impl Tokens {
             let _ = resp.take(MAX_TOKEN_REPLY).read_to_end(&mut text);
             let v: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
             if status == 200 {
-                let token = v["access_token"].as_str().filter(|t| !t.is_empty()).ok_or_else(|| {
-                    GraphError::protocol("token endpoint", "no access_token in a 200 reply")
-                })?;
+                let token = v["access_token"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| GraphError::protocol("token endpoint", "no access_token in a 200 reply"))?;
                 let life = Duration::from_secs(match &v["expires_in"] {
                     serde_json::Value::Number(n) => n.as_u64().unwrap_or(3600),
                     serde_json::Value::String(s) => s.parse().unwrap_or(3600),
@@ -129,7 +135,10 @@ impl Tokens {
                 });
                 let margin = (life / 4).min(Duration::from_secs(300));
                 self.fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(Token { value: Zeroizing::new(token.to_string()), renew_at: Instant::now() + life - margin });
+                return Ok(Token {
+                    value: Zeroizing::new(token.to_string()),
+                    renew_at: Instant::now() + life - margin,
+                });
             }
             let said = match (v["error"].as_str(), v["error_description"].as_str()) {
                 (Some(e), Some(d)) => format!("{e}: {}", d.lines().next().unwrap_or(d).trim()),

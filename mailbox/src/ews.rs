@@ -12,10 +12,10 @@ use exarch_archive::manifest::NO_TIME;
 use exarch_archive::time::parse_rfc3339_ms;
 use exarch_ews_source::client::{check_sync_progress, Client};
 use exarch_ews_source::export::{export_batch, next_batch};
-use exarch_item_data::ItemData;
 use exarch_ews_source::request::{CreateAction, FolderRef, MAX_EXPORT_BATCH, MAX_SYNC_CHANGES};
 use exarch_ews_source::response::{ChangeKind, EwsError, ItemChange};
 use exarch_ews_source::upload::{plan, upload_batch, Outcome, ToUpload, MAX_UPLOAD_BATCH};
+use exarch_item_data::ItemData;
 use std::collections::BTreeMap;
 
 pub struct EwsSource<'c> {

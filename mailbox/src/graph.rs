@@ -58,14 +58,17 @@ impl<'c> GraphSource<'c> {
     /// The Graph mailbox id a store lives in.
     fn mailbox_id(&self, store: &str) -> Result<String, SourceError> {
         match Store::parse(store) {
-            Store::PublicFolders => Err(unsupported("public folders are not reachable through Graph; back them up with --ews")),
-            Store::Mailbox { address, part: Part::Primary } => Ok(self.ids(&address)?.primary),
-            Store::Mailbox { address, part: Part::Archive } => self.ids(&address)?.archive.ok_or_else(|| {
-                unsupported(&format!("{address} has no In-Place Archive that Graph names"))
-            }),
-            Store::Mailbox { .. } => {
-                Err(unsupported("Recoverable Items are not reachable through Graph's mailbox API; back them up with --ews"))
+            Store::PublicFolders => {
+                Err(unsupported("public folders are not reachable through Graph; back them up with --ews"))
             }
+            Store::Mailbox { address, part: Part::Primary } => Ok(self.ids(&address)?.primary),
+            Store::Mailbox { address, part: Part::Archive } => self
+                .ids(&address)?
+                .archive
+                .ok_or_else(|| unsupported(&format!("{address} has no In-Place Archive that Graph names"))),
+            Store::Mailbox { .. } => Err(unsupported(
+                "Recoverable Items are not reachable through Graph's mailbox API; back them up with --ews",
+            )),
         }
     }
 
@@ -82,7 +85,13 @@ impl<'c> GraphSource<'c> {
     }
 
     /// The change key of `item` in `folder` now, if it is there (the folder listed once).
-    fn change_key(&self, store: &str, mailbox_id: &str, folder: &str, item: &str) -> Result<Option<String>, SourceError> {
+    fn change_key(
+        &self,
+        store: &str,
+        mailbox_id: &str,
+        folder: &str,
+        item: &str,
+    ) -> Result<Option<String>, SourceError> {
         let key = (store.to_string(), folder.to_string());
         if !self.keys.lock().expect("keys").contains_key(&key) {
             let listed = self.client.list_items(mailbox_id, folder).map_err(from_graph)?;
@@ -287,7 +296,8 @@ impl Source for GraphSource<'_> {
             };
             match result {
                 Ok((id, ck)) => {
-                    if let Some(m) = self.keys.lock().expect("keys").get_mut(&(store.to_string(), it.folder_id.clone())) {
+                    if let Some(m) = self.keys.lock().expect("keys").get_mut(&(store.to_string(), it.folder_id.clone()))
+                    {
                         m.insert(id.clone(), ck);
                     }
                     outcome(i, Imported::Ok { id })

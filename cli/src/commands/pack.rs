@@ -79,7 +79,10 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     if let Some(url) = a.ews.clone() {
         return super::pack_ews::run(g, &a, &url);
     }
-    let from_dir = a.from_dir.clone().expect("clap requires --from-dir without --ews");
+    if a.graph.graph {
+        return super::pack_graph::run(g, &a);
+    }
+    let from_dir = a.from_dir.clone().expect("clap requires --from-dir without --ews or --graph");
     let mailbox = match a.mailbox.as_slice() {
         [m] => m.clone(),
         _ => return Err(crate::usage("--from-dir needs exactly one --mailbox NAME")),

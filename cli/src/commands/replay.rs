@@ -1,4 +1,5 @@
-//! `exarch replay SNAPSHOT --ews URL`: put archived items back into Exchange with UploadItems.
+//! `exarch replay SNAPSHOT --ews URL | --graph`: put archived items back into Exchange, with
+//! UploadItems (EWS) or through a mailbox import session (Graph).
 //!
 //! The uploaded stream is the one ExportItems gave, so the restored item is the original (same
 //! properties, same calendar UID). Steps: pick the items (folders, ids, dates); find each target
@@ -11,6 +12,7 @@
 //! (another mailbox, or a folder this replay had to create).
 
 use super::ews_conn::{client, endpoint, Load};
+use super::pack_mailboxes::Traffic;
 use super::when::parse_date;
 use crate::args::{Global, ReplayArgs};
 use crate::output::{bytes, progress};
@@ -19,9 +21,10 @@ use anyhow::{Context as _, Result};
 use exarch_archive::manifest::{text, ArchivedManifest};
 use exarch_archive::restore::ItemReader;
 use exarch_archive::time::{format_unix_ms, now_ms};
-use exarch_ews_source::client::Client;
 use exarch_mailbox::ews::EwsSource;
+use exarch_mailbox::graph::{GraphSource, MAX_IMPORT_BYTES};
 use exarch_mailbox::replay::{plan, run as replay_run, select, Mode, Outcome, Plan, Request, Selection};
+use exarch_mailbox::Source;
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -34,12 +37,68 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         Some(s) => Some(parse_date(s, true).ok_or_else(|| usage(format!("--until {s}: use YYYY-MM-DD or RFC 3339")))?),
         None => None,
     };
-    if a.upload_limit < 1024 {
+    let dates = (since, until);
+    if a.graph.graph {
+        let per_mailbox = a.requests.clamp(1, exarch_graph_source::governor::MAX_CONCURRENT_PER_MAILBOX);
+        let client = super::graph_conn::client(&a.graph, &a.conn, a.requests, per_mailbox, None, Default::default())?;
+        let source = GraphSource::new(&client);
+        let url = client.base().to_string();
+        let limit = a.upload_limit.map_or(MAX_IMPORT_BYTES, |l| l as u64);
+        return replay_into(g, &a, &source, &url, limit, dates, &|| {
+            let cs = client.stats();
+            Traffic {
+                protocol: "Graph",
+                requests: cs.requests.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                export_op: "exportItems",
+                items_exported: cs.items_exported,
+                back_offs: cs.throttled,
+                waited_ms: cs.waited_ms,
+                retries: 0,
+                batches_split: 0,
+                export_requests_plain_halving: 0,
+            }
+        });
+    }
+    let ews = a.ews.clone().ok_or_else(|| usage("replay needs --ews URL or --graph"))?;
+    let (url, auth) = endpoint(&ews, &a.conn)?;
+    let load =
+        Load { concurrency: a.requests.max(1), per_mailbox: a.requests.max(1), sync_concurrency: 2, timeout_secs: 300 };
+    let client = client(&url, auth, &a.conn, load, None, Default::default())?;
+    let source = EwsSource::new(&client, &url);
+    let limit = a.upload_limit.unwrap_or(exarch_ews_source::upload::DEFAULT_UPLOAD_LIMIT) as u64;
+    replay_into(g, &a, &source, &url, limit, dates, &|| {
+        let cs = client.stats();
+        Traffic {
+            protocol: "EWS",
+            requests: cs.requests.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            export_op: "ExportItems",
+            items_exported: cs.items_exported,
+            back_offs: cs.back_offs_honoured,
+            waited_ms: cs.back_off_ms_total,
+            retries: cs.retries,
+            batches_split: cs.batches_split,
+            export_requests_plain_halving: cs.export_requests_plain_halving,
+        }
+    })
+}
+
+/// A date range of `--since` and `--until`.
+type Dates = (Option<i64>, Option<i64>);
+
+/// Replays into `source` (reached at `url`, shown without credentials), `limit` being the
+/// request or item size limit.
+fn replay_into(
+    g: &Global,
+    a: &ReplayArgs,
+    source: &dyn Source,
+    url: &str,
+    limit: u64,
+    (since, until): Dates,
+    traffic: &dyn Fn() -> Traffic,
+) -> Result<()> {
+    if limit < 1024 {
         return Err(usage("--upload-limit is in bytes and must be at least 1024"));
     }
-    let (url, auth) = endpoint(&a.ews, &a.conn)?;
-    let mut a = a;
-    a.ews = url.clone(); // without credentials, for everything shown from here on
     let repo = super::open(g)?;
     let _lock = super::read_lock(g, &repo, exarch_archive::lock::LockPurpose::Replay)?;
     let snap_id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
@@ -59,10 +118,6 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         .into());
     }
 
-    let load =
-        Load { concurrency: a.requests.max(1), per_mailbox: a.requests.max(1), sync_concurrency: 2, timeout_secs: 300 };
-    let client = client(&url, auth, &a.conn, load, None, Default::default())?;
-    let source = EwsSource::new(&client, &url);
     let from = text(&snap.summary.mailbox).into_owned();
     let request = Request {
         m,
@@ -72,7 +127,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         to: a.to_mailbox.clone(),
         in_place: a.in_place,
         selected,
-        limit: a.upload_limit as u64,
+        limit,
         requests: a.requests,
         cache_dir: repo.cache_dir(),
         mode: if a.only_missing {
@@ -83,9 +138,9 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
             Mode::Restore
         },
     };
-    let p = plan(&source, request).with_context(|| format!("reading the folder tree of the target of {snap_id}"))?;
+    let p = plan(source, request).with_context(|| format!("reading the folder tree of the target of {snap_id}"))?;
     if a.dry_run {
-        return dry_run(g, &a, &p);
+        return dry_run(g, &p, url, limit);
     }
     let started = std::time::Instant::now();
     let total_bytes: u64 = p.selected.iter().map(|k| m.items[*k as usize].size.to_native()).sum();
@@ -95,7 +150,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     let reader = ItemReader::new(&repo, &index);
     let outcome = replay_run(&p, &reader, &format_unix_ms(now_ms()), &|n| pb.inc(n))?;
     pb.finish_and_clear();
-    report(g, &a, &p, &client, &outcome, started.elapsed().as_secs_f64())
+    report(g, &p, url, limit, &traffic(), &outcome, started.elapsed().as_secs_f64())
 }
 
 fn item_path(m: &ArchivedManifest, k: u32) -> String {
@@ -105,7 +160,7 @@ fn item_path(m: &ArchivedManifest, k: u32) -> String {
     p.join("/")
 }
 
-fn dry_run(g: &Global, a: &ReplayArgs, p: &Plan) -> Result<()> {
+fn dry_run(g: &Global, p: &Plan, url: &str, limit: u64) -> Result<()> {
     let (m, snap_id, source, target, tree) = (p.m, &p.snapshot, p.from.as_str(), p.target.as_str(), &p.tree);
     let selected = &p.selected;
     let recovered = p.recovered()?;
@@ -138,7 +193,7 @@ fn dry_run(g: &Global, a: &ReplayArgs, p: &Plan) -> Result<()> {
             "snapshot": snap_id.to_hex(),
             "source_mailbox": source,
             "target_mailbox": target,
-            "url": a.ews,
+            "url": url,
             "items": selected.len(),
             "bytes": total,
             "folders": folders,
@@ -159,7 +214,7 @@ fn dry_run(g: &Global, a: &ReplayArgs, p: &Plan) -> Result<()> {
     }
     println!("{} folder(s) to create", to_create.len());
     if too_large > 0 {
-        println!("{too_large} item(s) larger than --upload-limit {} would be reported, not uploaded", a.upload_limit);
+        println!("{too_large} item(s) larger than the upload limit {limit} would be reported, not uploaded");
     }
     if already > 0 {
         println!("{already} item(s) already restored by an interrupted replay would be left as they are");
@@ -167,10 +222,9 @@ fn dry_run(g: &Global, a: &ReplayArgs, p: &Plan) -> Result<()> {
     Ok(())
 }
 
-fn report(g: &Global, a: &ReplayArgs, p: &Plan, client: &Client, o: &Outcome, secs: f64) -> Result<()> {
+fn report(g: &Global, p: &Plan, url: &str, limit: u64, t: &Traffic, o: &Outcome, secs: f64) -> Result<()> {
     let (m, snap_id, source, target) = (p.m, &p.snapshot, p.from.as_str(), p.target.as_str());
     let (r, created, already, left_alone) = (&o.results, &o.folders_created, o.already, o.left_alone);
-    let cs = client.stats();
     let describe = |k: u32, error: &str| {
         let it = &m.items[k as usize];
         json!({
@@ -182,18 +236,16 @@ fn report(g: &Global, a: &ReplayArgs, p: &Plan, client: &Client, o: &Outcome, se
         })
     };
     let refused: Vec<_> = r.refused.iter().map(|(k, e)| describe(*k, e)).collect();
-    let too_large: Vec<_> = r
-        .too_large
-        .iter()
-        .map(|k| describe(*k, &format!("larger than the upload limit of {} bytes of base64", a.upload_limit)))
-        .collect();
+    let too_large: Vec<_> =
+        r.too_large.iter().map(|k| describe(*k, &format!("larger than the upload limit of {limit} bytes"))).collect();
     let failed: Vec<_> = r.unreadable.iter().chain(&r.uncertain).map(|(k, e)| describe(*k, e)).collect();
     if g.json {
         super::print_json(&json!({
             "snapshot": snap_id.to_hex(),
             "source_mailbox": source,
             "target_mailbox": target,
-            "url": a.ews,
+            "url": url,
+            "protocol": t.protocol.to_ascii_lowercase(),
             "uploaded": r.uploaded,
             "bytes": r.bytes,
             "already_restored": already,
@@ -202,9 +254,9 @@ fn report(g: &Global, a: &ReplayArgs, p: &Plan, client: &Client, o: &Outcome, se
             "refused": refused,
             "too_large": too_large,
             "failed": failed,
-            "requests": cs.requests,
-            "back_offs_honoured": cs.back_offs_honoured,
-            "retries": cs.retries,
+            "requests": t.requests,
+            "back_offs_honoured": t.back_offs,
+            "retries": t.retries,
             "duration_secs": secs,
         }))?;
     } else if !g.quiet {
@@ -222,10 +274,11 @@ fn report(g: &Global, a: &ReplayArgs, p: &Plan, client: &Client, o: &Outcome, se
             println!("  {left_alone} item(s) still in the mailbox left as they are");
         }
         println!(
-            "  EWS {} requests ({}), {} back-off(s) honoured",
-            cs.requests.values().sum::<u64>(),
-            cs.requests.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
-            cs.back_offs_honoured
+            "  {} {} requests ({}), {} back-off(s) honoured",
+            t.protocol,
+            t.requests.values().sum::<u64>(),
+            t.requests.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+            t.back_offs
         );
     }
     if !g.json {

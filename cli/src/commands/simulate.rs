@@ -1,4 +1,5 @@
-//! `exarch simulate`: the simulated Exchange server (EWS on loopback) used by tests and the demo.
+//! `exarch simulate`: the simulated Exchange server (EWS and Microsoft Graph on loopback) used by
+//! tests and the demo.
 
 use crate::args::{ExtendedProtectionArg, Global, ServerAuth, SimulateArgs};
 use crate::usage;
@@ -7,7 +8,7 @@ use exarch_archive::extract_names::safe_component;
 use exarch_ews_source::ntlm::Protection;
 use exarch_exchange_sim::model::State;
 use exarch_exchange_sim::tls::{ExtendedProtection, Tls};
-use exarch_exchange_sim::{serve, Profile, Simulator};
+use exarch_exchange_sim::{serve, GraphSettings, Profile, Simulator};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,6 +62,35 @@ pub fn dump(state: &State, dir: &Path, out: &Path) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// The simulated tenant's Graph settings from the flags.
+fn graph_settings(a: &SimulateArgs) -> Result<GraphSettings> {
+    let mut certs = Vec::new();
+    for p in &a.graph_client_cert {
+        let pem = std::fs::read(p).with_context(|| format!("reading --graph-client-cert {}", p.display()))?;
+        let blocks = pem::parse_many(&pem).map_err(|e| usage(format!("--graph-client-cert {}: {e}", p.display())))?;
+        let cert = blocks
+            .into_iter()
+            .find(|b| b.tag() == "CERTIFICATE")
+            .ok_or_else(|| usage(format!("--graph-client-cert {}: no CERTIFICATE block", p.display())))?;
+        certs.push(cert.into_contents());
+    }
+    let secret = match &a.graph_client_secret_file {
+        Some(f) => Some(crate::secrets::read_file(f)?.0),
+        None => None,
+    };
+    Ok(GraphSettings {
+        client_id: a.graph_client_id.clone(),
+        client_secret: secret,
+        client_certs: certs,
+        token_lifetime: std::time::Duration::from_secs(a.token_lifetime),
+        denied: a.deny_permission.clone(),
+        budget: a.graph_budget,
+        window: std::time::Duration::from_secs(a.graph_window),
+        session_lifetime: std::time::Duration::from_secs(a.import_session_lifetime),
+        ..GraphSettings::default()
+    })
 }
 
 pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
@@ -180,6 +210,7 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         },
         channel_bindings: tls.as_ref().map(|t| exarch_ews_source::channel_binding::for_certificate(&t.cert_der)),
     });
+    sim = sim.with_graph(graph_settings(&a)?);
     let sim = Arc::new(
         sim.with_fault_rate(a.fault_rate)
             .with_refuse_rate(a.refuse_rate)
@@ -188,10 +219,16 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     );
     let running = serve(&listen, sim, 64, tls.as_ref()).with_context(|| format!("listening on {listen}"))?;
     println!(
-        "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at {}",
+        "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at {}/stats",
         running.url(),
         a.profile.name(),
-        running.url().replace("/EWS/Exchange.asmx", "/stats")
+        running.base()
+    );
+    println!(
+        "serving Graph at {} (--login-url {}); import URLs on port {}",
+        running.graph_url(),
+        running.base(),
+        running.import_addr.port()
     );
     running.wait();
     Ok(())
