@@ -84,3 +84,44 @@ pub fn assert_archive_matches_dump(env: &Env, state: &Path) {
     }
     super::assert_same_tree(&dump, &out);
 }
+
+/// The simulator's base URL (`http://127.0.0.1:PORT`): the authority host for `--login-url`.
+pub fn base(sim: &Sim) -> String {
+    sim.url.trim_end_matches("/EWS/Exchange.asmx").to_string()
+}
+
+/// The flags that point `pack`/`replay` at the simulator's Graph side (the secret comes from
+/// `EXARCH_GRAPH_CLIENT_SECRET`, which `graph_cmd` sets).
+pub fn graph_flags(sim: &Sim) -> Vec<String> {
+    let b = base(sim);
+    [
+        "--graph",
+        "--tenant",
+        "contoso",
+        "--client-id",
+        "exarch-app",
+        "--login-url",
+        &b,
+        "--graph-url",
+        &format!("{b}/v1.0"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `pack --graph --all-mailboxes --json` that must end with exit code `want`.
+pub fn pack_graph_expecting(env: &Env, sim: &Sim, extra: &[&str], want: i32) -> serde_json::Value {
+    let repo = env.repo();
+    let flags = graph_flags(sim);
+    let mut args = vec!["pack", "--repo", repo.to_str().unwrap(), "--all-mailboxes", "--json"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    let out = env.cmd(&args).env("EXARCH_GRAPH_CLIENT_SECRET", "app-secret").output().unwrap();
+    assert_eq!(code(&out), want, "pack --graph: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn pack_graph(env: &Env, sim: &Sim, extra: &[&str]) -> serde_json::Value {
+    pack_graph_expecting(env, sim, extra, 0)
+}

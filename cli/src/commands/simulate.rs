@@ -218,14 +218,13 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
             .with_hostile(a.hostile.clone()),
     );
     let running = serve(&listen, sim, 64, tls.as_ref()).with_context(|| format!("listening on {listen}"))?;
+    // (one line: scripts and tests read it, then may close the pipe)
     println!(
-        "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at {}/stats",
+        "serving EWS at {} ({mailboxes} mailboxes, profile {}); statistics at {}/stats; Graph at {} (--login-url {}, \
+         import URLs on port {})",
         running.url(),
         a.profile.name(),
-        running.base()
-    );
-    println!(
-        "serving Graph at {} (--login-url {}); import URLs on port {}",
+        running.base(),
         running.graph_url(),
         running.base(),
         running.import_addr.port()
