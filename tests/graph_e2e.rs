@@ -258,3 +258,15 @@ fn a_certificate_signs_in_instead_of_a_secret() {
     let out = env.cmd(&args).env("EXARCH_GRAPH_CLIENT_SECRET", "anything").output().unwrap();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
 }
+
+#[test]
+fn the_demo_runs_through_graph() {
+    let env = Env::new();
+    let dir = env.path("demo");
+    let out =
+        env.cmd(&["demo", "--dir", dir.to_str().unwrap(), "--graph"]).env_remove("EXARCH_PASSWORD").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("through Microsoft Graph") && text.contains("no damage found"), "{text}");
+    assert!(text.contains("5 snapshot(s)"), "{text}");
+}

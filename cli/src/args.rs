@@ -502,6 +502,9 @@ pub struct DemoArgs {
     /// Where to put the simulated server's state and the archive
     #[arg(long, default_value = "exarch-demo")]
     pub dir: PathBuf,
+    /// Back up through Microsoft Graph's mailbox export API (as for Exchange Online) instead of EWS
+    #[arg(long)]
+    pub graph: bool,
 }
 
 #[derive(Args, Debug)]

@@ -370,8 +370,75 @@ fn error_reply(ep: Endpoint, resp: reqwest::blocking::Response) -> GraphError {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_retry_after;
-    use std::time::Duration;
+    use super::*;
+
+    fn client(graph_url: &str) -> GraphClient {
+        GraphClient::new(GraphConfig {
+            graph_url: graph_url.into(),
+            login_url: crate::DEFAULT_LOGIN_URL.into(),
+            tenant: "t".into(),
+            client_id: "c".into(),
+            credential: Credential::Secret("s".to_string().into()),
+            ca_cert: None,
+            concurrency: 1,
+            per_mailbox: 1,
+            timeout: Duration::from_secs(5),
+            deadline: None,
+            max_wait: Duration::from_secs(1),
+            limits: Limits::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn links_stay_on_graphs_origin_and_imports_on_the_documented_host() {
+        let c = client(crate::DEFAULT_GRAPH_URL);
+        let ep = Endpoint::ItemDelta;
+        assert!(c.check_link(ep, "https://graph.microsoft.com/v1.0/admin/x?$skiptoken=1").is_ok());
+        for bad in [
+            "https://evil.example/v1.0/x",
+            "http://graph.microsoft.com/v1.0/x",
+            "https://graph.microsoft.com:8443/x",
+            "not a url",
+        ] {
+            assert!(c.check_link(ep, bad).is_err(), "{bad}");
+        }
+        assert!(c
+            .check_import_url("https://outlook.office365.com/api/gv1.0/Mailboxes('M')/importItem?authtoken=x")
+            .is_ok());
+        for bad in [
+            "http://outlook.office365.com/api/x",
+            "https://outlook.office365.com.evil.example/x",
+            "https://evil.example/x",
+        ] {
+            assert!(c.check_import_url(bad).is_err(), "{bad}");
+        }
+        // A simulator or proxy on the host --graph-url names may serve imports on another port.
+        let local = client("http://127.0.0.1:8080/v1.0");
+        assert!(local.check_import_url("http://127.0.0.1:9090/api/gv1.0/x").is_ok());
+        assert!(local.check_import_url("http://127.0.0.2:9090/api/gv1.0/x").is_err());
+    }
+
+    #[test]
+    fn bad_urls_are_refused_before_any_request() {
+        for bad in ["ftp://graph/v1.0", "graph.microsoft.com", ""] {
+            let r = GraphClient::new(GraphConfig {
+                graph_url: bad.into(),
+                login_url: crate::DEFAULT_LOGIN_URL.into(),
+                tenant: "t".into(),
+                client_id: "c".into(),
+                credential: Credential::Secret("s".to_string().into()),
+                ca_cert: None,
+                concurrency: 1,
+                per_mailbox: 1,
+                timeout: Duration::from_secs(5),
+                deadline: None,
+                max_wait: Duration::from_secs(1),
+                limits: Limits::default(),
+            });
+            assert!(matches!(r, Err(GraphError::Config(_))), "{bad}");
+        }
+    }
 
     #[test]
     fn retry_after_takes_seconds_or_a_date() {

@@ -1,6 +1,7 @@
 //! `exarch demo`: the whole job in one command, against the built-in simulated Exchange: the
-//! simulator, a new archive, a backup of every mailbox through the mailbox layer, a full verify
-//! and the snapshot list, all through the libraries (not through other commands' arguments).
+//! simulator, a new archive, a backup of every mailbox through the mailbox layer (EWS, or Graph
+//! with `--graph`), a full verify and the snapshot list, all through the libraries (not through
+//! other commands' arguments).
 
 use crate::args::{DemoArgs, Global};
 use anyhow::{Context as _, Result};
@@ -12,6 +13,8 @@ use exarch_ews_source::export_stream::Limits;
 use exarch_exchange_sim::{serve, Profile, Simulator};
 use exarch_mailbox::backup::{backup_run, Done, RunSettings};
 use exarch_mailbox::ews::EwsSource;
+use exarch_mailbox::graph::GraphSource;
+use exarch_mailbox::Source;
 use std::sync::Arc;
 
 pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
@@ -58,48 +61,46 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     let opts = InitOptions { label: "demo".into(), ..InitOptions::default() };
     let repo = Repository::init(Arc::new(storage), hex::encode(secret).as_bytes(), opts, ctx)?;
     println!("2. new archive at {}", archive.display());
-    println!(
-        "3. backing up every mailbox through EWS (ResolveNames, SyncFolderHierarchy, SyncFolderItems, ExportItems):"
-    );
-    let url = running.url();
-    let client = Client::new(ClientConfig {
-        url: url.clone(),
-        auth: Auth::Auto { user: "svc-backup".into(), password: "demo-password".into() },
-        ca_cert: None,
-        concurrency: 16,
-        per_mailbox: 4,
-        sync_concurrency: 2,
-        timeout: std::time::Duration::from_secs(180),
-        deadline: None,
-        channel_binding: Default::default(),
-        limits: Limits { spill_dir: crate::private::dir(&cache.join("spill"))?, ..Limits::default() },
-    })?;
-    let mailboxes = client.all_mailboxes().context("listing mailboxes (ResolveNames)")?;
-    let lock = repo.lock(LockKind::Shared, LockPurpose::Pack)?;
-    let mut run_id = [0u8; 16];
-    repo.context().entropy.fill(&mut run_id);
-    let settings =
-        RunSettings { run_id, time_ms: exarch_archive::time::now_ms(), deadline: None, lock: lock.watch(), workers: 2 };
-    let done = backup_run(
-        &repo,
-        Arc::new(repo.index()?),
-        &EwsSource::new(&client, &url),
-        &mailboxes,
-        &settings,
-        4,
-        &|mb: &str, text: &str| eprintln!("{mb}: warning: {text}"),
-        &|d: &Done| match &d.result {
-            Ok((id, st)) => println!(
-                "   {}: snapshot {} ({} items, {} skipped as dirty)",
-                d.store,
-                id.short(),
-                st.items,
-                st.skipped
-            ),
-            Err(e) => println!("   {}: FAILED: {e}", d.store),
-        },
-    );
-    drop(lock);
+    let spill = crate::private::dir(&cache.join("spill"))?;
+    let done = if a.graph {
+        println!("3. backing up every mailbox through Microsoft Graph (users, folders/items delta, exportItems):");
+        let client = exarch_graph_source::GraphClient::new(exarch_graph_source::GraphConfig {
+            graph_url: running.graph_url(),
+            login_url: running.base(),
+            tenant: "example.com".into(),
+            client_id: "exarch-demo".into(),
+            credential: exarch_graph_source::Credential::Secret("demo-secret".to_string().into()),
+            ca_cert: None,
+            concurrency: 16,
+            per_mailbox: 4,
+            timeout: std::time::Duration::from_secs(180),
+            deadline: None,
+            max_wait: std::time::Duration::from_secs(300),
+            limits: Limits { spill_dir: spill, ..Limits::default() },
+        })?;
+        let mailboxes: Vec<String> =
+            client.users().context("listing users (GET /users)")?.into_iter().map(|u| u.address).collect();
+        backup(&repo, &GraphSource::new(&client), &mailboxes)?
+    } else {
+        println!(
+            "3. backing up every mailbox through EWS (ResolveNames, SyncFolderHierarchy, SyncFolderItems, ExportItems):"
+        );
+        let url = running.url();
+        let client = Client::new(ClientConfig {
+            url: url.clone(),
+            auth: Auth::Auto { user: "svc-backup".into(), password: "demo-password".into() },
+            ca_cert: None,
+            concurrency: 16,
+            per_mailbox: 4,
+            sync_concurrency: 2,
+            timeout: std::time::Duration::from_secs(180),
+            deadline: None,
+            channel_binding: Default::default(),
+            limits: Limits { spill_dir: spill, ..Limits::default() },
+        })?;
+        let mailboxes = client.all_mailboxes().context("listing mailboxes (ResolveNames)")?;
+        backup(&repo, &EwsSource::new(&client, &url), &mailboxes)?
+    };
     if let Some(e) = done.into_iter().find_map(|d| d.result.err()) {
         return Err(e.into());
     }
@@ -125,4 +126,34 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
     println!("  exarch ls latest --mailbox user1@example.com");
     println!("  exarch extract latest --mailbox user1@example.com --to {}", dir.join("restore").display());
     Ok(())
+}
+
+/// Backs up `mailboxes` from `source` into `repo`, printing each snapshot as it is made.
+fn backup(repo: &Repository, source: &dyn Source, mailboxes: &[String]) -> Result<Vec<Done>> {
+    let lock = repo.lock(LockKind::Shared, LockPurpose::Pack)?;
+    let mut run_id = [0u8; 16];
+    repo.context().entropy.fill(&mut run_id);
+    let settings =
+        RunSettings { run_id, time_ms: exarch_archive::time::now_ms(), deadline: None, lock: lock.watch(), workers: 2 };
+    let done = backup_run(
+        repo,
+        Arc::new(repo.index()?),
+        source,
+        mailboxes,
+        &settings,
+        4,
+        &|mb: &str, text: &str| eprintln!("{mb}: warning: {text}"),
+        &|d: &Done| match &d.result {
+            Ok((id, st)) => println!(
+                "   {}: snapshot {} ({} items, {} skipped as dirty)",
+                d.store,
+                id.short(),
+                st.items,
+                st.skipped
+            ),
+            Err(e) => println!("   {}: FAILED: {e}", d.store),
+        },
+    );
+    drop(lock);
+    Ok(done)
 }
