@@ -109,8 +109,9 @@ fn a_killed_graph_run_resumes_and_expiring_tokens_are_renewed() {
     let env = Env::new();
     env.init();
     let state = env.path("exchange");
-    // A small request budget per mailbox makes the run take seconds (the service answers 429 with
-    // Retry-After, which the client honours); tokens last 2 s.
+    // A small request budget per mailbox (10 per 5 s: a mailbox needs about 26 requests) makes the
+    // run take seconds; the service answers 429 with Retry-After, which the client honours. Tokens
+    // last 2 s.
     let org = [
         "--mailboxes",
         "3",
@@ -119,9 +120,9 @@ fn a_killed_graph_run_resumes_and_expiring_tokens_are_renewed() {
         "--seed",
         "34",
         "--graph-budget",
-        "12",
+        "10",
         "--graph-window",
-        "1",
+        "5",
         "--token-lifetime",
         "2",
     ];
@@ -186,7 +187,8 @@ fn an_ews_backup_replays_through_graph_once_and_into_another_mailbox() {
     drop(sim);
     let before = dump(&env, &state, "before");
     env.ok(&["simulate", "--state", state.to_str().unwrap(), "--wipe", MB1]);
-    let sim = start_sim(&env, &state, &["--mailboxes", "2"]);
+    // Import URLs that expire within a second: replay renews its session as it goes.
+    let sim = start_sim(&env, &state, &["--mailboxes", "2", "--import-session-lifetime", "1"]);
     let r = replay_graph(&env, &sim, &["latest", "--mailbox", MB1]);
     assert_eq!(r["uploaded"], 60, "{r}");
     assert_eq!(r["protocol"], "graph");
@@ -271,4 +273,17 @@ fn the_demo_runs_through_graph() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("through Microsoft Graph") && text.contains("no damage found"), "{text}");
     assert!(text.contains("5 snapshot(s)"), "{text}");
+}
+
+#[test]
+fn transient_faults_through_graph_are_retried_and_nothing_is_lost() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    // 503s, dropped connections and replies cut off halfway, on the token endpoint too.
+    let sim = start_sim(&env, &state, &["--mailboxes", "2", "--items", "120", "--seed", "36", "--fault-rate", "0.1"]);
+    let r = pack_graph(&env, &sim, &[]);
+    assert_eq!(r["items"], 240, "{r}");
+    assert!(stats(&sim)["faults_injected"].as_u64().unwrap() > 0);
+    assert_archive_matches_dump(&env, &state);
 }

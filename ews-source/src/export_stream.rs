@@ -278,6 +278,7 @@ pub fn stream_export_items<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn response(items: &[(&str, &str)]) -> String {
         let msgs: String = items

@@ -286,25 +286,38 @@ impl GraphClient {
             return Err(GraphError::Config(format!("exportItems takes at most {} items", crate::MAX_EXPORT_ITEMS)));
         }
         let url = format!("{}/exportItems", self.mailbox_path(mailbox_id));
-        let body = serde_json::json!({ "itemIds": ids }).to_string();
-        let reply = self.send(mailbox_id, ep, Method::Post, &url, Some(body.as_bytes()))?;
         let mut seen = std::collections::HashSet::new();
-        let input = std::io::BufReader::with_capacity(64 * 1024, reply.resp);
-        read_export(input, &self.limits, &mut |e| {
-            let id = match &e {
-                Exported::Ok { id, .. } | Exported::Failed { id, .. } => id.clone(),
-            };
-            if !ids.contains(&id.as_str()) || !seen.insert(id.clone()) {
-                return Err(GraphError::protocol(
-                    ep.name(),
-                    format!("a result for item {id}, which was not asked for (or twice)"),
-                ));
+        // A reply cut off on the way: what arrived whole is kept, the rest asked for again.
+        for attempt in 0..3 {
+            let ask: Vec<&str> = ids.iter().copied().filter(|id| !seen.contains(*id)).collect();
+            if ask.is_empty() {
+                break;
             }
-            if matches!(e, Exported::Ok { .. }) {
-                self.count_exported();
+            let body = serde_json::json!({ "itemIds": ask }).to_string();
+            let reply = self.send(mailbox_id, ep, Method::Post, &url, Some(body.as_bytes()))?;
+            let input = std::io::BufReader::with_capacity(64 * 1024, reply.resp);
+            let read = read_export(input, &self.limits, &mut |e| {
+                let id = match &e {
+                    Exported::Ok { id, .. } | Exported::Failed { id, .. } => id.clone(),
+                };
+                if !ask.contains(&id.as_str()) || !seen.insert(id.clone()) {
+                    return Err(GraphError::protocol(
+                        ep.name(),
+                        format!("a result for item {id}, which was not asked for (or twice)"),
+                    ));
+                }
+                if matches!(e, Exported::Ok { .. }) {
+                    self.count_exported();
+                }
+                on(e)
+            });
+            match read {
+                Ok(_) => break,
+                Err(GraphError::Transport(_)) if attempt < 2 => continue,
+                Err(GraphError::Protocol { message, .. }) if message.contains("truncated") && attempt < 2 => continue,
+                Err(e) => return Err(e),
             }
-            on(e)
-        })?;
+        }
         for id in ids.iter().filter(|id| !seen.contains(**id)) {
             on(Exported::Failed { id: id.to_string(), reason: "the service returned no result for this item".into() })?;
         }

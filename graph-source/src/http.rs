@@ -268,8 +268,16 @@ impl GraphClient {
         url: &str,
         body: Option<&[u8]>,
     ) -> Result<serde_json::Value, GraphError> {
-        let r = self.send(mailbox, ep, method, url, body)?;
-        read_json(ep, r.resp)
+        // A reply cut off on the way is asked for again where asking twice is harmless.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = self.send(mailbox, ep, method, url, body)?;
+            match read_json(ep, r.resp) {
+                Err(GraphError::Transport(_)) if method == Method::Get && tries < 3 => continue,
+                other => return other,
+            }
+        }
     }
 
     /// POSTs an item to a pre-authenticated import URL: no bearer token goes there. Waits out
@@ -341,7 +349,14 @@ pub(crate) fn read_json(ep: Endpoint, resp: reqwest::blocking::Response) -> Resu
     if buf.len() as u64 > MAX_JSON_REPLY {
         return Err(GraphError::protocol(ep.name(), "a reply larger than 64 MiB"));
     }
-    serde_json::from_slice(&buf).map_err(|e| GraphError::protocol(ep.name(), format!("not JSON: {e}")))
+    serde_json::from_slice(&buf).map_err(|e| {
+        if e.is_eof() {
+            // Cut off on the way: the request may have taken effect.
+            GraphError::Transport(format!("{}: the reply ends early (truncated)", ep.name()))
+        } else {
+            GraphError::protocol(ep.name(), format!("not JSON: {e}"))
+        }
+    })
 }
 
 /// An error reply in the layer's terms, with Graph's `error.code` and `error.message`.

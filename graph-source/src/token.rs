@@ -124,10 +124,11 @@ impl Tokens {
             let _ = resp.take(MAX_TOKEN_REPLY).read_to_end(&mut text);
             let v: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
             if status == 200 {
-                let token = v["access_token"]
-                    .as_str()
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| GraphError::protocol("token endpoint", "no access_token in a 200 reply"))?;
+                let Some(token) = v["access_token"].as_str().filter(|t| !t.is_empty()) else {
+                    // (a reply cut off on the way reads as no token: asked for again)
+                    last = format!("the token endpoint {} answered 200 without an access_token", self.endpoint);
+                    continue;
+                };
                 let life = Duration::from_secs(match &v["expires_in"] {
                     serde_json::Value::Number(n) => n.as_u64().unwrap_or(3600),
                     serde_json::Value::String(s) => s.parse().unwrap_or(3600),
