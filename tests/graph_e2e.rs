@@ -287,3 +287,24 @@ fn transient_faults_through_graph_are_retried_and_nothing_is_lost() {
     assert!(stats(&sim)["faults_injected"].as_u64().unwrap() > 0);
     assert_archive_matches_dump(&env, &state);
 }
+
+#[test]
+fn in_place_archives_are_stores_of_their_own_through_graph_too() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    // user1 has an In-Place Archive, user2 none.
+    let sim = start_sim(&env, &state, &["--mailboxes", "2", "--items", "40", "--archive-items", "30", "--seed", "37"]);
+    let r = pack_graph(&env, &sim, &["--archive-mailbox"]);
+    let stores: Vec<&str> = r["mailboxes"].as_array().unwrap().iter().map(|m| m["mailbox"].as_str().unwrap()).collect();
+    assert_eq!(stores, ["user1@example.com", "user1@example.com#archive", "user2@example.com"], "{r}");
+    assert_archive_matches_dump(&env, &state);
+    // Recoverable Items and public folders are out of the API's reach: said, not silently skipped.
+    let flags = graph_flags(&sim);
+    let repo = env.repo();
+    let mut args = vec!["pack", "--repo", repo.to_str().unwrap(), "--all-mailboxes", "--recoverable-items"];
+    args.extend(flags.iter().map(String::as_str));
+    let out = env.cmd(&args).env("EXARCH_GRAPH_CLIENT_SECRET", "app-secret").output().unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--ews"), "{}", stderr(&out));
+}

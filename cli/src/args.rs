@@ -56,7 +56,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Run a simulated Exchange server (EWS and Microsoft Graph on loopback) for tests and demos
     Simulate(SimulateArgs),
-    /// Put a snapshot's items back into Exchange (UploadItems), in place or into another mailbox
+    /// Put a snapshot's items back into Exchange (EWS UploadItems or a Graph import session), in place
+    /// or into another mailbox
     Replay(ReplayArgs),
     /// Back up a simulated Exchange into a new local archive, verify it, and list it
     Demo(DemoArgs),
@@ -118,15 +119,15 @@ pub struct PackArgs {
     /// Mailboxes backed up at once
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub concurrency: usize,
-    /// EWS requests in flight per mailbox
+    /// Requests in flight per mailbox (with --graph at most 4, Exchange Online's limit)
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub requests_per_mailbox: usize,
     /// Sync calls (SyncFolderHierarchy, SyncFolderItems) in flight for the account: Exchange 2016
     /// and later limit these per user
     #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub sync_concurrency: usize,
-    /// With --ews: stop exporting after this long (e.g. 6h, 45m); what was stored is kept and the
-    /// next run continues from there
+    /// With --ews or --graph: stop exporting after this long (e.g. 6h, 45m); what was stored is kept
+    /// and the next run continues from there
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<String>,
     /// Snapshot time (RFC 3339), for imports and tests; default now
@@ -138,7 +139,7 @@ pub struct PackArgs {
     /// Compression/sealing threads (default: number of CPUs)
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub threads: Option<usize>,
-    /// With --ews: largest item kept, in bytes; larger items are listed as skipped. Items over 8 MiB
+    /// With --ews or --graph: largest item kept, in bytes; larger items are listed as skipped. Items over 8 MiB
     /// are spooled through a private file in the cache directory, so memory stays flat
     #[arg(long, value_name = "BYTES", default_value_t = exarch_ews_source::export_stream::DEFAULT_MAX_ITEM_BYTES,
           value_parser = clap::value_parser!(u64).range(1024..=(1u64 << 40)))]
