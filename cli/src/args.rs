@@ -496,6 +496,28 @@ pub struct SimulateArgs {
     pub graph_budget: usize,
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub graph_window: u64,
+    /// A big calendar: this many more appointments in the first mailbox's Calendar (when the
+    /// state is first made)
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
+    pub calendar_items: usize,
+    /// Server time per exported calendar item
+    #[arg(long, default_value_t = 2, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub calendar_export_ms: u64,
+    /// The longest an ExportItems request may run: one that would run longer fails with
+    /// ErrorTimeoutExpired when the time is up (Exchange's limit is about a minute)
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub request_limit_ms: Option<u64>,
+    /// How a request over the limit fails: a SOAP fault, or per-item messages (the items that
+    /// fit exported, ErrorTimeoutExpired for the rest)
+    #[arg(long, value_enum, default_value_t = TimeoutStyleArg::Fault)]
+    pub timeout_style: TimeoutStyleArg,
+}
+
+/// `simulate --timeout-style`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutStyleArg {
+    Fault,
+    Messages,
 }
 
 #[derive(Args, Debug)]

@@ -312,6 +312,9 @@ impl Client {
                 }
                 // Cut off after the last item: everything arrived.
                 Err(EwsError::Xml(ref x)) if x.truncated && delivered == ids.len() => return Ok(()),
+                // Too much for the time limit: asking again unchanged would fail again; the caller
+                // sends smaller requests (and there is nothing to back off from).
+                Err(e) if e.is_time_limit() => return Err(e),
                 Err(e) if e.is_transient() && Self::may_retry(&e, attempt, max_attempts) => {
                     self.backed_off(mailbox, &e, true, attempt == 1)?
                 }

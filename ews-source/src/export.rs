@@ -53,65 +53,99 @@ fn plain_halving(lo: usize, hi: usize, bad: &[usize]) -> u64 {
     1 + plain_halving(lo, mid, bad) + plain_halving(mid, hi, bad)
 }
 
+/// What became of a batch beyond the items handed to `ok` and `failed`: positions (in the batch,
+/// ascending) of items not tried, which the caller exports later in another batch, and of items a
+/// request holding them ran into the server's time limit, which the caller sends again in
+/// smaller requests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchResult {
+    pub untried: Vec<usize>,
+    pub timed_out: Vec<usize>,
+}
+
 /// Exports one batch: calls `ok(id, data)` for every exported item and `failed(id, error)` for each
-/// item found to fail every request that holds it. Returns the positions (in `batch`, ascending) of
-/// the items it did not try, which the caller must export later (in a later batch). Errors other
-/// than item failures (auth, persistent transport) abort with `Err`.
+/// item found to fail every request that holds it. Errors other than item failures and time-outs
+/// (auth, persistent transport) abort with `Err`.
 ///
 /// Group testing (Hwang's generalised binary splitting): the batch is tried whole; when it fails,
 /// binary search finds *one* dirty item, exporting each half that goes through on the way. A half
 /// that was never tried (the other half of one that failed) is handed back rather than tried now, so
 /// it joins the next full batch instead of costing requests of its own. With d dirty items among n,
 /// this costs about d·log2(n/d) + d requests where halving every failed batch to the end costs
-/// about 2d·log2(batch).
+/// about 2d·log2(batch). A time-out is not a dirty item: the items it held are handed back as
+/// `timed_out`, never recorded as failed.
 pub fn export_batch(
     client: &Client,
     mailbox: &str,
     batch: &[ToExport],
     ok: &mut dyn FnMut(&str, ItemData) -> Result<(), EwsError>,
     failed: &mut dyn FnMut(&str, String),
-) -> Result<Vec<usize>, EwsError> {
-    let mut untried = Vec::new();
-    let Tried::Dirty { from, to, error } = try_send(client, mailbox, batch, ok, failed)? else {
-        client.note_plain(1);
-        return Ok(untried);
+) -> Result<BatchResult, EwsError> {
+    let mut r = BatchResult::default();
+    let (from, to, error) = match try_send(client, mailbox, batch, 0, ok, failed, &mut r.timed_out)? {
+        Tried::Clean => {
+            client.note_plain(1);
+            r.timed_out.sort_unstable();
+            return Ok(r);
+        }
+        Tried::TimedOut { from } => {
+            r.timed_out.extend(from..batch.len());
+            r.timed_out.sort_unstable();
+            return Ok(r);
+        }
+        Tried::Dirty { from, to, error } => (from, to, error),
     };
-    untried.extend(to..batch.len());
+    r.untried.extend(to..batch.len());
     let (mut lo, mut hi, mut error) = (from, to, error);
     // A dirty item is known to be in batch[lo..hi].
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        match try_send(client, mailbox, &batch[lo..mid], ok, failed)? {
+        match try_send(client, mailbox, &batch[lo..mid], lo, ok, failed, &mut r.timed_out)? {
             Tried::Clean => lo = mid,
             Tried::Dirty { from, to, error: e } => {
-                untried.extend(lo + to..hi);
+                r.untried.extend(lo + to..hi);
                 (lo, hi, error) = (lo + from, lo + to, e);
+            }
+            Tried::TimedOut { from } => {
+                // The search stops here; what it had not settled goes back to the caller.
+                r.timed_out.extend(lo + from..mid);
+                r.untried.extend(mid..hi);
+                r.untried.sort_unstable();
+                r.timed_out.sort_unstable();
+                return Ok(r);
             }
         }
     }
     failed(&batch[lo].id, error);
-    untried.sort_unstable();
+    r.untried.sort_unstable();
+    r.timed_out.sort_unstable();
     client.note_split(plain_halving(0, batch.len(), &[lo]));
-    Ok(untried)
+    Ok(r)
 }
 
 /// What one try of a set of items showed.
 enum Tried {
-    /// Every item went through.
+    /// Every item went through (or failed on its own, or timed out on its own).
     Clean,
     /// The items before `from` went through; a request holding `items[from..to]` failed as a whole
     /// (a dirty item is among them); the items from `to` on were not tried.
     Dirty { from: usize, to: usize, error: String },
+    /// The items before `from` went through; the request ran into the time limit for the rest.
+    TimedOut { from: usize },
 }
 
-/// Sends `items` as one request, or, when the server keeps throttling it as too costly, as two
-/// halves (neither suspected of holding a dirty item; the second is not sent if the first fails).
+/// Sends `items` (which start at position `base` of the batch) as one request, or, when the
+/// server keeps throttling it as too costly, as two halves (neither suspected of holding a dirty
+/// item; the second is not sent if the first fails). Items that time out on their own (a per-item
+/// `ErrorTimeoutExpired`) go into `timed_out` by batch position.
 fn try_send(
     client: &Client,
     mailbox: &str,
     items: &[ToExport],
+    base: usize,
     ok: &mut dyn FnMut(&str, ItemData) -> Result<(), EwsError>,
     failed: &mut dyn FnMut(&str, String),
+    timed_out: &mut Vec<usize>,
 ) -> Result<Tried, EwsError> {
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     // Items arrive one by one; on a failure, those handed over are done.
@@ -120,6 +154,10 @@ fn try_send(
         delivered = i + 1;
         match r {
             Exported::Ok { data, .. } => ok(&items[i].id, data),
+            Exported::Failed { status } if status.code == "ErrorTimeoutExpired" => {
+                timed_out.push(base + i);
+                Ok(())
+            }
             Exported::Failed { status } => {
                 failed(&items[i].id, format!("{}: {}", status.code, status.message));
                 Ok(())
@@ -128,19 +166,24 @@ fn try_send(
     });
     match result {
         Ok(()) => Ok(Tried::Clean),
+        Err(e) if e.is_time_limit() => Ok(Tried::TimedOut { from: delivered }),
         Err(e) if e.is_throttling() && items.len() - delivered > 1 => {
             let rest = &items[delivered..];
             let mid = rest.len() / 2;
-            match try_send(client, mailbox, &rest[..mid], ok, failed)? {
+            match try_send(client, mailbox, &rest[..mid], base + delivered, ok, failed, timed_out)? {
                 Tried::Dirty { from, to, error } => {
                     Ok(Tried::Dirty { from: delivered + from, to: delivered + to, error })
                 }
-                Tried::Clean => match try_send(client, mailbox, &rest[mid..], ok, failed)? {
-                    Tried::Clean => Ok(Tried::Clean),
-                    Tried::Dirty { from, to, error } => {
-                        Ok(Tried::Dirty { from: delivered + mid + from, to: delivered + mid + to, error })
+                Tried::TimedOut { from } => Ok(Tried::TimedOut { from: delivered + from }),
+                Tried::Clean => {
+                    match try_send(client, mailbox, &rest[mid..], base + delivered + mid, ok, failed, timed_out)? {
+                        Tried::Clean => Ok(Tried::Clean),
+                        Tried::Dirty { from, to, error } => {
+                            Ok(Tried::Dirty { from: delivered + mid + from, to: delivered + mid + to, error })
+                        }
+                        Tried::TimedOut { from } => Ok(Tried::TimedOut { from: delivered + mid + from }),
                     }
-                },
+                }
             }
         }
         Err(e @ (EwsError::Fault { .. } | EwsError::Failed { .. }))

@@ -24,9 +24,12 @@ pub enum EwsError {
     TooLarge,
     #[error("the server refused the credentials (HTTP 401): check the user name and EXARCH_EWS_PASSWORD / --password-file / --token-file")]
     Unauthorized,
-    /// The connection broke or timed out during an exchange.
+    /// The connection broke during an exchange.
     #[error("connection to the EWS server failed: {0}")]
     Transport(String),
+    /// No reply within the client's timeout.
+    #[error("the EWS server did not answer in time: {0}")]
+    TimedOut(String),
     /// No connection could be made (refused, unreachable, name not found): retried a few times only.
     #[error("cannot connect to the EWS server: {0}; check the --ews URL and that the server is up")]
     Connect(String),
@@ -52,6 +55,7 @@ impl EwsError {
     /// (An HTTP status other than 408, 429 or 5xx, a body that is not XML, TLS and redirects are not.)
     pub fn is_transient(&self) -> bool {
         self.is_throttling()
+            || self.is_time_limit()
             || matches!(
                 self,
                 EwsError::Http { status: 408 | 429 | 500..=599, .. } | EwsError::Transport(_) | EwsError::Connect(_)
@@ -72,8 +76,14 @@ impl EwsError {
 
     /// The request may or may not have been carried out (connection broke, reply cut off).
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, EwsError::Transport(_) | EwsError::Xml(_) | EwsError::Http { .. } | EwsError::Unexpected { .. })
-            && !self.surely_not_processed()
+        matches!(
+            self,
+            EwsError::Transport(_)
+                | EwsError::TimedOut(_)
+                | EwsError::Xml(_)
+                | EwsError::Http { .. }
+                | EwsError::Unexpected { .. }
+        ) && !self.surely_not_processed()
     }
 
     /// Failures that no amount of asking again will mend, whatever the request.
@@ -96,10 +106,17 @@ impl EwsError {
             EwsError::Fault { code, .. } | EwsError::Failed { code, .. } => code.as_str(),
             _ => return false,
         };
-        matches!(
-            code,
-            "ErrorServerBusy" | "ErrorExceededConnectionCount" | "ErrorTooManyObjectsOpened" | "ErrorTimeoutExpired"
-        )
+        matches!(code, "ErrorServerBusy" | "ErrorExceededConnectionCount" | "ErrorTooManyObjectsOpened")
+    }
+
+    /// The request ran into a time limit (the server's `ErrorTimeoutExpired`, or no reply within
+    /// the client's timeout): asked again unchanged it would fail again; smaller requests go through.
+    pub fn is_time_limit(&self) -> bool {
+        match self {
+            EwsError::Fault { code, .. } | EwsError::Failed { code, .. } => code == "ErrorTimeoutExpired",
+            EwsError::TimedOut(_) => true,
+            _ => false,
+        }
     }
 }
 

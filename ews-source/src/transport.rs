@@ -308,6 +308,9 @@ fn classify(e: reqwest::Error) -> EwsError {
     if e.is_connect() {
         return EwsError::Connect(text);
     }
+    if e.is_timeout() {
+        return EwsError::TimedOut(text);
+    }
     EwsError::Transport(text)
 }
 

@@ -13,6 +13,7 @@ pub mod http;
 pub mod model;
 pub mod ops;
 pub mod server;
+pub mod slow;
 pub mod soap;
 pub mod stores;
 pub mod tls;

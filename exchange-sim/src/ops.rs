@@ -7,7 +7,6 @@ use crate::server::{Reply, Simulator};
 use crate::soap::{fault, folder_xml, ok_message, page_bounds, response};
 use exarch_ews_source::dom;
 use quick_xml::escape::escape;
-use std::time::Duration;
 
 impl Simulator {
     pub(crate) fn dispatch(&self, op: &str, el: &dom::Element, mailbox: Option<&str>) -> Reply {
@@ -187,11 +186,36 @@ impl Simulator {
                         ),
                     );
                 }
-                let slow = items.iter().flatten().filter(|i| i.class == "IPM.Appointment").count();
-                drop_guard_sleep(slow);
+                // Calendar items are slow; a request that would run past the time limit stops there.
+                let found: Vec<&Item> = items.iter().flatten().copied().collect();
+                let fits = match self.slow.budget(&found) {
+                    crate::slow::Budgeted::All(d) => {
+                        self.delay(d);
+                        ids.len()
+                    }
+                    crate::slow::Budgeted::Partial { fits, limit } => {
+                        self.delay(limit);
+                        self.stats.lock().expect("stats").requests_timed_out += 1;
+                        if self.slow.timeout_style == crate::slow::TimeoutStyle::Fault {
+                            return (
+                                500,
+                                fault(
+                                    "ErrorTimeoutExpired",
+                                    "The request timed out before the operation could complete.",
+                                    None,
+                                ),
+                            );
+                        }
+                        fits
+                    }
+                };
                 let mut msgs = String::new();
                 let mut exported = 0;
-                for (id, it) in ids.iter().zip(items) {
+                for (k, (id, it)) in ids.iter().zip(items).enumerate() {
+                    if k >= fits {
+                        msgs.push_str("<m:ExportItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>The request timed out before the operation could complete.</m:MessageText><m:ResponseCode>ErrorTimeoutExpired</m:ResponseCode></m:ExportItemsResponseMessage>");
+                        continue;
+                    }
                     match it {
                         Some(it) => match state.blob(&self.dir, it) {
                             Ok(b) => {
@@ -349,12 +373,5 @@ impl Simulator {
     pub(crate) fn refuses(&self, blob: &[u8]) -> bool {
         let h = blake3::hash(blob);
         (u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8")) as f64 / u64::MAX as f64) < self.refuse_rate
-    }
-}
-
-/// Calendars are slow to export on real servers; so are they here.
-fn drop_guard_sleep(calendar_items: usize) {
-    if calendar_items > 0 {
-        std::thread::sleep(Duration::from_millis(2 * calendar_items as u64));
     }
 }

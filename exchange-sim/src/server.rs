@@ -30,6 +30,8 @@ pub struct Stats {
     /// Sync calls refused because the account had too many in flight.
     pub sync_concurrency_exceeded: u64,
     pub penalties: u64,
+    /// ExportItems requests that ran into the time limit (`--request-limit-ms`).
+    pub requests_timed_out: u64,
     /// Graph requests answered 429 (over a mailbox's concurrency or request budget).
     pub too_many_requests: u64,
     pub errors: u64,
@@ -63,11 +65,18 @@ pub struct Simulator {
     pub(crate) hostile: Vec<crate::hostile::Rule>,
     /// The Graph side: the tenant's settings and its changing state.
     pub(crate) graph: crate::graph_gate::GraphSettings,
+    /// Slow calendar items and the per-request time limit.
+    pub(crate) slow: crate::slow::SlowSettings,
     pub(crate) graph_rt: crate::graph_gate::GraphRuntime,
 }
 
 /// Default request size limit: room for the ~25 MB of base64 Exchange accepts in one import.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 35_000_000;
+
+thread_local! {
+    /// Server time the current request still has to spend (see `Simulator::delay`).
+    static DELAY: std::cell::Cell<std::time::Duration> = const { std::cell::Cell::new(std::time::Duration::ZERO) };
+}
 
 /// An HTTP reply: status and body.
 pub(crate) type Reply = (u16, String);
@@ -93,8 +102,20 @@ impl Simulator {
             ntlm_conns: Mutex::new(HashMap::new()),
             hostile: Vec::new(),
             graph: Default::default(),
+            slow: Default::default(),
             graph_rt: Default::default(),
         }
+    }
+
+    /// Makes calendar items slow to export and limits how long a request may run.
+    pub fn with_slow(mut self, slow: crate::slow::SlowSettings) -> Simulator {
+        self.slow = slow;
+        self
+    }
+
+    /// The server works this long on the current request (slept once its state is unlocked).
+    pub(crate) fn delay(&self, d: std::time::Duration) {
+        DELAY.with(|c| c.set(c.get() + d));
     }
 
     /// Sets up the Graph side's tenant (sign-in, consent, limits).
@@ -186,6 +207,12 @@ impl Simulator {
                 None => self.dispatch(&op, op_el, mailbox.as_deref()),
             }
         };
+        // Time the server spends on the request, with the mailbox store unlocked meanwhile (other
+        // requests go on, as on a real server).
+        let d = DELAY.with(|c| c.replace(std::time::Duration::ZERO));
+        if !d.is_zero() {
+            std::thread::sleep(d);
+        }
         self.inflight.fetch_sub(1, Ordering::SeqCst);
         if sync {
             self.sync_inflight.fetch_sub(1, Ordering::SeqCst);

@@ -10,6 +10,7 @@
 
 use crate::error::MailboxError;
 use crate::resume;
+use crate::sizing::{class_of, ClassSizing, DirtySizing, Learned};
 use crate::source::{Change, FolderInfo, ItemInfo, Listing, Source, SourceError, ToExport};
 use exarch_archive::backup::{Backup, BackupOptions, BackupStats, ItemMeta};
 use exarch_archive::index::IndexTable;
@@ -36,6 +37,8 @@ pub struct RunSettings {
     pub lock: LockWatch,
     /// Sealing threads per store.
     pub workers: usize,
+    /// Export requests in flight at once for one store.
+    pub requests_per_store: usize,
 }
 
 /// What the next run needs, stored in the snapshot: each folder's sync state, and the default
@@ -51,12 +54,25 @@ struct SourceState {
     /// a mailbox where they have other names.
     #[serde(default)]
     default_folders: BTreeMap<String, String>,
+    /// Folder class (`calendar`, `mail`, …) → the export batch size it learned (SPEC.md §10.3).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    batch_sizes: BTreeMap<String, Learned>,
 }
 
 /// The outcome for one store.
 pub struct Done {
     pub store: String,
     pub result: Result<(Id, BackupStats), MailboxError>,
+    /// Per folder class: the batch size it settled on and the time-outs met (classes that met
+    /// none and kept the source's limit are left out).
+    pub classes: BTreeMap<String, ClassReport>,
+}
+
+/// What a folder class's batch sizing came to in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClassReport {
+    pub batch_size: usize,
+    pub timeouts: u64,
 }
 
 /// Backs up `stores` with `concurrency` at a time; `notice(store, text)` hears warnings as they
@@ -78,8 +94,10 @@ pub fn backup_run(
         for _ in 0..concurrency.max(1).min(stores.len()) {
             s.spawn(|| loop {
                 let Some(store) = queue.lock().expect("queue").pop() else { return };
-                let result = backup_store(repo, index.clone(), source, settings, &store, &|t| notice(&store, t));
-                let d = Done { store, result };
+                let mut classes = BTreeMap::new();
+                let result =
+                    backup_store(repo, index.clone(), source, settings, &store, &|t| notice(&store, t), &mut classes);
+                let d = Done { store, result, classes };
                 finished(&d);
                 done.lock().expect("done").push(d);
             });
@@ -139,6 +157,7 @@ pub fn backup_store(
     settings: &RunSettings,
     store: &str,
     notice: &dyn Fn(&str),
+    classes: &mut BTreeMap<String, ClassReport>,
 ) -> Result<(Id, BackupStats), MailboxError> {
     // The parent: the newest snapshot of this store that opens. A damaged newer one is passed
     // over (and named), so one bad snapshot does not block every later backup.
@@ -167,6 +186,7 @@ pub fn backup_store(
             ));
         }
         prev.folders.clear();
+        prev.batch_sizes.clear();
     }
     let opts = BackupOptions {
         mailbox: store.to_string(),
@@ -205,11 +225,15 @@ pub fn backup_store(
         protocol: Some(source.protocol().to_string()),
         folders: BTreeMap::new(),
         default_folders: source.default_folders(store),
+        batch_sizes: BTreeMap::new(),
     };
+    // Each folder's class, for batch sizes learned per class.
+    let mut class_of_folder: HashMap<u32, &'static str> = HashMap::new();
     // Everything to export, from all folders: batches then fill up across small folders.
     let mut to_export: Vec<Pending> = Vec::new();
     for fid in folder_ids {
         let folder = folders.index(fid, &mut backup, 0);
+        class_of_folder.insert(folder, class_of(&folders.by_id[fid].class));
         let since = prev.folders.get(fid).cloned();
         let listing = source.changes(store, fid, since.as_deref())?;
         let full = matches!(listing, Listing::Full(_));
@@ -316,7 +340,22 @@ pub fn backup_store(
         to_export.extend(pending);
     }
 
-    let stopped = export_all(&mut backup, source, store, &to_export, settings, parent_id, &resume_at)?;
+    let mut sizing: BTreeMap<&'static str, ClassSizing> = BTreeMap::new();
+    for (class, l) in &prev.batch_sizes {
+        if let Some(c) = ["calendar", "contacts", "tasks", "notes", "journal", "mail"].into_iter().find(|c| c == class)
+        {
+            sizing.insert(c, ClassSizing::from_learned(l));
+        }
+    }
+    let run = Run { source, store, settings, parent_id, resume_at: &resume_at, classes: &class_of_folder };
+    let stopped = export_all(&mut backup, &run, &to_export, &mut sizing);
+    for (class, c) in &sizing {
+        if let Some(l) = c.learned() {
+            state.batch_sizes.insert(class.to_string(), l);
+            classes.insert(class.to_string(), ClassReport { batch_size: l.size, timeouts: c.timeouts });
+        }
+    }
+    let stopped = stopped?;
     if let Some(why) = stopped {
         // Stopped early: what was exported is stored and listed in the resume file; no snapshot.
         let items = backup.checkpoint()?;
@@ -329,119 +368,307 @@ pub fn backup_store(
     Ok(done)
 }
 
-/// Exports `list` in batches into the backup, with checkpoints. Returns why it stopped early, if it did.
+/// Hands an exported item to the backup, with the metadata the listing gave it.
+fn store_item(
+    backup: &Mutex<&mut Backup>,
+    metas: &HashMap<&str, &ItemMeta>,
+    id: &str,
+    data: ItemData,
+) -> Result<(), SourceError> {
+    let Some(m) = metas.get(id) else {
+        return Err(SourceError::Failed(format!("the source delivered item {id}, which was not asked for").into()));
+    };
+    let mut meta = (*m).clone();
+    meta.name = data.file_name();
+    // Small items go through memory; large ones were spooled to disk and are read as a stream.
+    if data.in_memory().is_some() {
+        let bytes = data.into_vec().map_err(|e| SourceError::Failed(Box::new(e)))?;
+        backup.lock().expect("backup").add_item(meta, bytes)?;
+    } else {
+        backup.lock().expect("backup").add_item_reader(meta, data.into_reader())?;
+    }
+    Ok(())
+}
+
+/// What `export_all` works for: the store, the run, and each folder's class.
+struct Run<'a> {
+    source: &'a dyn Source,
+    store: &'a str,
+    settings: &'a RunSettings,
+    parent_id: Option<Id>,
+    resume_at: &'a std::path::Path,
+    classes: &'a HashMap<u32, &'static str>,
+}
+
+/// The export queue of a store, shared by its request threads.
+struct Queue<'s> {
+    /// Items in listing order, with their class; handed-back items go to the front.
+    shared: VecDeque<(ToExport, &'static str)>,
+    /// Classes with a queue of their own: those the server's time limit made slow, and, once a
+    /// batch of several classes timed out (which of them is slow is not known yet), every class.
+    own: BTreeMap<&'static str, VecDeque<ToExport>>,
+    separate: bool,
+    sizing: &'s mut BTreeMap<&'static str, ClassSizing>,
+    dirty: DirtySizing,
+    /// Batches out with a request thread (they may hand items back).
+    out: usize,
+    since_checkpoint: usize,
+    /// Why the store stops early, or what failed: every thread ends.
+    end: Option<Result<String, MailboxError>>,
+}
+
+/// A batch taken from the queue: items with their classes.
+struct Taken {
+    batch: Vec<ToExport>,
+    classes: Vec<&'static str>,
+}
+
+impl Queue<'_> {
+    fn limited(&self, class: &str) -> bool {
+        self.sizing.get(class).is_some_and(ClassSizing::is_limited)
+    }
+
+    /// Moves the items of classes that have become slow (or of every class, once classes are to
+    /// be told apart) to their own queues.
+    fn sort_out_slow(&mut self) {
+        if !self.separate && self.shared.iter().all(|(_, c)| !self.limited(c)) {
+            return;
+        }
+        let shared = std::mem::take(&mut self.shared);
+        for (t, c) in shared {
+            if self.separate || self.limited(c) {
+                self.own.entry(c).or_default().push_back(t);
+            } else {
+                self.shared.push_back((t, c));
+            }
+        }
+    }
+
+    /// The next batch. A class the server's time limit made slow (a big calendar) gets batches of
+    /// its own, of its learned size, with several requests in flight; the other items share
+    /// batches in listing order (so small folders fill them up), one request at a time, so that a
+    /// failing batch's untried half joins the very next batch (group testing's economy) and a
+    /// back-off holds the whole store. Both are also sized by the dirty items met.
+    fn take(&mut self, source: &dyn Source) -> Option<Taken> {
+        let limit = source.batch_limit();
+        let dirty_cap = self.dirty.cap(limit);
+        // A slow class may have several requests out; other classes one at a time.
+        let sizing = &*self.sizing;
+        let busy = self.out > 0;
+        let pick = self
+            .own
+            .iter_mut()
+            .find(|(c, q)| !q.is_empty() && (!busy || sizing.get(*c).is_some_and(ClassSizing::is_limited)));
+        if let Some((&class, queue)) = pick {
+            let cap = sizing.get(class).map_or(limit, |s| s.cap(limit)).min(dirty_cap);
+            let head = queue.make_contiguous();
+            let n = source.next_batch(head, cap).clamp(1, head.len());
+            self.out += 1;
+            return Some(Taken { batch: queue.drain(..n).collect(), classes: vec![class; n] });
+        }
+        if self.out > 0 || self.shared.is_empty() {
+            return None;
+        }
+        let items: Vec<ToExport> = self.shared.iter().take(2 * limit).map(|(t, _)| t.clone()).collect();
+        let n = source.next_batch(&items, dirty_cap).clamp(1, items.len());
+        self.out += 1;
+        let (batch, classes) = self.shared.drain(..n).unzip();
+        Some(Taken { batch, classes })
+    }
+}
+
+/// Exports `list` into the backup, `settings.requests_per_store` requests at a time, with
+/// checkpoints: each batch of one folder class, sized by that class's learned size and by the dirty
+/// items met. Returns why it stopped early, if it did.
 fn export_all(
     backup: &mut Backup,
-    source: &dyn Source,
-    store: &str,
+    run: &Run,
     list: &[Pending],
-    settings: &RunSettings,
-    parent_id: Option<Id>,
-    resume_at: &std::path::Path,
+    sizing: &mut BTreeMap<&'static str, ClassSizing>,
 ) -> Result<Option<String>, MailboxError> {
+    let settings = run.settings;
     let metas: HashMap<&str, &ItemMeta> = list.iter().map(|p| (p.item.id.as_str(), &p.meta)).collect();
-    let mut queue: VecDeque<ToExport> = list.iter().map(|p| p.item.clone()).collect();
-    let cell = std::cell::RefCell::new(backup);
-    let mut since_checkpoint = 0usize;
-    let mut sizing = BatchSizing::default();
+    let shared: VecDeque<(ToExport, &'static str)> =
+        list.iter().map(|p| (p.item.clone(), run.classes.get(&p.meta.folder).copied().unwrap_or("mail"))).collect();
+    let queue = Mutex::new(Queue {
+        shared,
+        own: BTreeMap::new(),
+        separate: false,
+        sizing,
+        dirty: DirtySizing::default(),
+        out: 0,
+        since_checkpoint: 0,
+        end: None,
+    });
+    // Classes an earlier run found slow start in their own queues.
+    queue.lock().expect("queue").sort_out_slow();
+    let wake = std::sync::Condvar::new();
+    let backup = Mutex::new(backup);
     let out_of_time = || settings.deadline.is_some_and(|d| std::time::Instant::now() >= d);
-    while !queue.is_empty() {
+    std::thread::scope(|s| {
+        for _ in 0..settings.requests_per_store.max(1) {
+            s.spawn(|| {
+                while let Some(t) = next(&queue, &wake, run.source, &out_of_time) {
+                    let r = export_one(&backup, run, &metas, &t);
+                    let mut q = queue.lock().expect("queue");
+                    q.out -= 1;
+                    match r {
+                        Ok(r) => settle(&mut q, &backup, run, &metas, t, r, &out_of_time),
+                        Err(e) => {
+                            q.end.get_or_insert(e);
+                        }
+                    }
+                    wake.notify_all();
+                }
+            });
+        }
+    });
+    match queue.into_inner().expect("queue").end {
+        None => Ok(None),
+        Some(Ok(why)) => Ok(Some(why)),
+        Some(Err(e)) => Err(e),
+    }
+}
+
+/// The next batch for a request thread; None when the store is done or ends early.
+fn next(
+    queue: &Mutex<Queue>,
+    wake: &std::sync::Condvar,
+    source: &dyn Source,
+    out_of_time: &dyn Fn() -> bool,
+) -> Option<Taken> {
+    let mut q = queue.lock().expect("queue");
+    loop {
+        if q.end.is_some() {
+            return None;
+        }
         if out_of_time() {
-            return Ok(Some("the time window (--max-duration) ended".into()));
+            q.end = Some(Ok("the time window (--max-duration) ended".into()));
+            return None;
         }
-        // Sized by count (group testing's rule), bytes and the server's measured speed.
-        let head = queue.make_contiguous();
-        let n = source.next_batch(head, sizing.cap(source.batch_limit())).clamp(1, head.len());
-        let batch: Vec<ToExport> = queue.drain(..n).collect();
-        let skipped_before = cell.borrow().stats().skipped;
-        let mut ok = |id: &str, data: ItemData| -> Result<(), SourceError> {
-            let Some(m) = metas.get(id) else {
-                return Err(SourceError::Failed(
-                    format!("the source delivered item {id}, which was not asked for").into(),
-                ));
-            };
-            let mut meta = (*m).clone();
-            meta.name = data.file_name();
-            // Small items go through memory; large ones were spooled to disk and are read as a stream.
-            if data.in_memory().is_some() {
-                let bytes = data.into_vec().map_err(|e| SourceError::Failed(Box::new(e)))?;
-                cell.borrow_mut().add_item(meta, bytes)?;
-            } else {
-                cell.borrow_mut().add_item_reader(meta, data.into_reader())?;
+        if let Some(t) = q.take(source) {
+            return Some(t);
+        }
+        if q.out == 0 {
+            return None;
+        }
+        // Others may hand items back: wait for them.
+        q = wake.wait(q).expect("queue");
+    }
+}
+
+/// What one export request showed.
+struct Sent {
+    outcome: crate::source::ExportOutcome,
+    newly_skipped: usize,
+    server_secs: f64,
+}
+
+fn export_one(
+    backup: &Mutex<&mut Backup>,
+    run: &Run,
+    metas: &HashMap<&str, &ItemMeta>,
+    t: &Taken,
+) -> Result<Sent, Result<String, MailboxError>> {
+    let skipped = std::sync::atomic::AtomicUsize::new(0);
+    // Time spent storing items is ours, not the server's: it is left out of the measurement.
+    let mut sink_secs = 0.0f64;
+    let mut ok = |id: &str, data: ItemData| -> Result<(), SourceError> {
+        let started = std::time::Instant::now();
+        let r = store_item(backup, metas, id, data);
+        sink_secs += started.elapsed().as_secs_f64();
+        r
+    };
+    let mut failed = |id: &str, err: String| {
+        let folder = metas.get(id).map(|m| m.folder).unwrap_or(0);
+        backup.lock().expect("backup").skip(folder, id, &err);
+        skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    let started = std::time::Instant::now();
+    let outcome = match run.source.export(run.store, &t.batch, &mut ok, &mut failed) {
+        Ok(o) => o,
+        // The server wants a longer pause than we wait, or the window ends first: keep what was
+        // exported (the caller checkpoints) and stop this store for the run.
+        Err(SourceError::Stopped(why)) => return Err(Ok(why)),
+        Err(e) => return Err(Err(e.into())),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Sent {
+        outcome,
+        newly_skipped: skipped.load(std::sync::atomic::Ordering::Relaxed),
+        server_secs: (secs - sink_secs).max(0.0),
+    })
+}
+
+/// Takes in what a request showed: items handed back go first into their class's queue (timed-out
+/// ones then split by the class's smaller size — except an item that timed out alone, which no
+/// smaller request can help: it is recorded as skipped, with the reason); sizes learn; every 100
+/// items a checkpoint.
+fn settle(
+    q: &mut Queue,
+    backup: &Mutex<&mut Backup>,
+    run: &Run,
+    metas: &HashMap<&str, &ItemMeta>,
+    t: Taken,
+    r: Sent,
+    out_of_time: &dyn Fn() -> bool,
+) {
+    let n = t.batch.len();
+    let limit = run.source.batch_limit();
+    let mut back: Vec<usize> =
+        r.outcome.untried.iter().chain(&r.outcome.timed_out).copied().filter(|&k| k < n).collect();
+    back.sort_unstable();
+    back.dedup();
+    // Sizes learn per class. A batch of several classes that timed out does not say which is
+    // slow: from then on, each class goes in batches of its own.
+    let mut present: Vec<&'static str> = t.classes.clone();
+    present.sort_unstable();
+    present.dedup();
+    let timed_out = !r.outcome.timed_out.is_empty();
+    if timed_out && present.len() > 1 {
+        q.separate = true;
+        for class in &present {
+            q.sizing.entry(class).or_default().timeouts += 1;
+        }
+    } else {
+        for class in &present {
+            let sizes = q.sizing.entry(class).or_default();
+            if timed_out {
+                sizes.timed_out(n, r.server_secs);
+            } else if r.outcome.untried.is_empty() && r.newly_skipped == 0 {
+                sizes.succeeded(n, r.server_secs, limit);
             }
-            Ok(())
-        };
-        let mut failed = |id: &str, err: String| {
-            let folder = metas.get(id).map(|m| m.folder).unwrap_or(0);
-            cell.borrow_mut().skip(folder, id, &err);
-        };
-        let untried = match source.export(store, &batch, &mut ok, &mut failed) {
-            Ok(u) => u,
-            // The server wants a longer pause than we wait, or the window ends first: keep what
-            // was exported (the caller checkpoints) and stop this store for the run.
-            Err(SourceError::Stopped(why)) => return Ok(Some(why)),
-            Err(e) => return Err(e.into()),
-        };
-        // Untried items go first into the next batch, in their order.
-        for &k in untried.iter().rev().filter(|&&k| k < batch.len()) {
-            queue.push_front(batch[k].clone());
-        }
-        let resolved = batch.len() - untried.len().min(batch.len());
-        sizing.record(resolved, (cell.borrow().stats().skipped - skipped_before) as usize);
-        since_checkpoint += resolved;
-        if since_checkpoint >= CHECKPOINT_EVERY || out_of_time() {
-            since_checkpoint = 0;
-            let items = cell.borrow_mut().checkpoint()?;
-            resume::save(resume_at, parent_id, &items).map_err(|e| MailboxError::Cache(e.to_string()))?;
         }
     }
-    Ok(None)
-}
-
-/// How many items the next export request may hold: the source's limit while failing ("dirty")
-/// items are rare, and Hwang's group size once two have turned up: the power of two just under the
-/// observed ratio of items to dirty items (counting 50 clean items more than seen, so that two
-/// early finds do not shrink batches too far; never below 8). A group that size holds about one
-/// dirty item, which binary search then finds in log2(size) requests.
-#[derive(Debug, Default)]
-struct BatchSizing {
-    resolved: usize,
-    dirty: usize,
-}
-
-impl BatchSizing {
-    fn record(&mut self, resolved: usize, dirty: usize) {
-        self.resolved += resolved;
-        self.dirty += dirty;
+    if !r.outcome.timed_out.is_empty() && n == 1 {
+        let id = &t.batch[0].id;
+        let folder = metas.get(id.as_str()).map(|m| m.folder).unwrap_or(0);
+        backup.lock().expect("backup").skip(
+            folder,
+            id,
+            "ErrorTimeoutExpired: this item alone takes the server longer than it allows a request",
+        );
+        back.clear();
     }
-
-    fn cap(&self, limit: usize) -> usize {
-        if self.dirty < 2 {
-            return limit;
+    // Handed back: to the front (a class with its own queue: to the front of that).
+    for &k in back.iter().rev() {
+        let (item, class) = (t.batch[k].clone(), t.classes[k]);
+        match q.own.get_mut(class) {
+            Some(own) => own.push_front(item),
+            None => q.shared.push_front((item, class)),
         }
-        let ratio = ((self.resolved + 50) / self.dirty).max(1);
-        let group = 1usize << (usize::BITS - 1 - ratio.leading_zeros());
-        group.clamp(8.min(limit), limit)
     }
-}
-
-#[cfg(test)]
-mod sizing_tests {
-    use super::BatchSizing;
-
-    #[test]
-    fn batches_shrink_to_hwangs_group_size_as_dirty_items_turn_up() {
-        let mut s = BatchSizing::default();
-        assert_eq!(s.cap(100), 100);
-        s.record(100, 1);
-        assert_eq!(s.cap(100), 100, "one dirty item says little about the rate");
-        s.record(200, 2); // 3 in 300: about one in 100
-        assert_eq!(s.cap(100), 64);
-        s.record(100, 17); // 20 in 400: one in 20
-        assert_eq!(s.cap(100), 16);
-        s.record(0, 200);
-        assert_eq!(s.cap(100), 8, "never below 8");
-        assert_eq!(s.cap(20), 8);
-        assert_eq!(BatchSizing::default().cap(20), 20);
+    q.sort_out_slow();
+    let resolved = n - back.len().min(n);
+    q.dirty.record(resolved, r.newly_skipped);
+    q.since_checkpoint += resolved;
+    if q.since_checkpoint >= CHECKPOINT_EVERY || out_of_time() {
+        q.since_checkpoint = 0;
+        let saved = backup.lock().expect("backup").checkpoint().map_err(MailboxError::from).and_then(|items| {
+            resume::save(run.resume_at, run.parent_id, &items).map_err(|e| MailboxError::Cache(e.to_string()))
+        });
+        if let Err(e) = saved {
+            q.end.get_or_insert(Err(e));
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! full FindItem listing per folder. Exports are ExportItems batches with dirty-item isolation.
 
 use crate::source::{
-    Change, CreateFolderError, FolderInfo, ImportAction, Imported, ItemInfo, Listing, Source, SourceError, ToExport,
-    ToImport,
+    Change, CreateFolderError, ExportOutcome, FolderInfo, ImportAction, Imported, ItemInfo, Listing, Source,
+    SourceError, ToExport, ToImport,
 };
 use crate::store::{Part, Store, PUBLIC_FOLDERS};
 use base64::Engine as _;
@@ -168,9 +168,10 @@ impl Source for EwsSource<'_> {
         items: &[ToExport],
         ok: &mut dyn FnMut(&str, ItemData) -> Result<(), SourceError>,
         failed: &mut dyn FnMut(&str, String),
-    ) -> Result<Vec<usize>, SourceError> {
+    ) -> Result<ExportOutcome, SourceError> {
         let mut ok_ews = |id: &str, data: ItemData| ok(id, data).map_err(to_ews);
-        export_batch(self.client, &target(store).0, &batch(items), &mut ok_ews, failed).map_err(from_ews)
+        let r = export_batch(self.client, &target(store).0, &batch(items), &mut ok_ews, failed).map_err(from_ews)?;
+        Ok(ExportOutcome { untried: r.untried, timed_out: r.timed_out })
     }
 
     fn create_folder(

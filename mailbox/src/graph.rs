@@ -8,8 +8,8 @@
 //! update.
 
 use crate::source::{
-    Change, CreateFolderError, FolderInfo, ImportAction, Imported, ItemInfo, Listing, Source, SourceError, ToExport,
-    ToImport,
+    Change, CreateFolderError, ExportOutcome, FolderInfo, ImportAction, Imported, ItemInfo, Listing, Source,
+    SourceError, ToExport, ToImport,
 };
 use crate::store::{Part, Store};
 use exarch_archive::manifest::NO_TIME;
@@ -212,19 +212,25 @@ impl Source for GraphSource<'_> {
         batch: &[ToExport],
         ok: &mut dyn FnMut(&str, ItemData) -> Result<(), SourceError>,
         failed: &mut dyn FnMut(&str, String),
-    ) -> Result<Vec<usize>, SourceError> {
+    ) -> Result<ExportOutcome, SourceError> {
         let mailbox_id = self.mailbox_id(store)?;
         let ids: Vec<&str> = batch.iter().map(|t| t.id.as_str()).collect();
+        let mut out = ExportOutcome::default();
         self.client
             .export(&mailbox_id, &ids, &mut |e| {
                 match e {
                     Exported::Ok { id, data, .. } => ok(&id, data).map_err(to_graph)?,
+                    // A time-out is not the item's fault: it goes again in a smaller request.
+                    Exported::Failed { id, reason } if reason.starts_with("ErrorTimeoutExpired") => {
+                        out.timed_out.extend(ids.iter().position(|x| *x == id));
+                    }
                     Exported::Failed { id, reason } => failed(&id, reason),
                 }
                 Ok(())
             })
             .map_err(from_graph)?;
-        Ok(Vec::new())
+        out.timed_out.sort_unstable();
+        Ok(out)
     }
 
     fn create_folder(

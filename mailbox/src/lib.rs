@@ -22,6 +22,7 @@ pub mod journal;
 pub mod replay;
 pub mod resume;
 pub mod select;
+pub mod sizing;
 pub mod source;
 pub mod store;
 

@@ -59,6 +59,15 @@ pub struct ToExport {
     pub size: u64,
 }
 
+/// What became of an export request beyond the items handed over: positions (in the batch) of
+/// items not tried, to be exported later in other batches, and of items whose request ran into the
+/// server's time limit, to be sent again in smaller requests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportOutcome {
+    pub untried: Vec<usize>,
+    pub timed_out: Vec<usize>,
+}
+
 /// What a source can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -141,15 +150,16 @@ pub trait Source: Sync {
     fn next_batch(&self, items: &[ToExport], cap: usize) -> usize;
     /// Exports `batch`, handing every item to `ok` as it arrives and every item the source could not
     /// export to `failed` with its reason. Returns the positions in `batch` of items it did not try
-    /// (when isolating a failing item leaves part of a batch untried): the caller exports them
-    /// later. Errors other than per-item failures end the call.
+    /// (when isolating a failing item leaves part of a batch untried) and of items that ran into
+    /// the server's time limit: the caller exports them later. Errors other than per-item failures
+    /// end the call.
     fn export(
         &self,
         store: &str,
         batch: &[ToExport],
         ok: &mut dyn FnMut(&str, ItemData) -> Result<(), SourceError>,
         failed: &mut dyn FnMut(&str, String),
-    ) -> Result<Vec<usize>, SourceError>;
+    ) -> Result<ExportOutcome, SourceError>;
 
     /// Creates a folder under `parent` (None: the top of the store); returns its id.
     fn create_folder(

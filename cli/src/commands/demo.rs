@@ -39,6 +39,7 @@ pub fn run(g: &Global, a: DemoArgs) -> Result<()> {
         public_items: 0,
         archive_items: 0,
         recoverable_items: 0,
+        calendar_items: 0,
         locale: "en",
     };
     let state = super::simulate::load_or_generate(&state_dir, &org)?;
@@ -133,8 +134,14 @@ fn backup(repo: &Repository, source: &dyn Source, mailboxes: &[String]) -> Resul
     let lock = repo.lock(LockKind::Shared, LockPurpose::Pack)?;
     let mut run_id = [0u8; 16];
     repo.context().entropy.fill(&mut run_id);
-    let settings =
-        RunSettings { run_id, time_ms: exarch_archive::time::now_ms(), deadline: None, lock: lock.watch(), workers: 2 };
+    let settings = RunSettings {
+        run_id,
+        time_ms: exarch_archive::time::now_ms(),
+        deadline: None,
+        lock: lock.watch(),
+        workers: 2,
+        requests_per_store: 4,
+    };
     let done = backup_run(
         repo,
         Arc::new(repo.index()?),

@@ -81,7 +81,14 @@ pub(super) fn run(
     let mut run_id = [0u8; 16];
     repo.context().entropy.fill(&mut run_id);
     let started = std::time::Instant::now();
-    let settings = RunSettings { run_id, time_ms, deadline, lock: lock.watch(), workers: 2 };
+    let settings = RunSettings {
+        run_id,
+        time_ms,
+        deadline,
+        lock: lock.watch(),
+        workers: 2,
+        requests_per_store: a.requests_per_mailbox,
+    };
     let done = backup_run(
         &repo,
         index,
@@ -159,7 +166,9 @@ fn report(
         let per: Vec<_> = done
             .iter()
             .map(|d| match &d.result {
-                Ok((id, s)) => json!({"mailbox": d.store, "snapshot": id.to_hex(), "stats": s}),
+                Ok((id, s)) => {
+                    json!({"mailbox": d.store, "snapshot": id.to_hex(), "stats": s, "batch_sizes": d.classes})
+                }
                 Err(e) if e.is_partial() => {
                     json!({"mailbox": d.store, "complete": false, "status": "partial", "error": e.to_string()})
                 }
@@ -213,6 +222,20 @@ fn report(
         t.retries,
         t.batches_split
     );
+    // Folder classes whose batches had to shrink under the server's time limit.
+    let mut classes: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for d in done {
+        for (class, r) in &d.classes {
+            let e = classes.entry(class.as_str()).or_insert((r.batch_size, 0));
+            e.0 = e.0.min(r.batch_size);
+            e.1 += r.timeouts;
+        }
+    }
+    for (class, (size, timeouts)) in &classes {
+        println!(
+            "  {class:<10} batches of {size} item(s) (learned from the server's time limit), {timeouts} time-out(s)"
+        );
+    }
     println!(
         "  data       {} new, {} stored after compression and encryption",
         bytes(total(|s| s.bytes_new)),

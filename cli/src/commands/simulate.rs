@@ -1,12 +1,13 @@
 //! `exarch simulate`: the simulated Exchange server (EWS and Microsoft Graph on loopback) used by
 //! tests and the demo.
 
-use crate::args::{ExtendedProtectionArg, Global, ServerAuth, SimulateArgs};
+use crate::args::{ExtendedProtectionArg, Global, ServerAuth, SimulateArgs, TimeoutStyleArg};
 use crate::usage;
 use anyhow::{Context as _, Result};
 use exarch_archive::extract_names::safe_component;
 use exarch_ews_source::ntlm::Protection;
 use exarch_exchange_sim::model::State;
+use exarch_exchange_sim::slow::{SlowSettings, TimeoutStyle};
 use exarch_exchange_sim::tls::{ExtendedProtection, Tls};
 use exarch_exchange_sim::{serve, GraphSettings, Profile, Simulator};
 use std::path::Path;
@@ -23,6 +24,7 @@ pub struct Organisation<'a> {
     pub public_items: usize,
     pub archive_items: usize,
     pub recoverable_items: usize,
+    pub calendar_items: usize,
     pub locale: &'a str,
 }
 
@@ -39,6 +41,9 @@ pub fn load_or_generate(dir: &Path, o: &Organisation) -> Result<State> {
     }
     if o.recoverable_items > 0 {
         s.add_recoverable_items(o.recoverable_items);
+    }
+    if o.calendar_items > 0 {
+        s.add_calendar_items(o.calendar_items);
     }
     s.localize(o.locale).map_err(|e| usage(format!("--locale: {e}")))?;
     s.save(dir).with_context(|| format!("writing simulator state to {}", dir.display()))?;
@@ -130,6 +135,7 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
             public_items: a.public_items,
             archive_items: a.archive_items,
             recoverable_items: a.recoverable_items,
+            calendar_items: a.calendar_items,
             locale: a.locale.code(),
         },
     )?;
@@ -210,7 +216,14 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
         },
         channel_bindings: tls.as_ref().map(|t| exarch_ews_source::channel_binding::for_certificate(&t.cert_der)),
     });
-    sim = sim.with_graph(graph_settings(&a)?);
+    sim = sim.with_graph(graph_settings(&a)?).with_slow(SlowSettings {
+        calendar_export_ms: a.calendar_export_ms,
+        request_limit_ms: a.request_limit_ms,
+        timeout_style: match a.timeout_style {
+            TimeoutStyleArg::Fault => TimeoutStyle::Fault,
+            TimeoutStyleArg::Messages => TimeoutStyle::Messages,
+        },
+    });
     let sim = Arc::new(
         sim.with_fault_rate(a.fault_rate)
             .with_refuse_rate(a.refuse_rate)
