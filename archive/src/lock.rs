@@ -145,6 +145,38 @@ pub fn live_locks(storage: &dyn Storage, this_host: &str) -> Result<Vec<(String,
         .collect())
 }
 
+/// What `unlock` did: the locks it removed (unreadable ones have no info) and those it kept.
+#[derive(Debug, Default)]
+pub struct Unlocked {
+    pub removed: Vec<(String, Option<LockInfo>)>,
+    pub kept: Vec<(String, LockInfo)>,
+}
+
+/// Removes stale locks (and unreadable lock files, which no one honours); with `all`, every lock.
+pub fn remove_locks(storage: &dyn Storage, this_host: &str, all: bool) -> Result<Unlocked> {
+    let now = now_unix();
+    let mut out = Unlocked::default();
+    for name in storage.list(FileKind::Lock)? {
+        let info =
+            storage.get(FileKind::Lock, &name).ok().and_then(|raw| serde_json::from_slice::<LockInfo>(&raw).ok());
+        match info {
+            Some(i) if !all && !i.is_stale(now, this_host) => out.kept.push((name, i)),
+            info => {
+                storage.delete(FileKind::Lock, &name)?;
+                out.removed.push((name, info));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl LockInfo {
+    /// One line for people: kind, purpose, host, pid, age.
+    pub fn summary(&self) -> String {
+        self.describe()
+    }
+}
+
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -252,7 +284,9 @@ impl LockGuard {
             if exclusive || o.exclusive || (prune && o.prune) {
                 let _ = storage.delete(FileKind::Lock, &name);
                 return Err(Error::Locked(format!(
-                    "{} (locks/{other}); wait for it to finish, or remove that file if you are sure the process is gone",
+                    "{} (locks/{other}); wait for it to finish. If that process is gone, `exarch unlock` removes \
+                     its lock once the lease has run out (`exarch unlock --remove-all` at once, when you are sure no \
+                     exarch process uses the repository)",
                     o.describe()
                 )));
             }

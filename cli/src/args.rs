@@ -13,6 +13,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Repository directory (local disk or NAS mount)
     #[arg(long, short = 'r', global = true, env = "EXARCH_REPOSITORY", value_name = "DIR")]
@@ -71,6 +72,54 @@ pub enum Command {
     /// Manage key slots (passphrases)
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Remove stale locks (left by a process that died); live locks are kept
+    Unlock(UnlockArgs),
+    /// Find items across snapshots by subject, sender, folder, class and received time
+    Find(FindArgs),
+    /// Write a shell completion script to stdout (e.g. `exarch completion bash > /etc/bash_completion.d/exarch`)
+    Completion(CompletionArgs),
+    /// Write the man page (roff) to stdout (e.g. `exarch man | man -l -`)
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Items whose subject contains this (case-insensitive)
+    #[arg(long, value_name = "TEXT")]
+    pub subject: Option<String>,
+    /// Items whose sender contains this (case-insensitive)
+    #[arg(long, value_name = "TEXT")]
+    pub sender: Option<String>,
+    /// Items in this folder or below (path as `exarch ls` shows it, case-insensitive)
+    #[arg(long, value_name = "PATH")]
+    pub folder: Option<String>,
+    /// Items whose class starts with this (e.g. IPM.Appointment)
+    #[arg(long, value_name = "CLASS")]
+    pub class: Option<String>,
+    /// Items received at or after this time (RFC 3339 or YYYY-MM-DD, UTC)
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Items received before the end of this day, or before this time (RFC 3339)
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+    /// Only snapshots of this mailbox
+    #[arg(long)]
+    pub mailbox: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Also remove locks that are not stale (only when no other exarch process can be using the
+    /// repository: a running backup or prune would lose its lock)
+    #[arg(long)]
+    pub remove_all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 mod demo;
 mod ews_conn;
 mod extract;
+mod find;
 mod forget;
 mod graph_conn;
 mod init;
@@ -17,6 +18,7 @@ mod repair;
 mod replay;
 mod simulate;
 mod snapshots;
+mod unlock;
 mod verify;
 mod when;
 
@@ -43,6 +45,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Forget(a) => forget::run(g, a),
         Command::Repair(c) => repair::run(g, c),
         Command::Key(k) => key::run(g, k),
+        Command::Unlock(a) => unlock::run(g, a),
+        Command::Find(a) => find::run(g, a),
+        Command::Completion(a) => {
+            let mut cmd = <crate::args::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut cmd, "exarch", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <crate::args::Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(())
+        }
     }
 }
 

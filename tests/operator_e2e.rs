@@ -1,0 +1,111 @@
+//! The operator's tools through the real binary: `find` across snapshots, `unlock` of locks left
+//! by dead processes, shell completions and the man page.
+
+mod util;
+
+use util::sim::{pack_ews, start_sim};
+use util::{code, stderr, Env};
+
+#[test]
+fn find_names_each_matching_item_with_its_first_and_last_snapshot() {
+    let env = Env::new();
+    env.init();
+    let state = env.path("exchange");
+    let org = ["--mailboxes", "2", "--items", "60", "--seed", "51"];
+    let sim = start_sim(&env, &state, &org);
+    pack_ews(&env, &sim, &[]);
+    drop(sim);
+    env.ok(&["simulate", "--state", state.to_str().unwrap(), "--churn", "20"]);
+    let sim = start_sim(&env, &state, &org);
+    pack_ews(&env, &sim, &[]);
+    let repo = env.repo();
+    let rs = repo.to_str().unwrap();
+    let found = env.json(&["find", "--repo", rs, "--subject", "BUDGET"]);
+    let list = found.as_array().unwrap();
+    assert!(!list.is_empty(), "the simulator's subjects use the word budget");
+    for f in list {
+        assert!(f["subject"].as_str().unwrap().to_lowercase().contains("budget"), "{f}");
+        for k in ["snapshot", "time", "mailbox", "folder", "name", "first_snapshot", "first_time"] {
+            assert!(f[k].is_string(), "{k} in {f}");
+        }
+        assert!((1..=2).contains(&f["snapshots"].as_u64().unwrap()), "{f}");
+    }
+    // Items the churn deleted were last seen in the first run's snapshots; unchanged ones in both.
+    let runs: std::collections::BTreeSet<&str> = list.iter().map(|f| f["first_time"].as_str().unwrap()).collect();
+    assert!(list.iter().any(|f| f["snapshots"] == 2), "unchanged items are in both runs");
+    assert!(!runs.is_empty());
+    // Narrowed by mailbox and folder; a folder that does not exist finds nothing.
+    let one =
+        env.json(&["find", "--repo", rs, "--subject", "budget", "--mailbox", "user1@example.com", "--folder", "inbox"]);
+    assert!(one
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["mailbox"] == "user1@example.com" && f["folder"].as_str().unwrap().starts_with("Inbox")));
+    assert_eq!(env.json(&["find", "--repo", rs, "--folder", "No Such Folder"]), serde_json::json!([]));
+    let text = env.ok(&["find", "--repo", rs, "--subject", "budget", "--class", "IPM.Note"]);
+    assert!(text.lines().all(|l| l.contains("budget") || l.contains("Budget")), "{text}");
+}
+
+fn write_lock(repo: &std::path::Path, name: &str, host: &str, pid: u32, refreshed: i64) {
+    let lock = serde_json::json!({"exclusive": true, "prune": false, "host": host, "pid": pid, "purpose": "pack",
+        "created": refreshed, "refreshed": refreshed, "lease_secs": 120});
+    std::fs::write(repo.join("locks").join(name), lock.to_string()).unwrap();
+}
+
+#[test]
+fn unlock_clears_locks_of_dead_processes_and_keeps_live_ones() {
+    let env = Env::new();
+    env.init();
+    let repo = env.repo();
+    let rs = repo.to_str().unwrap();
+    let host = exarch_archive::repository::host_name();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // A live exclusive lock (this test process, refreshed now) blocks a backup, and the message
+    // names the command rather than a file to delete.
+    write_lock(&repo, &"a".repeat(32), &host, std::process::id(), now);
+    std::fs::create_dir_all(env.path("src")).unwrap();
+    std::fs::write(env.path("src/x.txt"), "x").unwrap();
+    let out = env.run(&["pack", "--repo", rs, "--from-dir", env.path("src").to_str().unwrap(), "--mailbox", "m"]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("exarch unlock"), "{}", stderr(&out));
+    // A killed process's lock on this host (its pid is gone) and one whose lease ran out elsewhere.
+    write_lock(&repo, &"b".repeat(32), &host, 999_999_999, now);
+    write_lock(&repo, &"c".repeat(32), "elsewhere", 1, now - 3600);
+    std::fs::write(repo.join("locks").join("d".repeat(32)), "not json").unwrap();
+    let r = env.json(&["unlock", "--repo", rs]);
+    let removed: Vec<&str> = r["removed"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(removed.len(), 3, "{r}");
+    assert!(!removed.contains(&"a".repeat(32).as_str()), "the live lock is kept: {r}");
+    assert_eq!(r["kept"].as_array().unwrap().len(), 1);
+    // --remove-all takes the live one too (with a warning).
+    let out = env.run(&["unlock", "--repo", rs, "--remove-all"]);
+    assert_eq!(code(&out), 0);
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(repo.join("locks")).unwrap().count(), 0);
+    env.ok(&["pack", "--repo", rs, "--from-dir", env.path("src").to_str().unwrap(), "--mailbox", "m"]);
+}
+
+#[test]
+fn completions_and_the_man_page_are_well_formed() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = env.ok(&["completion", shell]);
+        assert!(out.contains("exarch") && out.contains("replay"), "{shell}");
+    }
+    let bash = env.path("exarch.bash");
+    std::fs::write(&bash, env.ok(&["completion", "bash"])).unwrap();
+    let check = std::process::Command::new("bash").arg("-n").arg(&bash).output().unwrap();
+    assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    let man = env.ok(&["man"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH"), "{:.200}", man);
+    let page = env.path("exarch.1");
+    std::fs::write(&page, &man).unwrap();
+    // Where man(1) is installed, it must render the page without complaint.
+    if let Ok(out) =
+        std::process::Command::new("man").arg("-l").arg(&page).env("MANPAGER", "cat").env("MANWIDTH", "80").output()
+    {
+        assert!(out.status.success(), "man -l: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("exarch"));
+    }
+}
