@@ -109,3 +109,31 @@ fn completions_and_the_man_page_are_well_formed() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("exarch"));
     }
 }
+
+#[test]
+fn secrets_can_come_from_a_command_and_never_show() {
+    let env = Env::new();
+    let repo = env.repo();
+    let rs = repo.to_str().unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env_remove("EXARCH_PASSWORD");
+        c
+    };
+    let out = cmd(&["init", "--repo", rs, "--password-command", "printf 'from-the-store\\nsecond line\\n'"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cmd(&["snapshots", "--repo", rs]).env("EXARCH_PASSWORD_COMMAND", "echo from-the-store").output().unwrap();
+    assert_eq!(code(&out), 0, "the first line is the passphrase: {}", stderr(&out));
+    let out = cmd(&["snapshots", "--repo", rs, "--password-command", "echo wrong"]).output().unwrap();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    // A failing command: its status is named, its output never shown.
+    let out = cmd(&["snapshots", "--repo", rs, "--password-command", "echo leaked-secret; exit 7"]).output().unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(
+        !stderr(&out).contains("leaked-secret") && stderr(&out).contains("password command failed"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -4,7 +4,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "exarch", version, about = "Brick-level, full-fidelity Exchange mailbox backup", long_about = None)]
+#[command(
+    name = "exarch",
+    version,
+    about = "Brick-level, full-fidelity Exchange mailbox backup",
+    long_about = None,
+    after_help = "Exit codes: 0 ok; 1 error; 2 usage; 3 wrong passphrase, no key or refused sign-in; 4 damage found \
+                  (or a refusal to delete without proof); 5 partial run (stopped at --max-duration or by the server; \
+                  the next run continues)."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -21,6 +29,10 @@ pub struct Global {
     /// Read the repository passphrase from this file (first line)
     #[arg(long, global = true, env = "EXARCH_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Get the repository passphrase from this command's first output line (a secret store's
+    /// client), run by the shell
+    #[arg(long, global = true, env = "EXARCH_PASSWORD_COMMAND", value_name = "CMD")]
+    pub password_command: Option<String>,
     /// Local cache directory (index tables); default: $XDG_CACHE_HOME/exarch or ~/.cache/exarch
     #[arg(long, global = true, env = "EXARCH_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -213,6 +225,9 @@ pub struct GraphConnArgs {
     /// With --graph: file holding the client secret (or set EXARCH_GRAPH_CLIENT_SECRET)
     #[arg(long, value_name = "FILE", requires = "graph", conflicts_with = "client_cert")]
     pub client_secret_file: Option<PathBuf>,
+    /// With --graph: get the client secret from this command's first output line
+    #[arg(long, env = "EXARCH_GRAPH_CLIENT_SECRET_COMMAND", value_name = "CMD", conflicts_with = "client_cert")]
+    pub client_secret_command: Option<String>,
     /// With --graph: PEM file with the app's certificate and, unless --client-key names another
     /// file, its RSA private key (a signed assertion is sent; Microsoft recommends this over secrets)
     #[arg(long, value_name = "PEM", requires = "graph")]
@@ -239,6 +254,9 @@ pub struct EwsConnArgs {
     /// File holding the EWS account's password
     #[arg(long, value_name = "FILE")]
     pub ews_password_file: Option<PathBuf>,
+    /// Get the EWS account's password from this command's first output line
+    #[arg(long, env = "EXARCH_EWS_PASSWORD_COMMAND", value_name = "CMD")]
+    pub ews_password_command: Option<String>,
     /// File holding an OAuth access token (instead of a password)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,

@@ -1,6 +1,7 @@
 //! `exarch`: brick-level Exchange mailbox backup. A thin layer over the `exarch-archive` engine.
 //!
-//! Exit codes (also in README.md): 0 ok, 1 error, 2 usage, 3 wrong passphrase / no key,
+//! Exit codes (also in README.md and `--help`): 0 ok, 1 error, 2 usage, 3 wrong passphrase / no key
+//! / refused sign-in,
 //! 4 damage found (or a refusal to delete without proof), 5 partial run.
 
 mod args;

@@ -41,7 +41,15 @@ fn auth_with(a: &EwsConnArgs, url_user: Option<String>, url_pass: Option<String>
         (Some(f), _, _) => crate::secrets::read_file(f)?.0,
         (None, Ok(p), _) if !p.is_empty() => p,
         (None, _, Some(p)) => p,
-        _ => return Err(usage("no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE")),
+        _ => match &a.ews_password_command {
+            Some(c) => crate::secrets::from_command("EWS password", c)?.0,
+            None => {
+                return Err(usage(
+                    "no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE or \
+                     --ews-password-command CMD",
+                ))
+            }
+        },
     };
     Ok(match a.auth {
         LogonAuth::Basic => Auth::Basic { user, password },

@@ -25,12 +25,15 @@ fn credential(a: &GraphConnArgs) -> Result<Credential> {
     let secret = match (&a.client_secret_file, std::env::var("EXARCH_GRAPH_CLIENT_SECRET")) {
         (Some(f), _) => crate::secrets::read_file(f)?.0,
         (None, Ok(s)) if !s.is_empty() => s,
-        _ => {
-            return Err(usage(
-                "--graph needs the app's credential: EXARCH_GRAPH_CLIENT_SECRET, --client-secret-file FILE or \
-                 --client-cert PEM",
-            ))
-        }
+        _ => match &a.client_secret_command {
+            Some(c) => crate::secrets::from_command("client secret", c)?.0,
+            None => {
+                return Err(usage(
+                    "--graph needs the app's credential: EXARCH_GRAPH_CLIENT_SECRET, --client-secret-file FILE, \
+                     --client-secret-command CMD or --client-cert PEM",
+                ))
+            }
+        },
     };
     Ok(Credential::Secret(secret.into()))
 }

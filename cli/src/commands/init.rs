@@ -11,7 +11,7 @@ pub fn run(g: &Global, a: InitArgs) -> Result<()> {
     if path.exists() && std::fs::read_dir(&path).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(exarch_archive::Error::AlreadyExists(path).into());
     }
-    let pass = secrets::repository_passphrase(g.password_file.as_deref(), true)?;
+    let pass = secrets::repository_passphrase(g.password_file.as_deref(), g.password_command.as_deref(), true)?;
     let storage = LocalStorage::new(&path);
     storage.create_layout().with_context(|| format!("creating {}", path.display()))?;
     let opts = InitOptions { label: a.label, ..InitOptions::default() };

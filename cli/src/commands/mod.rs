@@ -95,7 +95,7 @@ pub fn open(g: &Global) -> Result<Repository> {
     if !storage.exists(exarch_archive::FileKind::Config, "config")? {
         return Err(exarch_archive::repository::missing_config(storage.as_ref()).into());
     }
-    let pass = secrets::repository_passphrase(g.password_file.as_deref(), false)?;
+    let pass = secrets::repository_passphrase(g.password_file.as_deref(), g.password_command.as_deref(), false)?;
     let mut ctx = Context::new(cache_root(g));
     ctx.lease_secs = g.lock_lease;
     Repository::open(storage, pass.0.as_bytes(), ctx).with_context(|| {
