@@ -178,11 +178,15 @@ fn backups_run_while_prune_runs_and_marked_packs_go_later() {
     assert_eq!(first["packs_deleted"], 0);
     tree_for_day(&a, 6);
     env.pack(&a, "a", &["--time", &day_time(6)]);
-    // a later prune within the grace period waits; with a zero grace period it deletes
+    // a later prune within the grace period waits; a grace shorter than the least allowed is
+    // refused; taking the repository to itself (--delete-now), a prune deletes at once
     let waiting = env.json(&["prune", "--repo", &rs, "--keep-last", "1"]);
     assert_eq!(waiting["packs_deleted"], 0);
     assert!(!waiting["marks_waiting"].as_array().unwrap().is_empty());
-    let done = env.json(&["prune", "--repo", &rs, "--keep-last", "1", "--grace", "0h"]);
+    let short = env.run(&["prune", "--repo", &rs, "--keep-last", "1", "--grace", "30m"]);
+    assert_eq!(util::code(&short), 2, "{}", util::stderr(&short));
+    assert!(util::stderr(&short).contains("--delete-now"), "{}", util::stderr(&short));
+    let done = env.json(&["prune", "--repo", &rs, "--keep-last", "1", "--delete-now"]);
     assert!(done["packs_deleted"].as_u64().unwrap() > 0, "{done}");
     // Packs the concurrent backup was still writing when the first prune looked were marked as
     // unindexed; that backup's snapshot needs them, so they must have been rescued, not deleted.

@@ -187,8 +187,8 @@ pub struct PackArgs {
     /// and later limit these per user
     #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub sync_concurrency: usize,
-    /// With --ews or --graph: stop exporting after this long (e.g. 6h, 45m); what was stored is kept
-    /// and the next run continues from there
+    /// With --ews or --graph: stop exporting after this long (e.g. 6h, 45m, 1h30m; m is minutes);
+    /// what was stored is kept and the next run continues from there
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<String>,
     /// Snapshot time (RFC 3339), for imports and tests; default now
@@ -404,7 +404,8 @@ pub struct PruneArgs {
     /// Keep the newest snapshot of each of the last N years that have one
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<u32>,
-    /// Keep every snapshot newer than the newest one minus DURATION (e.g. 1y6m, 14d, 2d12h)
+    /// Keep every snapshot newer than the newest one minus DURATION, in restic's form (e.g. 1y6m,
+    /// 14d, 2d12h: y years, m months, d days, h hours)
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
     /// Apply the rules to this mailbox only (others keep all their snapshots)
@@ -416,7 +417,8 @@ pub struct PruneArgs {
     /// Delete at once instead of marking for a later prune (needs every other process stopped)
     #[arg(long)]
     pub delete_now: bool,
-    /// How long marked packs wait before a later prune deletes them
+    /// How long marked packs wait before a later prune deletes them (e.g. 24h, 90m, 7d; m is
+    /// minutes; at least 1h and three --lock-lease)
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     pub grace: String,
     /// Rewrite packs whose dead share is at least this many percent

@@ -8,13 +8,30 @@ use exarch_archive::lock::LockKind;
 use exarch_archive::prune::{prune, PruneOptions};
 use exarch_archive::retention::{Policy, Within};
 
+/// The least grace a deleting prune accepts (release notes in README).
+const MIN_GRACE_SECS: u64 = 3600;
+
 pub fn run(g: &Global, a: PruneArgs) -> Result<()> {
     let within = match &a.keep_within {
         Some(s) => Some(s.parse::<Within>().map_err(|e| usage(format!("--keep-within: {e}")))?),
         None => None,
     };
-    let grace: Within = a.grace.parse().map_err(|e| usage(format!("--grace: {e}")))?;
-    let grace_ms = grace.approx_ms().ok_or_else(|| usage(format!("--grace {}: too long", a.grace)))?;
+    let grace = super::when::parse_grace(&a.grace).ok_or_else(|| {
+        usage(format!("--grace {}: a duration such as 24h, 90m or 7d (m is minutes), at most ten years", a.grace))
+    })?;
+    // Marked packs are deleted by a later prune once the grace has passed; a backup that started
+    // before the mark and is still running may need them, and locks are judged by their leases.
+    let least = std::time::Duration::from_secs((3 * g.lock_lease).max(MIN_GRACE_SECS));
+    if grace < least && !a.delete_now {
+        return Err(usage(format!(
+            "--grace {}: a prune that deletes waits at least {} (and three --lock-lease) before it deletes \
+             what an earlier prune marked, so a backup that may still need those packs is never cut short; \
+             to delete at once, take the repository to yourself with --delete-now",
+            a.grace,
+            humantime::format_duration(least)
+        )));
+    }
+    let grace_ms = grace.as_millis().min(i64::MAX as u128) as i64;
     if !(0.0..=100.0).contains(&a.repack_threshold) {
         return Err(usage("--repack-threshold must be a percentage between 0 and 100"));
     }

@@ -23,25 +23,34 @@ pub(super) fn parse_date(s: &str, end: bool) -> Option<i64> {
     Some(if end { ms + 86_400_000 } else { ms })
 }
 
-/// `90s`, `45m`, `2h`, `1h30m`; at most a year.
+/// A duration in the one grammar exarch's flags use (humantime's): `90s`, `45m` (minutes),
+/// `2h`, `1h30m`, `14d`, `2w`; more than zero and at most 366 days.
 pub(super) fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
+    let d = humantime::parse_duration(s.trim()).ok()?;
+    (!d.is_zero() && d <= std::time::Duration::from_secs(366 * 86_400)).then_some(d)
+}
+
+/// `--grace`: like `parse_duration`, and zero is allowed (the minimum is checked by prune).
+pub(super) fn parse_grace(s: &str) -> Option<std::time::Duration> {
+    let d = humantime::parse_duration(s.trim()).ok()?;
+    (d <= std::time::Duration::from_secs(3660 * 86_400)).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn one_grammar_for_durations() {
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)), "m is minutes");
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90d"), Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("6h"), Some(Duration::from_secs(6 * 3600)));
+        for bad in ["", "0s", "30", "x", "9999999999999d", "400d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
         }
-        let n: u64 = num.parse().ok()?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
+        assert_eq!(parse_grace("0h"), Some(Duration::ZERO));
+        assert_eq!(parse_grace("200000000000000d"), None);
     }
-    (num.is_empty() && total > 0 && total <= 366 * 86_400).then(|| std::time::Duration::from_secs(total))
 }
