@@ -53,7 +53,9 @@ fn dirty_items_cost_what_group_testing_says() {
     env.init();
     let state = env.path("exchange");
     let sim = start_sim(&env, &state, &["--mailboxes", "4", "--items", "300", "--seed", "11", "--dirty-rate", "0.01"]);
-    let r = pack_ews(&env, &sim, &[]);
+    // Items that could not be backed up make the run partial (exit 5), and are listed.
+    let r = pack_ews_expecting(&env, &sim, &[], 5);
+    assert_eq!(r["status"], "partial", "{r}");
     let dirty = r["skipped"].as_u64().unwrap();
     assert!(dirty >= 4, "expected some dirty items, got {dirty}");
     assert_eq!(r["items"].as_u64().unwrap() + dirty, 1200, "every clean item archived");
@@ -91,7 +93,7 @@ fn under_a_strict_policy_refusals_stay_few() {
         &state,
         &["--mailboxes", "4", "--items", "150", "--seed", "3", "--dirty-rate", "0.02", "--profile", "strict"],
     );
-    let r = pack_ews(&env, &sim, &[]);
+    let r = pack_ews_expecting(&env, &sim, &[], 5);
     let st = stats(&sim);
     let exports = st["requests"]["ExportItems"].as_u64().unwrap();
     let refused = st["server_busy_sent"].as_u64().unwrap();

@@ -5,7 +5,9 @@
 
 mod util;
 
-use util::sim::{assert_archive_matches_dump, dump, graph_flags, pack_ews, pack_graph, start_sim, stats, Sim};
+use util::sim::{
+    assert_archive_matches_dump, dump, graph_flags, pack_ews, pack_graph, pack_graph_expecting, start_sim, stats, Sim,
+};
 use util::{code, stderr, tree, Env};
 
 const MB1: &str = "user1@example.com";
@@ -74,7 +76,9 @@ fn dirty_items_are_reported_and_retried_while_clean_ones_are_archived() {
     env.init();
     let state = env.path("exchange");
     let sim = start_sim(&env, &state, &["--mailboxes", "4", "--items", "100", "--seed", "33", "--dirty-rate", "0.01"]);
-    let r = pack_graph(&env, &sim, &[]);
+    // A run with items it could not back up is partial: exit 5.
+    let r = pack_graph_expecting(&env, &sim, &[], 5);
+    assert_eq!(r["status"], "partial", "{r}");
     let skipped = r["skipped"].as_u64().unwrap();
     assert!(skipped > 0, "{r}");
     assert_eq!(r["items"].as_u64().unwrap() + skipped, 400);
@@ -89,7 +93,7 @@ fn dirty_items_are_reported_and_retried_while_clean_ones_are_archived() {
     assert_eq!(listed, skipped);
     // The next run asks for them again (and only for them).
     let before = stats(&sim)["batches_failed_dirty"].as_u64().unwrap();
-    let again = pack_graph(&env, &sim, &[]);
+    let again = pack_graph_expecting(&env, &sim, &[], 5);
     assert_eq!(again["skipped"].as_u64().unwrap(), skipped);
     assert_eq!(stats(&sim)["batches_failed_dirty"].as_u64().unwrap() - before, skipped);
     // Clean items match the server; dirty ones are the only difference.

@@ -213,7 +213,7 @@ fn refused_and_oversized_items_are_listed_and_the_rest_restored() {
     wipe(&env, &state, MB1);
     let sim = start_sim(&env, &state, &["--refuse-rate", "0.05", "--max-request-bytes", "600000"]);
     let (c, r, err) = replay(&env, &sim, &["latest"]);
-    assert_eq!(c, 1, "refused items make the run fail: {err}");
+    assert_eq!(c, 5, "refused items make the run partial: {err}");
     assert!(err.contains("could not be restored"), "{err}");
     let refused = r["refused"].as_array().unwrap();
     let too_large = r["too_large"].as_array().unwrap();

@@ -5,7 +5,7 @@
 
 mod util;
 
-use util::sim::{assert_archive_matches_dump, pack_ews, start_sim, stats};
+use util::sim::{assert_archive_matches_dump, pack_ews, pack_ews_expecting, start_sim, stats};
 use util::Env;
 
 const MB1: &str = "user1@example.com";
@@ -107,7 +107,7 @@ fn only_an_item_too_slow_even_alone_is_skipped_with_the_reason() {
             "42",
         ],
     );
-    let r = pack_ews(&env, &sim, &[]);
+    let r = pack_ews_expecting(&env, &sim, &[], 5);
     let skipped = r["skipped"].as_u64().unwrap();
     // The mailbox's own calendar items (the generated layout has some) and the two added ones.
     assert!(skipped >= 2, "{r}");

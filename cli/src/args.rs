@@ -10,8 +10,8 @@ use std::path::PathBuf;
     about = "Brick-level, full-fidelity Exchange mailbox backup",
     long_about = None,
     after_help = "Exit codes: 0 ok; 1 error; 2 usage; 3 wrong passphrase, no key or refused sign-in; 4 damage found \
-                  (or a refusal to delete without proof); 5 partial run (stopped at --max-duration or by the server; \
-                  the next run continues)."
+                  (or a refusal to delete without proof); 5 partial run (stopped at --max-duration or by the server, \
+                  or some items could not be backed up or restored: they are listed; the next run continues)."
 )]
 pub struct Cli {
     #[command(flatten)]

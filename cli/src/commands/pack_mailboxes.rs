@@ -148,6 +148,17 @@ pub(super) fn run(
         )
         .into());
     }
+    let skipped: u64 = done.iter().filter_map(|d| d.result.as_ref().ok()).map(|(_, s)| s.skipped).sum();
+    if skipped > 0 {
+        return Err(crate::Exit(
+            crate::EXIT_PARTIAL,
+            format!(
+                "{skipped} item(s) could not be backed up (`exarch ls` lists them with the server's reasons); every \
+                 other item is saved, and the next run tries them again"
+            ),
+        )
+        .into());
+    }
     Ok(())
 }
 
@@ -175,7 +186,8 @@ fn report(
                 Err(e) => json!({"mailbox": d.store, "error": e.to_string()}),
             })
             .collect();
-        let status = if done.iter().all(|d| d.result.is_ok()) { "complete" } else { "partial" };
+        let complete = done.iter().all(|d| d.result.is_ok()) && total(|s| s.skipped) == 0;
+        let status = if complete { "complete" } else { "partial" };
         return super::print_json(&json!({
             "status": status,
             "protocol": t.protocol.to_ascii_lowercase(),

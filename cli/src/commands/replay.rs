@@ -296,7 +296,7 @@ fn report(g: &Global, p: &Plan, url: &str, limit: u64, t: &Traffic, o: &Outcome,
     let bad = refused.len() + too_large.len() + failed.len();
     if bad > 0 {
         return Err(crate::Exit(
-            crate::EXIT_ERROR,
+            crate::EXIT_PARTIAL,
             format!(
                 "{bad} item(s) could not be restored (listed above); the other {} are in place",
                 r.uploaded + already
