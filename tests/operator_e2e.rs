@@ -137,3 +137,43 @@ fn secrets_can_come_from_a_command_and_never_show() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_schedules_in_contrib_are_well_formed() {
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+    let env = Env::new();
+    // systemd units, pointed at the binary under test (systemd-analyze checks that it exists).
+    let units = env.path("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(contrib.join("systemd")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".service") || name.ends_with(".timer")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap().replace("/usr/local/bin/exarch", env!("CARGO_BIN_EXE_exarch"));
+        std::fs::write(units.join(&name), text).unwrap();
+        names.push(name);
+    }
+    assert_eq!(names.len(), 6, "{names:?}");
+    if let Ok(out) =
+        std::process::Command::new("systemd-analyze").arg("verify").args(&names).current_dir(&units).output()
+    {
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The Task Scheduler definition is well-formed XML.
+    let xml = contrib.join("windows/exarch-nightly.xml");
+    if let Ok(out) = std::process::Command::new("python3")
+        .args(["-c", "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])"])
+        .arg(&xml)
+        .output()
+    {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
