@@ -387,8 +387,8 @@ fn error_reply(ep: Endpoint, resp: reqwest::blocking::Response) -> GraphError {
 mod tests {
     use super::*;
 
-    fn client(graph_url: &str) -> GraphClient {
-        GraphClient::new(GraphConfig {
+    fn config(graph_url: &str) -> GraphConfig {
+        GraphConfig {
             graph_url: graph_url.into(),
             login_url: crate::DEFAULT_LOGIN_URL.into(),
             tenant: "t".into(),
@@ -401,8 +401,11 @@ mod tests {
             deadline: None,
             max_wait: Duration::from_secs(1),
             limits: Limits::default(),
-        })
-        .unwrap()
+        }
+    }
+
+    fn client(graph_url: &str) -> GraphClient {
+        GraphClient::new(config(graph_url)).unwrap()
     }
 
     #[test]
@@ -437,20 +440,7 @@ mod tests {
     #[test]
     fn bad_urls_are_refused_before_any_request() {
         for bad in ["ftp://graph/v1.0", "graph.microsoft.com", ""] {
-            let r = GraphClient::new(GraphConfig {
-                graph_url: bad.into(),
-                login_url: crate::DEFAULT_LOGIN_URL.into(),
-                tenant: "t".into(),
-                client_id: "c".into(),
-                credential: Credential::Secret("s".to_string().into()),
-                ca_cert: None,
-                concurrency: 1,
-                per_mailbox: 1,
-                timeout: Duration::from_secs(5),
-                deadline: None,
-                max_wait: Duration::from_secs(1),
-                limits: Limits::default(),
-            });
+            let r = GraphClient::new(config(bad));
             assert!(matches!(r, Err(GraphError::Config(_))), "{bad}");
         }
     }

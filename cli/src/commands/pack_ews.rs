@@ -46,18 +46,5 @@ pub fn run(g: &Global, a: &PackArgs, url: &str) -> Result<()> {
     let client = client(url, auth, &a.conn, load, deadline, limits)?;
     let mailboxes = mailbox_list(a, &|| client.all_mailboxes().context("listing mailboxes (ResolveNames)"))?;
     let source = EwsSource::new(&client, url);
-    super::pack_mailboxes::run(g, a, &source, &mailboxes, time_ms, deadline, &|| {
-        let cs = client.stats();
-        Traffic {
-            protocol: "EWS",
-            requests: cs.requests.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            export_op: "ExportItems",
-            items_exported: cs.items_exported,
-            back_offs: cs.back_offs_honoured,
-            waited_ms: cs.back_off_ms_total,
-            retries: cs.retries,
-            batches_split: cs.batches_split,
-            export_requests_plain_halving: cs.export_requests_plain_halving,
-        }
-    })
+    super::pack_mailboxes::run(g, a, &source, &mailboxes, time_ms, deadline, &|| Traffic::ews(&client.stats()))
 }

@@ -34,18 +34,5 @@ pub fn run(g: &Global, a: &PackArgs) -> Result<()> {
             .collect())
     })?;
     let source = GraphSource::new(&client);
-    super::pack_mailboxes::run(g, a, &source, &mailboxes, time_ms, deadline, &|| {
-        let cs = client.stats();
-        Traffic {
-            protocol: "Graph",
-            requests: cs.requests.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            export_op: "exportItems",
-            items_exported: cs.items_exported,
-            back_offs: cs.throttled,
-            waited_ms: cs.waited_ms,
-            retries: 0,
-            batches_split: 0,
-            export_requests_plain_halving: 0,
-        }
-    })
+    super::pack_mailboxes::run(g, a, &source, &mailboxes, time_ms, deadline, &|| Traffic::graph(&client.stats()))
 }

@@ -30,6 +30,38 @@ pub(super) struct Traffic {
     pub export_requests_plain_halving: u64,
 }
 
+impl Traffic {
+    /// What the EWS client did.
+    pub(super) fn ews(cs: &exarch_ews_source::client::ClientStats) -> Traffic {
+        Traffic {
+            protocol: "EWS",
+            requests: cs.requests.clone(),
+            export_op: "ExportItems",
+            items_exported: cs.items_exported,
+            back_offs: cs.back_offs_honoured,
+            waited_ms: cs.back_off_ms_total,
+            retries: cs.retries,
+            batches_split: cs.batches_split,
+            export_requests_plain_halving: cs.export_requests_plain_halving,
+        }
+    }
+
+    /// What the Graph client did.
+    pub(super) fn graph(cs: &exarch_graph_source::http::Stats) -> Traffic {
+        Traffic {
+            protocol: "Graph",
+            requests: cs.requests.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            export_op: "exportItems",
+            items_exported: cs.items_exported,
+            back_offs: cs.throttled,
+            waited_ms: cs.waited_ms,
+            retries: 0,
+            batches_split: 0,
+            export_requests_plain_halving: 0,
+        }
+    }
+}
+
 /// Mailboxes named by `--mailbox`, `--mailboxes-file`, the source's listing (`all`) and
 /// `--public-folders`, sorted, once each.
 pub(super) fn mailbox_list(a: &PackArgs, all: &dyn Fn() -> Result<Vec<String>>) -> Result<Vec<String>> {

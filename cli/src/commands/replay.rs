@@ -44,20 +44,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
         let source = GraphSource::new(&client);
         let url = client.base().to_string();
         let limit = a.upload_limit.map_or(MAX_IMPORT_BYTES, |l| l as u64);
-        return replay_into(g, &a, &source, &url, limit, dates, &|| {
-            let cs = client.stats();
-            Traffic {
-                protocol: "Graph",
-                requests: cs.requests.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-                export_op: "exportItems",
-                items_exported: cs.items_exported,
-                back_offs: cs.throttled,
-                waited_ms: cs.waited_ms,
-                retries: 0,
-                batches_split: 0,
-                export_requests_plain_halving: 0,
-            }
-        });
+        return replay_into(g, &a, &source, &url, limit, dates, &|| Traffic::graph(&client.stats()));
     }
     let ews = a.ews.clone().ok_or_else(|| usage("replay needs --ews URL or --graph"))?;
     let (url, auth) = endpoint(&ews, &a.conn)?;
@@ -66,20 +53,7 @@ pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     let client = client(&url, auth, &a.conn, load, None, Default::default())?;
     let source = EwsSource::new(&client, &url);
     let limit = a.upload_limit.unwrap_or(exarch_ews_source::upload::DEFAULT_UPLOAD_LIMIT) as u64;
-    replay_into(g, &a, &source, &url, limit, dates, &|| {
-        let cs = client.stats();
-        Traffic {
-            protocol: "EWS",
-            requests: cs.requests.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            export_op: "ExportItems",
-            items_exported: cs.items_exported,
-            back_offs: cs.back_offs_honoured,
-            waited_ms: cs.back_off_ms_total,
-            retries: cs.retries,
-            batches_split: cs.batches_split,
-            export_requests_plain_halving: cs.export_requests_plain_halving,
-        }
-    })
+    replay_into(g, &a, &source, &url, limit, dates, &|| Traffic::ews(&client.stats()))
 }
 
 /// A date range of `--since` and `--until`.
