@@ -16,6 +16,7 @@
 pub mod backup;
 pub mod error;
 pub mod ews;
+mod export_queue;
 pub mod graph;
 pub mod import;
 pub mod journal;
