@@ -4,7 +4,7 @@
 mod util;
 
 use util::sim::{pack_ews, start_sim};
-use util::{code, stderr, Env};
+use util::{code, stderr, Env, PASSWORD};
 
 #[test]
 fn find_names_each_matching_item_with_its_first_and_last_snapshot() {
@@ -175,5 +175,89 @@ fn the_schedules_in_contrib_are_well_formed() {
         .output()
     {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn a_debug_log_names_every_request_and_holds_no_secret() {
+    let env = Env::new();
+    // A slow calendar keeps the run going for a few seconds: long enough for status lines.
+    let sim = start_sim(
+        &env,
+        &env.path("sim"),
+        &[
+            "--mailboxes",
+            "2",
+            "--items",
+            "40",
+            "--user",
+            "svc",
+            "--calendar-items",
+            "300",
+            "--calendar-export-ms",
+            "10",
+        ],
+    );
+    env.init();
+    let (repo, log) = (env.repo(), env.path("logs/run.log"));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let args = [
+        "-vv",
+        "pack",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--ews",
+        &sim.url,
+        "--user",
+        "svc",
+        "--auth",
+        "basic",
+        "--all-mailboxes",
+        "--json",
+        "--log-file",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--status-interval",
+        "1s",
+    ];
+    let out = env.cmd(&args).env("EXARCH_EWS_PASSWORD", "sim-secret").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = stderr(&out);
+    let file = std::fs::read_to_string(&log).unwrap();
+    // Basic logon sends the password base64-encoded: that form must not show either.
+    let basic = "c3ZjOnNpbS1zZWNyZXQ="; // base64("svc:sim-secret")
+    for secret in ["sim-secret", PASSWORD, basic] {
+        assert!(!err.contains(secret), "stderr holds a secret");
+        assert!(!file.contains(secret), "the log file holds a secret");
+    }
+    // Every request is a debug line with its operation, mailbox, status and duration.
+    let events: Vec<serde_json::Value> =
+        file.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let requests: Vec<&serde_json::Value> = events.iter().filter(|e| e["message"] == "EWS request").collect();
+    assert_eq!(requests.len() as u64, summary["requests_total"].as_u64().unwrap(), "one line per request");
+    for r in &requests {
+        assert_eq!(r["level"], "DEBUG");
+        assert!(r["op"].is_string() && r["mailbox"].is_string() && r["status"] == 200 && r["ms"].is_u64(), "{r}");
+    }
+    let ops: std::collections::BTreeSet<&str> = requests.iter().filter_map(|r| r["op"].as_str()).collect();
+    for op in ["ResolveNames", "SyncFolderHierarchy", "SyncFolderItems", "ExportItems"] {
+        assert!(ops.contains(op), "{op} not logged: {ops:?}");
+    }
+    assert_eq!(err.matches("EWS request").count(), requests.len(), "-vv shows them on stderr too");
+    // A record for a scheduled run: start, per-mailbox outcome, a status line, the end and its code.
+    let said = |m: &str| events.iter().any(|e| e["message"].as_str().is_some_and(|s| s.contains(m)));
+    assert!(said("exarch started") && said("backup finished") && said("backup: ") && said("exarch finished"), "{file}");
+    assert!(events.iter().any(|e| e["message"] == "exarch finished" && e["exit_code"] == 0));
+    // Appended, not replaced: a second run adds to the record.
+    let again = env.cmd(&args).env("EXARCH_EWS_PASSWORD", "sim-secret").output().unwrap();
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    let file2 = std::fs::read_to_string(&log).unwrap();
+    assert!(file2.starts_with(&file) && file2.matches("exarch started").count() == 2);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o077, 0, "the log is private");
     }
 }

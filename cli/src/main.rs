@@ -6,9 +6,11 @@
 
 mod args;
 mod commands;
+mod logging;
 mod output;
 mod private;
 mod secrets;
+mod status;
 
 use clap::Parser;
 use exarch_archive::ErrorClass;
@@ -59,17 +61,28 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    match commands::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // A closed pipe (`exarch ls ... | head`) is not an error.
+    if let Err(e) = logging::init(&cli.global) {
+        eprintln!("exarch: error: {e:#}");
+        return ExitCode::from(exit_code(&e));
+    }
+    let verb = cli.command.name();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), command = verb, "exarch started");
+    let code = match commands::run(cli) {
+        Ok(()) => 0,
+        // A closed pipe (`exarch ls ... | head`) is not an error.
+        Err(e)
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("exarch: error: {e:#}");
-            ExitCode::from(exit_code(&e))
+            }) =>
+        {
+            0
         }
-    }
+        Err(e) => {
+            eprintln!("exarch: error: {e:#}");
+            tracing::error!(target: logging::SAID, "exarch: error: {e:#}");
+            exit_code(&e)
+        }
+    };
+    tracing::info!(command = verb, exit_code = code, "exarch finished");
+    ExitCode::from(code)
 }

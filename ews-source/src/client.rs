@@ -143,7 +143,10 @@ impl Client {
     /// body, still to be read. Requests for the public folders go without impersonation.
     fn send(&self, op: &Operation, mailbox: Option<&str>) -> Result<(u16, Body), EwsError> {
         let mailbox = mailbox.filter(|m| *m != crate::PUBLIC_FOLDERS);
-        self.transport.post(op.name(), mailbox, envelope(op, mailbox))
+        let started = std::time::Instant::now();
+        let sent = self.transport.post(op.name(), mailbox, envelope(op, mailbox));
+        log_request(op.name(), mailbox, &sent, started);
+        sent
     }
 
     fn post(&self, op: &Operation, mailbox: Option<&str>) -> Result<Vec<u8>, EwsError> {
@@ -501,4 +504,15 @@ pub fn check_sync_progress(old: Option<&str>, new: &str, items: usize) -> Result
         });
     }
     Ok(())
+}
+
+/// One debug line per request: operation, mailbox, HTTP status (or the failure's kind) and time to
+/// the reply's headers. Never headers or bodies: they carry credentials and mail.
+fn log_request(op: &str, mailbox: Option<&str>, sent: &Result<(u16, Body), EwsError>, started: std::time::Instant) {
+    let ms = started.elapsed().as_millis() as u64;
+    let mailbox = mailbox.unwrap_or("(service account)");
+    match sent {
+        Ok((status, _)) => tracing::debug!(op, mailbox, status, ms, "EWS request"),
+        Err(e) => tracing::debug!(op, mailbox, error = %e, ms, "EWS request failed"),
+    }
 }

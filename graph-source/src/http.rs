@@ -203,7 +203,10 @@ impl GraphClient {
             } else if method == Method::Post {
                 req = req.header("Content-Length", "0");
             }
-            let resp = match req.send() {
+            let started = Instant::now();
+            let sent = req.send();
+            log_request(ep, mailbox, &sent, started);
+            let resp = match sent {
                 Ok(r) => r,
                 Err(e) if tries < 3 => {
                     drop(permit);
@@ -290,7 +293,9 @@ impl GraphClient {
             tries += 1;
             let permit = self.gov.acquire(mailbox, self.deadline).ok_or_else(window_ended)?;
             self.count(ep);
+            let started = Instant::now();
             let sent = self.http.post(url).header("Content-Type", "application/json").body(body.clone()).send();
+            log_request(ep, mailbox, &sent, started);
             let resp = sent.map_err(|e| GraphError::Transport(format!("{}: {}", ep.name(), plain(&e))))?;
             let status = resp.status().as_u16();
             if (200..300).contains(&status) {
@@ -450,5 +455,21 @@ mod tests {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+}
+
+/// One debug line per request: endpoint, mailbox, HTTP status (or the failure) and time to the
+/// reply's headers. Never a URL's query, a header or a body: they carry tokens and mail.
+fn log_request(
+    ep: Endpoint,
+    mailbox: &str,
+    sent: &Result<reqwest::blocking::Response, reqwest::Error>,
+    started: Instant,
+) {
+    let ms = started.elapsed().as_millis() as u64;
+    let op = ep.name();
+    match sent {
+        Ok(r) => tracing::debug!(op, mailbox, status = r.status().as_u16(), ms, "Graph request"),
+        Err(e) => tracing::debug!(op, mailbox, error = %plain(e), ms, "Graph request failed"),
     }
 }

@@ -119,6 +119,7 @@ impl Tokens {
                 }
             };
             let status = resp.status().as_u16();
+            tracing::debug!(op = "token", status, "identity platform request");
             let mut text = Vec::new();
             use std::io::Read as _;
             let _ = resp.take(MAX_TOKEN_REPLY).read_to_end(&mut text);

@@ -36,6 +36,8 @@ pub struct RunSettings {
     pub workers: usize,
     /// Export requests in flight at once for one store.
     pub requests_per_store: usize,
+    /// Moved forward as stores end and items are stored.
+    pub progress: Arc<crate::progress::Progress>,
 }
 
 /// What the next run needs, stored in the snapshot: each folder's sync state, and the default
@@ -85,6 +87,7 @@ pub fn backup_run(
     notice: &(dyn Fn(&str, &str) + Sync),
     finished: &(dyn Fn(&Done) + Sync),
 ) -> Vec<Done> {
+    settings.progress.stores(stores.len());
     let queue = Mutex::new(stores.to_vec());
     let done: Mutex<Vec<Done>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -92,8 +95,23 @@ pub fn backup_run(
             s.spawn(|| loop {
                 let Some(store) = queue.lock().expect("queue").pop() else { return };
                 let mut classes = BTreeMap::new();
+                tracing::info!(store = %store, "backup started");
                 let result =
                     backup_store(repo, index.clone(), source, settings, &store, &|t| notice(&store, t), &mut classes);
+                match &result {
+                    Ok((id, st)) => tracing::info!(
+                        store = %store,
+                        snapshot = %id.short(),
+                        items = st.items,
+                        exported = st.items_read,
+                        unchanged = st.items_carried,
+                        skipped = st.skipped,
+                        "backup finished"
+                    ),
+                    Err(e) if e.is_partial() => tracing::warn!(store = %store, error = %e, "backup stopped part-way"),
+                    Err(e) => tracing::warn!(store = %store, error = %e, "backup failed"),
+                }
+                settings.progress.store_done();
                 let d = Done { store, result, classes };
                 finished(&d);
                 done.lock().expect("done").push(d);
@@ -345,6 +363,7 @@ pub fn backup_store(
         }
     }
     let run = Run { source, store, settings, parent_id, resume_at: &resume_at, classes: &class_of_folder };
+    settings.progress.planned(to_export.len());
     let stopped = export_all(&mut backup, &run, &to_export, &mut sizing);
     for (class, c) in &sizing {
         if let Some(l) = c.learned() {

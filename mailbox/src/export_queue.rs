@@ -224,7 +224,11 @@ fn export_one(
     let mut sink_secs = 0.0f64;
     let mut ok = |id: &str, data: ItemData| -> Result<(), SourceError> {
         let started = std::time::Instant::now();
+        let len = data.len;
         let r = store_item(backup, metas, id, data);
+        if r.is_ok() {
+            run.settings.progress.item_done(len);
+        }
         sink_secs += started.elapsed().as_secs_f64();
         r
     };

@@ -20,6 +20,7 @@ mod export_queue;
 pub mod graph;
 pub mod import;
 pub mod journal;
+pub mod progress;
 pub mod replay;
 pub mod resume;
 pub mod select;
@@ -29,4 +30,5 @@ pub mod store;
 
 pub use backup::{backup_run, Done, RunSettings};
 pub use error::MailboxError;
+pub use progress::Progress;
 pub use source::Source;

@@ -34,7 +34,12 @@ impl Env {
             .env("EXARCH_PASSWORD", PASSWORD)
             .env("EXARCH_CACHE_DIR", self.path("cache"))
             .env_remove("EXARCH_REPOSITORY")
-            .env_remove("EXARCH_PASSWORD_FILE");
+            .env_remove("EXARCH_PASSWORD_FILE")
+            .env_remove("EXARCH_PASSWORD_COMMAND")
+            .env_remove("EXARCH_CONFIG")
+            .env_remove("EXARCH_USE_PROFILE")
+            .env_remove("EXARCH_LOG_FILE")
+            .env_remove("RUST_LOG");
         c
     }
 

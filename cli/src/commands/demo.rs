@@ -141,6 +141,7 @@ fn backup(repo: &Repository, source: &dyn Source, mailboxes: &[String]) -> Resul
         lock: lock.watch(),
         workers: 2,
         requests_per_store: 4,
+        progress: Default::default(),
     };
     let done = backup_run(
         repo,
@@ -149,7 +150,7 @@ fn backup(repo: &Repository, source: &dyn Source, mailboxes: &[String]) -> Resul
         mailboxes,
         &settings,
         4,
-        &|mb: &str, text: &str| eprintln!("{mb}: warning: {text}"),
+        &|mb: &str, text: &str| crate::logging::warn(true, &format!("{mb}: warning: {text}")),
         &|d: &Done| match &d.result {
             Ok((id, st)) => println!(
                 "   {}: snapshot {} ({} items, {} skipped as dirty)",

@@ -23,9 +23,10 @@ pub(super) fn endpoint(url: &str, a: &EwsConnArgs) -> Result<(String, Auth)> {
     if !url_user.is_empty() || url_pass.is_some() {
         let _ = u.set_username("");
         let _ = u.set_password(None);
-        eprintln!(
+        crate::logging::warn(
+            true,
             "warning: the --ews URL holds credentials; they are not stored or shown. A password on the command line \
-             is visible to other users of this machine: prefer EXARCH_EWS_PASSWORD or --ews-password-file"
+             is visible to other users of this machine: prefer EXARCH_EWS_PASSWORD or --ews-password-file",
         );
     }
     let auth = auth_with(a, (!url_user.is_empty()).then_some(url_user), url_pass)?;

@@ -50,7 +50,7 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
     }
     if !g.json {
         for f in &failures {
-            eprintln!("FAILED {}: {}", f.path, f.error);
+            crate::logging::warn(true, &format!("FAILED {}: {}", f.path, f.error));
         }
     }
     if failures.is_empty() {

@@ -67,7 +67,10 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
         let snap = match repo.load_snapshot(&info.id) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("warning: snapshot {} cannot be read ({e}); `exarch verify` says more", info.id.short());
+                crate::logging::warn(
+                    true,
+                    &format!("warning: snapshot {} cannot be read ({e}); `exarch verify` says more", info.id.short()),
+                );
                 damaged += 1;
                 continue;
             }
@@ -147,7 +150,7 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
             );
         }
         if !g.quiet {
-            eprintln!("{} item(s) found", list.len());
+            crate::logging::tell(true, &format!("{} item(s) found", list.len()));
         }
     }
     if damaged > 0 {

@@ -22,6 +22,8 @@ mod unlock;
 mod verify;
 mod when;
 
+pub use when::parse_duration;
+
 use crate::args::{Cli, Command, Global};
 use crate::secrets;
 use anyhow::{Context as _, Result};
@@ -146,7 +148,10 @@ pub fn threads(n: Option<usize>) -> usize {
 /// Damaged index files are left out of the index; say so, since affected items will fail.
 pub fn warn_skipped_index(index: &exarch_archive::index::IndexTable) {
     for (name, why) in index.skipped() {
-        eprintln!("warning: index file {} left out: {why}; run `exarch verify`", &name[..name.len().min(16)]);
+        crate::logging::warn(
+            true,
+            &format!("warning: index file {} left out: {why}; run `exarch verify`", &name[..name.len().min(16)]),
+        );
     }
 }
 
@@ -160,13 +165,16 @@ pub fn read_back(
 ) -> Result<(exarch_archive::readback::ReadBack, Option<crate::Exit>)> {
     let r = exarch_archive::readback::read_back(repo.storage().as_ref(), index, &repo.cache_dir())?;
     if r.packs > 0 && !g.quiet && !g.json {
-        eprintln!("read back {} pack(s) ({} bytes) stored by the last backup: intact", r.packs, r.bytes);
+        crate::logging::tell(
+            true,
+            &format!("read back {} pack(s) ({} bytes) stored by the last backup: intact", r.packs, r.bytes),
+        );
     }
     if r.damaged.is_empty() {
         return Ok((r, None));
     }
     for d in &r.damaged {
-        eprintln!("error: pack {} is damaged: {}", d.pack, d.problem);
+        crate::logging::warn(true, &format!("error: pack {} is damaged: {}", d.pack, d.problem));
     }
     let msg = format!(
         "{} pack(s) written by an earlier backup from this machine are damaged (named above); \

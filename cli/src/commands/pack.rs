@@ -103,11 +103,11 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
     // The parent: the newest snapshot of this mailbox that opens (damaged newer ones are named).
     let (found, damaged) = repo.latest_intact(&mailbox)?;
     for (id, why) in &damaged {
-        eprintln!(
+        crate::logging::warn(true, &format!(
             "warning: snapshot {} of {mailbox} is damaged ({why}); not used as the parent — `exarch forget {}` removes it",
             id.short(),
             id.short()
-        );
+        ));
     }
     let (parent_id, parent) = match found {
         Some((id, s)) => (Some(id), (!a.force).then_some(s)),

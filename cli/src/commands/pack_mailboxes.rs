@@ -5,12 +5,13 @@
 
 use crate::args::{Global, PackArgs};
 use crate::output::bytes;
-use crate::usage;
+use crate::status::{self, Reading, Unit};
+use crate::{logging, usage};
 use anyhow::{bail, Context as _, Result};
 use exarch_archive::backup::BackupStats;
 use exarch_mailbox::backup::{backup_run, Done, RunSettings};
 use exarch_mailbox::store::{self, Extra, PUBLIC_FOLDERS};
-use exarch_mailbox::{MailboxError, Source};
+use exarch_mailbox::{MailboxError, Progress, Source};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,14 +93,12 @@ pub(super) fn run(
     mailboxes: &[String],
     time_ms: i64,
     deadline: Option<std::time::Instant>,
-    traffic: &dyn Fn() -> Traffic,
+    traffic: &(dyn Fn() -> Traffic + Sync),
 ) -> Result<()> {
     let talk = !g.quiet && !g.json;
     let extra = Extra { archive: a.archive_mailbox, recoverable_items: a.recoverable_items };
     let mailboxes = store::expand(source, mailboxes, extra, &|mb: &str, text: &str| {
-        if talk {
-            eprintln!("{mb}: {text}");
-        }
+        logging::tell(talk, &format!("{mb}: {text}"));
     })
     .map_err(MailboxError::from)
     .context("looking for In-Place Archives")?;
@@ -120,37 +119,55 @@ pub(super) fn run(
         lock: lock.watch(),
         workers: 2,
         requests_per_store: a.requests_per_mailbox,
+        progress: Arc::default(),
     };
-    let done = backup_run(
-        &repo,
-        index,
-        source,
-        &mailboxes,
-        &settings,
-        a.concurrency,
-        &|mb: &str, text: &str| {
-            if talk {
-                eprintln!("{mb}: warning: {text}");
-            }
-        },
-        &|d: &Done| {
-            if talk {
+    let progress = Arc::new(Progress::default());
+    let settings = RunSettings { progress: progress.clone(), ..settings };
+    let reading = || {
+        let p = progress.seen();
+        let t = traffic();
+        Reading {
+            pos: p.items_done,
+            len: p.items_planned,
+            text: format!(
+                "{}/{} mailboxes, {}, {} back-off(s) ({:.1} s waited)",
+                p.stores_done,
+                p.stores_total,
+                bytes(p.bytes_done),
+                t.back_offs,
+                t.waited_ms as f64 / 1000.0
+            ),
+        }
+    };
+    let done = status::while_running(g, "backup", Unit::Items, &reading, || {
+        backup_run(
+            &repo,
+            index,
+            source,
+            &mailboxes,
+            &settings,
+            a.concurrency,
+            &|mb: &str, text: &str| logging::warn(talk, &format!("{mb}: warning: {text}")),
+            &|d: &Done| {
                 let mb = &d.store;
                 match &d.result {
-                    Ok((id, st)) => eprintln!(
-                        "{mb}: snapshot {} ({} items, {} exported, {} unchanged, {} skipped)",
-                        id.short(),
-                        st.items,
-                        st.items_read,
-                        st.items_carried,
-                        st.skipped
+                    Ok((id, st)) => logging::tell(
+                        talk,
+                        &format!(
+                            "{mb}: snapshot {} ({} items, {} exported, {} unchanged, {} skipped)",
+                            id.short(),
+                            st.items,
+                            st.items_read,
+                            st.items_carried,
+                            st.skipped
+                        ),
                     ),
-                    Err(e) if e.is_partial() => eprintln!("{mb}: INCOMPLETE: {e}"),
-                    Err(e) => eprintln!("{mb}: FAILED: {e}"),
+                    Err(e) if e.is_partial() => logging::warn(talk, &format!("{mb}: INCOMPLETE: {e}")),
+                    Err(e) => logging::warn(talk, &format!("{mb}: FAILED: {e}")),
                 }
-            }
-        },
-    );
+            },
+        )
+    })?;
     report(g, &traffic(), &done, &read_back, started.elapsed().as_secs_f64())?;
     if let Some(exit) = damage {
         return Err(exit.into());
@@ -245,27 +262,27 @@ fn report(
         return Ok(());
     }
     let ok = done.iter().filter(|d| d.result.is_ok()).count();
-    println!(
+    logging::out(&format!(
         "backed up {ok} of {} mailbox(es) in {secs:.1} s: {} items ({} skipped)",
         done.len(),
         total(|s| s.items),
         total(|s| s.skipped)
-    );
-    println!(
+    ));
+    logging::out(&format!(
         "  {:<10} {} requests ({}), {:.1} items per {} request",
         t.protocol,
         t.requests.values().sum::<u64>(),
         t.requests.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
         items_per_request,
         t.export_op
-    );
-    println!(
+    ));
+    logging::out(&format!(
         "  throttling {} back-off(s) honoured ({:.1} s waited), {} retries; {} batch(es) split to isolate failing items",
         t.back_offs,
         t.waited_ms as f64 / 1000.0,
         t.retries,
         t.batches_split
-    );
+    ));
     // Folder classes whose batches had to shrink under the server's time limit.
     let mut classes: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for d in done {
@@ -276,14 +293,14 @@ fn report(
         }
     }
     for (class, (size, timeouts)) in &classes {
-        println!(
+        logging::out(&format!(
             "  {class:<10} batches of {size} item(s) (learned from the server's time limit), {timeouts} time-out(s)"
-        );
+        ));
     }
-    println!(
+    logging::out(&format!(
         "  data       {} new, {} stored after compression and encryption",
         bytes(total(|s| s.bytes_new)),
         bytes(total(|s| s.bytes_stored))
-    );
+    ));
     Ok(())
 }

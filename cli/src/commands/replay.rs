@@ -15,7 +15,8 @@ use super::ews_conn::{client, endpoint, Load};
 use super::pack_mailboxes::Traffic;
 use super::when::parse_date;
 use crate::args::{Global, ReplayArgs};
-use crate::output::{bytes, progress};
+use crate::output::bytes;
+use crate::status::{self, Reading, Unit};
 use crate::usage;
 use anyhow::{Context as _, Result};
 use exarch_archive::manifest::{text, ArchivedManifest};
@@ -27,6 +28,7 @@ use exarch_mailbox::replay::{plan, run as replay_run, select, Mode, Outcome, Pla
 use exarch_mailbox::Source;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub fn run(g: &Global, a: ReplayArgs) -> Result<()> {
     let since = match &a.since {
@@ -68,7 +70,7 @@ fn replay_into(
     url: &str,
     limit: u64,
     (since, until): Dates,
-    traffic: &dyn Fn() -> Traffic,
+    traffic: &(dyn Fn() -> Traffic + Sync),
 ) -> Result<()> {
     if limit < 1024 {
         return Err(usage("--upload-limit is in bytes and must be at least 1024"));
@@ -118,12 +120,23 @@ fn replay_into(
     }
     let started = std::time::Instant::now();
     let total_bytes: u64 = p.selected.iter().map(|k| m.items[*k as usize].size.to_native()).sum();
-    let pb = progress(total_bytes, g.quiet || g.json, "replay");
     let index = repo.index()?;
     super::warn_skipped_index(&index);
     let reader = ItemReader::new(&repo, &index);
-    let outcome = replay_run(&p, &reader, &format_unix_ms(now_ms()), &|n| pb.inc(n))?;
-    pb.finish_and_clear();
+    let sent = AtomicU64::new(0);
+    let reading = || {
+        let t = traffic();
+        Reading {
+            pos: sent.load(Ordering::Relaxed),
+            len: total_bytes,
+            text: format!("{} back-off(s) ({:.1} s waited)", t.back_offs, t.waited_ms as f64 / 1000.0),
+        }
+    };
+    let outcome = status::while_running(g, "replay", Unit::Bytes, &reading, || {
+        replay_run(&p, &reader, &format_unix_ms(now_ms()), &|n| {
+            sent.fetch_add(n, Ordering::Relaxed);
+        })
+    })??;
     report(g, &p, url, limit, &traffic(), &outcome, started.elapsed().as_secs_f64())
 }
 
@@ -258,11 +271,14 @@ fn report(g: &Global, p: &Plan, url: &str, limit: u64, t: &Traffic, o: &Outcome,
     if !g.json {
         for (what, list) in [("REFUSED", &refused), ("TOO LARGE", &too_large), ("FAILED", &failed)] {
             for v in list {
-                eprintln!(
-                    "{what} {} ({}): {}",
-                    v["path"].as_str().unwrap_or(""),
-                    v["source_id"].as_str().unwrap_or(""),
-                    v["error"].as_str().unwrap_or("")
+                crate::logging::warn(
+                    true,
+                    &format!(
+                        "{what} {} ({}): {}",
+                        v["path"].as_str().unwrap_or(""),
+                        v["source_id"].as_str().unwrap_or(""),
+                        v["error"].as_str().unwrap_or("")
+                    ),
                 );
             }
         }

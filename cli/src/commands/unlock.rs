@@ -12,9 +12,10 @@ pub fn run(g: &Global, a: UnlockArgs) -> Result<()> {
     let host = exarch_archive::repository::host_name();
     let r = remove_locks(storage.as_ref(), &host, a.remove_all)?;
     if a.remove_all && r.removed.iter().any(|(_, i)| i.is_some()) && !g.json {
-        eprintln!(
+        crate::logging::warn(
+            true,
             "warning: --remove-all removed live locks too; a backup or prune still running will stop when it sees its \
-             lock gone"
+             lock gone",
         );
     }
     if g.json {

@@ -25,7 +25,7 @@ pub(super) fn parse_date(s: &str, end: bool) -> Option<i64> {
 
 /// A duration in the one grammar exarch's flags use (humantime's): `90s`, `45m` (minutes),
 /// `2h`, `1h30m`, `14d`, `2w`; more than zero and at most 366 days.
-pub(super) fn parse_duration(s: &str) -> Option<std::time::Duration> {
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let d = humantime::parse_duration(s.trim()).ok()?;
     (!d.is_zero() && d <= std::time::Duration::from_secs(366 * 86_400)).then_some(d)
 }

@@ -1,7 +1,12 @@
 //! Command-line definition. Flag names follow restic where the meaning is the same.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+
+mod conn;
+mod simulate;
+pub use conn::*;
+pub use simulate::*;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,6 +56,36 @@ pub struct Global {
     /// replay). A prune running meanwhile can make such a read fail
     #[arg(long, global = true)]
     pub no_lock: bool,
+    /// More log output on stderr: -v what happens, -vv every request to Exchange (operation,
+    /// mailbox, status, duration), -vvv everything; RUST_LOG (e.g. `exarch_ews_source=debug`)
+    /// chooses instead
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Also write the log to this file (appended; at least what -v shows), so that a scheduled run
+    /// leaves a record
+    #[arg(long, global = true, env = "EXARCH_LOG_FILE", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// With a backup or replay not shown on a terminal: a status line this often (log, stderr)
+    #[arg(long, global = true, default_value = "1m", value_name = "DURATION")]
+    pub status_interval: String,
+    /// Form of the --log-file lines: text, or json (one object a line)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Configuration file with named profiles (default: config.toml in the user's configuration
+    /// directory, e.g. ~/.config/exarch/config.toml; see README)
+    #[arg(long, global = true, env = "EXARCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Take settings from this profile of the configuration file; flags and environment variables
+    /// given as well win over it
+    #[arg(long = "use-profile", short = 'P', global = true, env = "EXARCH_USE_PROFILE", value_name = "NAME")]
+    pub use_profile: Option<String>,
+}
+
+/// `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +127,31 @@ pub enum Command {
     Completion(CompletionArgs),
     /// Write the man page (roff) to stdout (e.g. `exarch man | man -l -`)
     Man,
+}
+
+impl Command {
+    /// The verb, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Pack(_) => "pack",
+            Command::Snapshots(_) => "snapshots",
+            Command::Ls(_) => "ls",
+            Command::Extract(_) => "extract",
+            Command::Prune(_) => "prune",
+            Command::Simulate(_) => "simulate",
+            Command::Replay(_) => "replay",
+            Command::Demo(_) => "demo",
+            Command::Verify(_) => "verify",
+            Command::Forget(_) => "forget",
+            Command::Repair(_) => "repair",
+            Command::Key(_) => "key",
+            Command::Unlock(_) => "unlock",
+            Command::Find(_) => "find",
+            Command::Completion(_) => "completion",
+            Command::Man => "man",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -205,96 +265,6 @@ pub struct PackArgs {
     #[arg(long, value_name = "BYTES", default_value_t = exarch_ews_source::export_stream::DEFAULT_MAX_ITEM_BYTES,
           value_parser = clap::value_parser!(u64).range(1024..=(1u64 << 40)))]
     pub max_item_size: u64,
-}
-
-/// How to reach and sign in to Microsoft Graph (`pack --graph`, `replay --graph`): an app
-/// registration's tenant, client id and secret (from a file or the environment, never argv) or
-/// certificate.
-#[derive(Args, Debug, Clone)]
-pub struct GraphConnArgs {
-    /// Use Exchange Online through Microsoft Graph's mailbox import/export API (app-only sign-in
-    /// with --tenant, --client-id and a secret or certificate; see README)
-    #[arg(long)]
-    pub graph: bool,
-    /// With --graph: the tenant (directory) id or a verified domain
-    #[arg(long, value_name = "ID", requires = "graph")]
-    pub tenant: Option<String>,
-    /// With --graph: the application (client) id of the app registration
-    #[arg(long, value_name = "ID", requires = "graph")]
-    pub client_id: Option<String>,
-    /// With --graph: file holding the client secret (or set EXARCH_GRAPH_CLIENT_SECRET)
-    #[arg(long, value_name = "FILE", requires = "graph", conflicts_with = "client_cert")]
-    pub client_secret_file: Option<PathBuf>,
-    /// With --graph: get the client secret from this command's first output line
-    #[arg(long, env = "EXARCH_GRAPH_CLIENT_SECRET_COMMAND", value_name = "CMD", conflicts_with = "client_cert")]
-    pub client_secret_command: Option<String>,
-    /// With --graph: PEM file with the app's certificate and, unless --client-key names another
-    /// file, its RSA private key (a signed assertion is sent; Microsoft recommends this over secrets)
-    #[arg(long, value_name = "PEM", requires = "graph")]
-    pub client_cert: Option<PathBuf>,
-    /// With --client-cert: PEM file with the private key, when it is not in the certificate's file
-    #[arg(long, value_name = "PEM", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// With --graph: the identity platform's authority host (token endpoint
-    /// URL/{tenant}/oauth2/v2.0/token)
-    #[arg(long, value_name = "URL", default_value = exarch_graph_source::DEFAULT_LOGIN_URL, requires = "graph")]
-    pub login_url: String,
-    /// With --graph: the Graph API base, with its version
-    #[arg(long, value_name = "URL", default_value = exarch_graph_source::DEFAULT_GRAPH_URL, requires = "graph")]
-    pub graph_url: String,
-}
-
-/// How to reach and log on to an EWS endpoint (shared by `pack --ews` and `replay`).
-#[derive(Args, Debug, Clone)]
-pub struct EwsConnArgs {
-    /// EWS account (service account with impersonation rights); its password comes from
-    /// EXARCH_EWS_PASSWORD or --ews-password-file
-    #[arg(long)]
-    pub user: Option<String>,
-    /// File holding the EWS account's password
-    #[arg(long, value_name = "FILE")]
-    pub ews_password_file: Option<PathBuf>,
-    /// Get the EWS account's password from this command's first output line
-    #[arg(long, env = "EXARCH_EWS_PASSWORD_COMMAND", value_name = "CMD")]
-    pub ews_password_command: Option<String>,
-    /// File holding an OAuth access token (instead of a password)
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// How to log on with --user: ntlm (Windows authentication, on-premises default), basic, or
-    /// auto (NTLM when the server offers it, else Basic)
-    #[arg(long, value_enum, default_value_t = LogonAuth::Auto)]
-    pub auth: LogonAuth,
-    /// PEM file of a CA to trust for the EWS server's certificate
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-    /// NTLM over HTTPS binds the logon to the TLS channel, as Extended Protection wants (auto);
-    /// never: behind a TLS-inspecting proxy, whose certificate the server does not know
-    #[arg(long, value_enum, default_value_t = ChannelBindingArg::Auto)]
-    pub channel_binding: ChannelBindingArg,
-}
-
-impl EwsConnArgs {
-    pub fn channel_binding(&self) -> exarch_ews_source::transport::ChannelBinding {
-        match self.channel_binding {
-            ChannelBindingArg::Auto => exarch_ews_source::transport::ChannelBinding::Auto,
-            ChannelBindingArg::Never => exarch_ews_source::transport::ChannelBinding::Never,
-        }
-    }
-}
-
-/// `simulate --extended-protection`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExtendedProtectionArg {
-    Off,
-    Allow,
-    Require,
-}
-
-/// `--channel-binding`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChannelBindingArg {
-    Auto,
-    Never,
 }
 
 #[derive(Args, Debug)]
@@ -458,138 +428,6 @@ pub struct RepairArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct SimulateArgs {
-    /// Directory holding the simulated mailboxes (made from the seed when empty)
-    #[arg(long, value_name = "DIR")]
-    pub state: PathBuf,
-    /// Address to serve EWS on, e.g. 127.0.0.1:8080
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
-    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100000))]
-    pub mailboxes: usize,
-    /// Items per mailbox
-    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
-    pub items: usize,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    #[arg(long, default_value = "example.com")]
-    pub domain: String,
-    /// Throttling: onprem-default, strict or unlimited
-    #[arg(long, value_enum, default_value_t = ThrottleProfile::OnpremDefault)]
-    pub profile: ThrottleProfile,
-    /// Override the profile's per-mailbox budget: units available at once
-    #[arg(long, value_name = "UNITS")]
-    pub budget_burst: Option<f64>,
-    /// Override the profile's budget recharge, units per second
-    #[arg(long, value_name = "UNITS")]
-    pub budget_recharge: Option<f64>,
-    /// Share of requests answered with a transient fault: HTTP 503, a dropped connection or a
-    /// truncated body (0.05 = 5%)
-    #[arg(long, default_value_t = 0.0)]
-    pub fault_rate: f64,
-    /// Names of the default folders when the state is first made: en (Inbox, ...) or de
-    /// (Posteingang, ...)
-    #[arg(long, value_enum, default_value_t = Locale::En)]
-    pub locale: Locale,
-    /// Also make public folders holding this many items (only when the state is first made)
-    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
-    pub public_items: usize,
-    /// Give every other mailbox (user1, user3, …) an In-Place Archive holding this many items
-    /// (only when the state is first made)
-    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
-    pub archive_items: usize,
-    /// Put this many items in each mailbox's Recoverable Items (Deletions, Purges, Versions, …),
-    /// and a quarter as many in each archive's (only when the state is first made)
-    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
-    pub recoverable_items: usize,
-    /// Share of items that fail any export batch containing them (0.01 = 1%)
-    #[arg(long, default_value_t = 0.0)]
-    pub dirty_rate: f64,
-    /// Accept only this user (password from --password-file or EXARCH_EWS_PASSWORD)
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Authentication the server asks for: basic, or ntlm (Windows authentication; needs --user)
-    #[arg(long, value_enum, default_value_t = ServerAuth::Basic)]
-    pub auth: ServerAuth,
-    /// Change PCT percent of the items (new, changed, deleted) and exit
-    #[arg(long, value_name = "PCT")]
-    pub churn: Option<f64>,
-    /// Write every item, laid out as `exarch extract` lays out a snapshot, under OUT/<mailbox>/ and exit
-    #[arg(long, value_name = "OUT")]
-    pub dump: Option<PathBuf>,
-    /// Empty this mailbox and its archive (every item, and every folder but the default ones; its
-    /// Recoverable Items are kept, as Exchange keeps them) and exit
-    #[arg(long, value_name = "MAILBOX")]
-    pub wipe: Option<String>,
-    /// Share of uploaded items the server refuses with ErrorCorruptData (0.02 = 2%), chosen by
-    /// content so the same items are refused every time
-    #[arg(long, default_value_t = 0.0)]
-    pub refuse_rate: f64,
-    /// Misbehave towards one mailbox, to test a client's defences: KIND@MAILBOX with KIND one of
-    /// extra-messages, huge-retry-after, folder-loop, redirect, doctype, bad-utf8, huge-item
-    /// (repeatable; `public-folders` names the public store)
-    #[arg(long, value_name = "KIND@MAILBOX")]
-    pub hostile: Vec<exarch_exchange_sim::hostile::Rule>,
-    /// Serve HTTPS with a certificate made at start (for 127.0.0.1 and localhost), written to FILE
-    /// as PEM so that clients can trust it (`--ca-cert FILE`)
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// Windows Extended Protection for NTLM over HTTPS: off; allow (a logon without a channel
-    /// binding passes, a wrong one is refused); require (only a logon bound to this TLS channel)
-    #[arg(long, value_enum, default_value_t = ExtendedProtectionArg::Off)]
-    pub extended_protection: ExtendedProtectionArg,
-    /// Largest request body the server accepts; larger requests get HTTP 413
-    #[arg(long, default_value_t = exarch_exchange_sim::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=4294967295))]
-    pub max_request_bytes: usize,
-    /// Graph: only this application (client id) may sign in (default: any)
-    #[arg(long, value_name = "ID")]
-    pub graph_client_id: Option<String>,
-    /// Graph: file holding the only client secret accepted (default: any non-empty secret)
-    #[arg(long, value_name = "FILE")]
-    pub graph_client_secret_file: Option<PathBuf>,
-    /// Graph: register this certificate (PEM) for the application; its key's assertions are accepted
-    #[arg(long, value_name = "PEM")]
-    pub graph_client_cert: Vec<PathBuf>,
-    /// Graph: how long an access token lasts
-    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub token_lifetime: u64,
-    /// Graph: how long an import session's URL works
-    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub import_session_lifetime: u64,
-    /// Graph: an application permission the admin has not consented to (its calls get 403;
-    /// repeatable), e.g. MailboxItem.ImportExport.All
-    #[arg(long, value_name = "PERMISSION")]
-    pub deny_permission: Vec<String>,
-    /// Graph: requests per mailbox per --graph-window (Exchange Online: 10,000 per 10 minutes)
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
-    pub graph_budget: usize,
-    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub graph_window: u64,
-    /// A big calendar: this many more appointments in the first mailbox's Calendar (when the
-    /// state is first made)
-    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10000000))]
-    pub calendar_items: usize,
-    /// Server time per exported calendar item
-    #[arg(long, default_value_t = 2, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
-    pub calendar_export_ms: u64,
-    /// The longest an ExportItems request may run: one that would run longer fails with
-    /// ErrorTimeoutExpired when the time is up (Exchange's limit is about a minute)
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
-    pub request_limit_ms: Option<u64>,
-    /// How a request over the limit fails: a SOAP fault, or per-item messages (the items that
-    /// fit exported, ErrorTimeoutExpired for the rest)
-    #[arg(long, value_enum, default_value_t = TimeoutStyleArg::Fault)]
-    pub timeout_style: TimeoutStyleArg,
-}
-
-/// `simulate --timeout-style`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimeoutStyleArg {
-    Fault,
-    Messages,
-}
-
-#[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Where to put the simulated server's state and the archive
     #[arg(long, default_value = "exarch-demo")]
@@ -631,59 +469,4 @@ pub enum KeyCommand {
         #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,
     },
-}
-
-/// How the client logs on with `--user`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogonAuth {
-    /// NTLM when the server offers it, else Basic
-    Auto,
-    /// Windows authentication (the on-premises default)
-    Ntlm,
-    Basic,
-}
-
-/// The logon the simulated server asks for.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerAuth {
-    Basic,
-    Ntlm,
-}
-
-/// The simulated server's throttling.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ThrottleProfile {
-    /// Exchange 2016+ defaults: EWSMaxConcurrency 27, generous budgets
-    OnpremDefault,
-    /// Tight budgets and few concurrent requests, like a busy or hardened server
-    Strict,
-    /// No throttling at all
-    Unlimited,
-}
-
-impl ThrottleProfile {
-    /// The name the simulator knows the profile by.
-    pub fn name(self) -> &'static str {
-        match self {
-            ThrottleProfile::OnpremDefault => "onprem-default",
-            ThrottleProfile::Strict => "strict",
-            ThrottleProfile::Unlimited => "unlimited",
-        }
-    }
-}
-
-/// The language of the default folders' names in a new simulated state.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Locale {
-    En,
-    De,
-}
-
-impl Locale {
-    pub fn code(self) -> &'static str {
-        match self {
-            Locale::En => "en",
-            Locale::De => "de",
-        }
-    }
 }
