@@ -261,3 +261,99 @@ fn a_debug_log_names_every_request_and_holds_no_secret() {
         assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o077, 0, "the log is private");
     }
 }
+
+#[test]
+fn a_profile_drives_pack_prune_and_verify_and_flags_override_it() {
+    let env = Env::new();
+    let sim = start_sim(&env, &env.path("sim"), &["--mailboxes", "2", "--items", "20", "--user", "svc"]);
+    let (repo, pass, ews_pass) = (env.repo(), env.path("repo.pass"), env.path("ews.pass"));
+    std::fs::write(&pass, format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(&ews_pass, "sim-secret\n").unwrap();
+    let config = env.path("exarch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"# exarch profiles
+[profiles.nightly]
+repo = "{repo}"
+password-file = "{pass}"
+cache-dir = "{cache}"
+ews = "{url}"
+user = "svc"
+ews-password-file = "{ews_pass}"
+
+[profiles.nightly.pack]
+all-mailboxes = true
+max-duration = "6h"
+
+[profiles.nightly.prune]
+keep-last = 1
+delete-now = true
+
+[profiles.nightly.verify]
+read-data-subset = "week/1"
+"#,
+            repo = repo.display(),
+            pass = pass.display(),
+            cache = env.path("cache").display(),
+            url = sim.url,
+            ews_pass = ews_pass.display()
+        ),
+    )
+    .unwrap();
+    // Nothing but the profile: no passphrase, repository or cache in the environment either.
+    let run = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env_remove("EXARCH_PASSWORD").env_remove("EXARCH_CACHE_DIR").env_remove("EXARCH_EWS_PASSWORD");
+        c.env("EXARCH_CONFIG", &config);
+        c.output().unwrap()
+    };
+    let init = run(&["-P", "nightly", "init"]);
+    assert_eq!(code(&init), 0, "{}", stderr(&init));
+    for _ in 0..3 {
+        let out = run(&["-P", "nightly", "pack"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let snaps = |args: &[&str]| -> serde_json::Value {
+        let out = run(args);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(snaps(&["-P", "nightly", "snapshots", "--json"]).as_array().unwrap().len(), 6);
+    // A flag wins over the profile: this prune keeps two per mailbox, not one.
+    let out = run(&["-P", "nightly", "prune", "--keep-last", "2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(snaps(&["-P", "nightly", "snapshots", "--json"]).as_array().unwrap().len(), 4);
+    let out = run(&["-P", "nightly", "prune"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(snaps(&["-P", "nightly", "snapshots", "--json"]).as_array().unwrap().len(), 2);
+    let out = run(&["-P", "nightly", "verify"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("no damage found") && said.contains("blob(s) read"), "{said}");
+    assert!(!said.contains("; 0 blob(s) read"), "week/1 is every pack: {said}");
+    // A mailbox named on the command line replaces the profile's --all-mailboxes.
+    let out = run(&["-P", "nightly", "pack", "--mailbox", "user1@example.com", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mailboxes"].as_array().unwrap().len(), 1, "{v}");
+    // The environment wins too, and without -P the file is not read at all.
+    let other = env.path("other-repo");
+    let out = run(&["-P", "nightly", "snapshots"]).status;
+    assert!(out.success());
+    let mut c = env.cmd(&["-P", "nightly", "snapshots"]);
+    c.env("EXARCH_CONFIG", &config).env("EXARCH_REPOSITORY", &other);
+    let out = c.output().unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("other-repo"), "{}", stderr(&out));
+    let out = run(&["snapshots"]);
+    assert_eq!(code(&out), 2, "no repository without the profile: {}", stderr(&out));
+    // Mistakes in the file are named with the file and the profile.
+    std::fs::write(&config, "[profiles.nightly]\nrepository = \"/x\"\n").unwrap();
+    let out = run(&["-P", "nightly", "snapshots"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("repository") && stderr(&out).contains("exarch.toml"), "{}", stderr(&out));
+    let out = run(&["-P", "weekly", "snapshots"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("no profile `weekly`"), "{}", stderr(&out));
+}

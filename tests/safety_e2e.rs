@@ -245,7 +245,7 @@ fn a_backup_stalled_past_its_lease_commits_nothing_and_prune_loses_nothing() {
     let big = r.env.path("big");
     write_src(&big, 99, 400);
     let lease = "3";
-    let mut child = r
+    let child = r
         .env
         .cmd(&["pack", "--repo", &r.rs, "--from-dir", big.to_str().unwrap(), "--mailbox", "m", "--lock-lease", lease])
         .stderr(std::process::Stdio::piped())

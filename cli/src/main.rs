@@ -9,10 +9,10 @@ mod commands;
 mod logging;
 mod output;
 mod private;
+mod profile;
 mod secrets;
 mod status;
 
-use clap::Parser;
 use exarch_archive::ErrorClass;
 use std::process::ExitCode;
 
@@ -60,13 +60,19 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    if let Err(e) = logging::init(&cli.global) {
-        eprintln!("exarch: error: {e:#}");
-        return ExitCode::from(exit_code(&e));
-    }
+    let (cli, from_profile) = match profile::parse().and_then(|p| logging::init(&p.0.global).map(|()| p)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("exarch: error: {e:#}");
+            return ExitCode::from(exit_code(&e));
+        }
+    };
     let verb = cli.command.name();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), command = verb, "exarch started");
+    if let Some(p) = &cli.global.use_profile {
+        // The keys only: a value could be a command line the user would rather not see in a log.
+        tracing::info!(profile = %p, settings = %from_profile.join(", "), "settings from the profile");
+    }
     let code = match commands::run(cli) {
         Ok(()) => 0,
         // A closed pipe (`exarch ls ... | head`) is not an error.

@@ -20,14 +20,10 @@ impl std::fmt::Display for NoPassphrase {
 }
 impl std::error::Error for NoPassphrase {}
 
-/// A passphrase; its Debug output never shows the value.
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// A passphrase or password: its Debug output never shows it, and it is wiped from memory when
+/// dropped. `.expose_secret()` where it must be used.
+pub type Secret = secrecy::SecretString;
+pub use secrecy::ExposeSecret;
 
 pub fn read_file(path: &Path) -> Result<Secret> {
     let s = std::fs::read_to_string(path).with_context(|| format!("reading password file {}", path.display()))?;
@@ -35,7 +31,7 @@ pub fn read_file(path: &Path) -> Result<Secret> {
     if line.is_empty() {
         anyhow::bail!("password file {} is empty", path.display());
     }
-    Ok(Secret(line))
+    Ok(Secret::from(line))
 }
 
 /// The first line a command prints: a secret from a secret store (`pass show …`,
@@ -56,7 +52,7 @@ pub fn from_command(what: &str, cmd: &str) -> Result<Secret> {
     if line.is_empty() {
         anyhow::bail!("the {what} command printed nothing");
     }
-    Ok(Secret(line))
+    Ok(Secret::from(line))
 }
 
 /// A command line run by the platform's shell.
@@ -79,7 +75,7 @@ fn shell(cmd: &str) -> std::process::Command {
 pub fn repository_passphrase(file: Option<&Path>, command: Option<&str>, confirm: bool) -> Result<Secret> {
     if let Ok(p) = std::env::var("EXARCH_PASSWORD") {
         if !p.is_empty() {
-            return Ok(Secret(p));
+            return Ok(Secret::from(p));
         }
     }
     if let Some(f) = file {
@@ -113,5 +109,5 @@ fn prompt(what: &str, confirm: bool) -> Result<Secret> {
             anyhow::bail!("the two passphrases differ");
         }
     }
-    Ok(Secret(p))
+    Ok(Secret::from(p))
 }

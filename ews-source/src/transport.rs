@@ -11,6 +11,7 @@
 use crate::ntlm;
 use crate::response::EwsError;
 use base64::Engine as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,20 +20,20 @@ use std::time::Duration;
 pub enum Auth {
     Basic {
         user: String,
-        password: String,
+        password: SecretString,
     },
     /// NTLMv2, the on-premises default (`DOMAIN\user` or a UPN).
     Ntlm {
         user: String,
-        password: String,
+        password: SecretString,
     },
     /// NTLM when the server offers it, Basic otherwise.
     Auto {
         user: String,
-        password: String,
+        password: SecretString,
     },
     /// An OAuth access token (e.g. app-only with `full_access_as_app` in Exchange Online).
-    Bearer(String),
+    Bearer(SecretString),
 }
 
 impl std::fmt::Debug for Auth {
@@ -198,13 +199,18 @@ impl Transport {
     /// `post` with a body that is cheap to send twice (NTLM may need to).
     fn post_bytes(&self, action: &str, anchor: Option<&str>, body: bytes::Bytes) -> Result<(u16, Body), EwsError> {
         let (user, password, scheme) = match &self.auth {
-            Auth::Bearer(t) => return finish(self.request(&self.http, action, anchor, body, Header::Bearer(t))?, None),
+            Auth::Bearer(t) => {
+                return finish(self.request(&self.http, action, anchor, body, Header::Bearer(t.expose_secret()))?, None)
+            }
             Auth::Basic { user, password } => (user, password, Some(Scheme::Basic)),
             Auth::Ntlm { user, password } => (user, password, Some(Scheme::Ntlm)),
             Auth::Auto { user, password } => (user, password, *self.settled.lock().expect("settled")),
         };
         if scheme == Some(Scheme::Basic) {
-            return finish(self.request(&self.http, action, anchor, body, Header::Basic(user, password))?, None);
+            return finish(
+                self.request(&self.http, action, anchor, body, Header::Basic(user, password.expose_secret()))?,
+                None,
+            );
         }
         let mut lease = self.leases.lock().expect("leases").pop().map_or_else(
             || Ok::<_, EwsError>(Lease { http: build(self.ca.as_ref(), self.timeout, 1)?, authenticated: false }),
@@ -265,9 +271,16 @@ impl Transport {
             let mut client_challenge = [0u8; 8];
             rand::Rng::fill(&mut rand::thread_rng(), &mut client_challenge);
             let binding = ntlm::Binding { target_name: self.service.clone(), channel_bindings: bindings };
-            let msg =
-                ntlm::authenticate(user, password, &negotiate, &challenge, &binding, client_challenge, filetime_now())
-                    .map_err(|e| EwsError::Unexpected { operation: "NTLM".into(), detail: e.to_string() })?;
+            let msg = ntlm::authenticate(
+                user,
+                password.expose_secret(),
+                &negotiate,
+                &challenge,
+                &binding,
+                client_challenge,
+                filetime_now(),
+            )
+            .map_err(|e| EwsError::Unexpected { operation: "NTLM".into(), detail: e.to_string() })?;
             let resp = self.request(&lease.http, action, anchor, body, Header::Ntlm(msg))?;
             if resp.status().as_u16() == 401 {
                 return Err(EwsError::Unauthorized);

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 /// How the app proves who it is.
 pub enum Credential {
-    Secret(Zeroizing<String>),
+    Secret(secrecy::SecretString),
     Certificate(CertificateKey),
 }
 
@@ -92,7 +92,7 @@ impl Tokens {
             ("scope", self.scope.clone()),
         ];
         match &self.credential {
-            Credential::Secret(s) => form.push(("client_secret", s.to_string())),
+            Credential::Secret(s) => form.push(("client_secret", secrecy::ExposeSecret::expose_secret(s).to_string())),
             Credential::Certificate(c) => {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
                 form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));

@@ -219,8 +219,9 @@ pub struct PackArgs {
     #[arg(long, value_name = "FILE")]
     pub mailboxes_file: Option<PathBuf>,
     /// With --ews: every mailbox the address list resolves (ResolveNames "SMTP:"; see README).
-    /// With --graph: every user with a mail address (GET /users)
-    #[arg(long)]
+    /// With --graph: every user with a mail address (GET /users). Not with --mailbox or
+    /// --mailboxes-file
+    #[arg(long, conflicts_with_all = ["mailbox", "mailboxes_file"])]
     pub all_mailboxes: bool,
     /// With --ews: also back up the public folders, as a snapshot of their own (mailbox
     /// `public-folders`)
@@ -442,7 +443,9 @@ pub struct VerifyArgs {
     /// Also read every blob and check every item's whole hash
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
-    /// Read the blobs of slice N of M of the packs (e.g. 2/7: seven runs cover everything)
+    /// Read the blobs of slice N of M of the packs (e.g. 2/7: seven runs cover everything);
+    /// week/M or day/M: this week's (day's) slice, so a weekly (daily) schedule with one setting
+    /// reads every pack over M weeks (days)
     #[arg(long, value_name = "N/M")]
     pub read_data_subset: Option<String>,
     /// Without a passphrase: only check that every file's content matches its name

@@ -35,15 +35,15 @@ pub(super) fn endpoint(url: &str, a: &EwsConnArgs) -> Result<(String, Auth)> {
 
 fn auth_with(a: &EwsConnArgs, url_user: Option<String>, url_pass: Option<String>) -> Result<Auth> {
     if let Some(t) = &a.token_file {
-        return Ok(Auth::Bearer(crate::secrets::read_file(t)?.0));
+        return Ok(Auth::Bearer(crate::secrets::read_file(t)?));
     }
     let user = a.user.clone().or(url_user).ok_or_else(|| usage("--ews needs --user NAME (or --token-file FILE)"))?;
     let password = match (&a.ews_password_file, std::env::var("EXARCH_EWS_PASSWORD"), url_pass) {
-        (Some(f), _, _) => crate::secrets::read_file(f)?.0,
-        (None, Ok(p), _) if !p.is_empty() => p,
-        (None, _, Some(p)) => p,
+        (Some(f), _, _) => crate::secrets::read_file(f)?,
+        (None, Ok(p), _) if !p.is_empty() => p.into(),
+        (None, _, Some(p)) => p.into(),
         _ => match &a.ews_password_command {
-            Some(c) => crate::secrets::from_command("EWS password", c)?.0,
+            Some(c) => crate::secrets::from_command("EWS password", c)?,
             None => {
                 return Err(usage(
                     "no EWS password: set EXARCH_EWS_PASSWORD or pass --ews-password-file FILE or \

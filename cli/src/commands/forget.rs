@@ -27,10 +27,10 @@ pub fn run(g: &Global, a: ForgetArgs) -> Result<()> {
     if !g.quiet {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         for r in &removed {
-            println!("{verb} snapshot {} {} {}", &r.id[..8], r.mailbox, r.time);
+            crate::logging::out(&format!("{verb} snapshot {} {} {}", &r.id[..8], r.mailbox, r.time));
         }
         if !a.dry_run {
-            println!("their data is freed by the next `exarch prune`");
+            crate::logging::out(&format!("their data is freed by the next `exarch prune`"));
         }
     }
     Ok(())

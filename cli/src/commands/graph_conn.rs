@@ -23,10 +23,10 @@ fn credential(a: &GraphConnArgs) -> Result<Credential> {
             .map_err(|e| usage(e.to_string()));
     }
     let secret = match (&a.client_secret_file, std::env::var("EXARCH_GRAPH_CLIENT_SECRET")) {
-        (Some(f), _) => crate::secrets::read_file(f)?.0,
-        (None, Ok(s)) if !s.is_empty() => s,
+        (Some(f), _) => crate::secrets::read_file(f)?,
+        (None, Ok(s)) if !s.is_empty() => s.into(),
         _ => match &a.client_secret_command {
-            Some(c) => crate::secrets::from_command("client secret", c)?.0,
+            Some(c) => crate::secrets::from_command("client secret", c)?,
             None => {
                 return Err(usage(
                     "--graph needs the app's credential: EXARCH_GRAPH_CLIENT_SECRET, --client-secret-file FILE, \
@@ -35,7 +35,7 @@ fn credential(a: &GraphConnArgs) -> Result<Credential> {
             }
         },
     };
-    Ok(Credential::Secret(secret.into()))
+    Ok(Credential::Secret(secret))
 }
 
 /// The Graph client for `a`, signed in (so a refused credential ends the run before any work).

@@ -2,6 +2,7 @@
 
 use crate::args::{Global, InitArgs};
 use crate::secrets;
+use crate::secrets::ExposeSecret as _;
 use anyhow::{Context as _, Result};
 use exarch_archive::{Context, InitOptions, LocalStorage, Repository};
 use std::sync::Arc;
@@ -15,7 +16,8 @@ pub fn run(g: &Global, a: InitArgs) -> Result<()> {
     let storage = LocalStorage::new(&path);
     storage.create_layout().with_context(|| format!("creating {}", path.display()))?;
     let opts = InitOptions { label: a.label, ..InitOptions::default() };
-    let repo = Repository::init(Arc::new(storage), pass.0.as_bytes(), opts, Context::new(super::cache_root(g)))?;
+    let repo =
+        Repository::init(Arc::new(storage), pass.expose_secret().as_bytes(), opts, Context::new(super::cache_root(g)))?;
     if g.json {
         super::print_json(&serde_json::json!({
             "repository": path.display().to_string(),

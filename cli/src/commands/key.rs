@@ -2,6 +2,7 @@
 
 use crate::args::{Global, KeyCommand};
 use crate::secrets;
+use crate::secrets::ExposeSecret as _;
 use anyhow::Result;
 use exarch_archive::keyslot::KdfParams;
 use exarch_archive::time::format_unix;
@@ -41,7 +42,7 @@ pub fn run(g: &Global, k: KeyCommand) -> Result<()> {
         }
         KeyCommand::Add { label, new_password_file } => {
             let p = secrets::new_passphrase(new_password_file.as_deref())?;
-            let name = repo.add_key(p.0.as_bytes(), &label, KdfParams::default())?;
+            let name = repo.add_key(p.expose_secret().as_bytes(), &label, KdfParams::default())?;
             println!("added key slot {}", &name[..8]);
         }
         KeyCommand::Remove { id } => {
@@ -58,7 +59,7 @@ pub fn run(g: &Global, k: KeyCommand) -> Result<()> {
                 .and_then(|(_, s)| s.ok())
                 .map(|s| s.label)
                 .unwrap_or_default();
-            let name = repo.add_key(p.0.as_bytes(), &label, KdfParams::default())?;
+            let name = repo.add_key(p.expose_secret().as_bytes(), &label, KdfParams::default())?;
             repo.remove_key(&old)?;
             println!("passphrase changed: key slot {} replaced by {}", &old[..8], &name[..8]);
         }

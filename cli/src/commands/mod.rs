@@ -26,6 +26,7 @@ pub use when::parse_duration;
 
 use crate::args::{Cli, Command, Global};
 use crate::secrets;
+use crate::secrets::ExposeSecret as _;
 use anyhow::{Context as _, Result};
 use exarch_archive::{Context, LocalStorage, Repository, Storage};
 use std::path::PathBuf;
@@ -100,7 +101,7 @@ pub fn open(g: &Global) -> Result<Repository> {
     let pass = secrets::repository_passphrase(g.password_file.as_deref(), g.password_command.as_deref(), false)?;
     let mut ctx = Context::new(cache_root(g));
     ctx.lease_secs = g.lock_lease;
-    Repository::open(storage, pass.0.as_bytes(), ctx).with_context(|| {
+    Repository::open(storage, pass.expose_secret().as_bytes(), ctx).with_context(|| {
         format!("opening repository {}", repo_path(g).map(|p| p.display().to_string()).unwrap_or_default())
     })
 }

@@ -93,22 +93,22 @@ fn print_report(r: &exarch_archive::prune::PruneReport) {
     for m in mailboxes {
         let kept = r.snapshots_kept.iter().filter(|s| s.mailbox == m).count();
         let gone: Vec<_> = r.snapshots_removed.iter().filter(|s| s.mailbox == m).collect();
-        println!("mailbox {m}: keep {kept}, {verb} {} snapshot(s)", gone.len());
+        crate::logging::out(&format!("mailbox {m}: keep {kept}, {verb} {} snapshot(s)", gone.len()));
         for s in gone {
-            println!("  {verb} {} {}", &s.id[..8], s.time);
+            crate::logging::out(&format!("  {verb} {} {}", &s.id[..8], s.time));
         }
     }
     if r.dry_run {
-        println!(
+        crate::logging::out(&format!(
             "would mark {} pack(s) ({}) for deletion, {} of them after copying {} of live data out",
             r.packs_marked,
             bytes(r.bytes_marked),
             r.packs_repacked,
             bytes(r.bytes_repacked)
-        );
+        ));
         return;
     }
-    println!(
+    crate::logging::out(&format!(
         "packs: {} marked for deletion ({}), {} repacked ({} written), {} deleted ({} freed), {} rescued",
         r.packs_marked,
         bytes(r.bytes_marked),
@@ -117,11 +117,14 @@ fn print_report(r: &exarch_archive::prune::PruneReport) {
         r.packs_deleted,
         bytes(r.bytes_deleted),
         r.packs_rescued
-    );
+    ));
     if r.packs_in_flight > 0 {
-        println!("left alone: {} pack(s) not indexed yet (a backup is running)", r.packs_in_flight);
+        crate::logging::out(&format!(
+            "left alone: {} pack(s) not indexed yet (a backup is running)",
+            r.packs_in_flight
+        ));
     }
     for w in &r.marks_waiting {
-        println!("waiting: {w}");
+        crate::logging::out(&format!("waiting: {w}"));
     }
 }

@@ -29,24 +29,27 @@ fn index(g: &Global, dry_run: bool) -> Result<()> {
         return Ok(());
     }
     let would = if dry_run { "would write" } else { "wrote" };
-    println!(
+    crate::logging::out(&format!(
         "read the headers of {} pack(s) ({} not indexed before); {would} {} index file(s) with {} location(s)",
         r.packs_indexed, r.packs_added, r.index_files_written, r.entries,
-    );
+    ));
     if !dry_run {
-        println!("replaced {} old index file(s)", r.index_files_removed);
+        crate::logging::out(&format!("replaced {} old index file(s)", r.index_files_removed));
     }
     for f in &r.index_files_damaged {
-        println!("old index file {} was damaged", &f[..f.len().min(16)]);
+        crate::logging::out(&format!("old index file {} was damaged", &f[..f.len().min(16)]));
     }
     for (p, why, kept) in &r.packs_damaged {
-        println!("pack {}: header damaged ({why}); {kept} location(s) kept from the old index", &p[..16]);
+        crate::logging::out(&format!(
+            "pack {}: header damaged ({why}); {kept} location(s) kept from the old index",
+            &p[..16]
+        ));
     }
     if !r.packs_missing.is_empty() {
-        println!(
+        crate::logging::out(&format!(
             "{} pack(s) the old index listed are missing; run `exarch verify` to see which items that affects",
             r.packs_missing.len()
-        );
+        ));
     }
     Ok(())
 }
@@ -68,11 +71,11 @@ fn snapshots(g: &Global, dry_run: bool) -> Result<()> {
     }
     if !g.quiet {
         if removed.is_empty() {
-            println!("every snapshot opens; nothing to remove");
+            crate::logging::out(&format!("every snapshot opens; nothing to remove"));
         }
         let verb = if dry_run { "would remove" } else { "removed" };
         for (id, why) in &damaged {
-            println!("{verb} snapshot {}: {why}", id.short());
+            crate::logging::out(&format!("{verb} snapshot {}: {why}", id.short()));
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! tests and the demo.
 
 use crate::args::{ExtendedProtectionArg, Global, ServerAuth, SimulateArgs, TimeoutStyleArg};
+use crate::secrets::ExposeSecret as _;
 use crate::usage;
 use anyhow::{Context as _, Result};
 use exarch_archive::extract_names::safe_component;
@@ -82,7 +83,7 @@ fn graph_settings(a: &SimulateArgs) -> Result<GraphSettings> {
         certs.push(cert.into_contents());
     }
     let secret = match &a.graph_client_secret_file {
-        Some(f) => Some(crate::secrets::read_file(f)?.0),
+        Some(f) => Some(crate::secrets::read_file(f)?.expose_secret().to_string()),
         None => None,
     };
     Ok(GraphSettings {
@@ -177,7 +178,7 @@ pub fn run(g: &Global, a: SimulateArgs) -> Result<()> {
     let credentials = match &a.user {
         Some(u) => {
             let pass = match (&g.password_file, std::env::var("EXARCH_EWS_PASSWORD")) {
-                (Some(f), _) => crate::secrets::read_file(f)?.0,
+                (Some(f), _) => crate::secrets::read_file(f)?.expose_secret().to_string(),
                 (None, Ok(p)) if !p.is_empty() => p,
                 _ => return Err(usage("--user needs a password: --password-file FILE or EXARCH_EWS_PASSWORD")),
             };

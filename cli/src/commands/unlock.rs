@@ -26,14 +26,14 @@ pub fn run(g: &Global, a: UnlockArgs) -> Result<()> {
     if !g.quiet {
         for (n, i) in &r.removed {
             match i {
-                Some(i) => println!("removed locks/{n}: {}", i.summary()),
-                None => println!("removed locks/{n}: unreadable"),
+                Some(i) => crate::logging::out(&format!("removed locks/{n}: {}", i.summary())),
+                None => crate::logging::out(&format!("removed locks/{n}: unreadable")),
             }
         }
         for (n, i) in &r.kept {
-            println!("kept locks/{n}: {} (live; --remove-all removes it)", i.summary());
+            crate::logging::out(&format!("kept locks/{n}: {} (live; --remove-all removes it)", i.summary()));
         }
-        println!("{} lock(s) removed, {} live lock(s) kept", r.removed.len(), r.kept.len());
+        crate::logging::out(&format!("{} lock(s) removed, {} live lock(s) kept", r.removed.len(), r.kept.len()));
     }
     Ok(())
 }
