@@ -152,7 +152,11 @@ fn the_schedules_in_contrib_are_well_formed() {
         if !(name.ends_with(".service") || name.ends_with(".timer")) {
             continue;
         }
-        let text = std::fs::read_to_string(&p).unwrap().replace("/usr/local/bin/exarch", env!("CARGO_BIN_EXE_exarch"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        if name.ends_with(".service") {
+            assert!(text.contains("exarch -P nightly "), "{name} runs the profile");
+        }
+        let text = text.replace("/usr/local/bin/exarch", env!("CARGO_BIN_EXE_exarch"));
         std::fs::write(units.join(&name), text).unwrap();
         names.push(name);
     }

@@ -280,4 +280,32 @@ repo = "/elsewhere"
         assert!(e.to_string().contains("cannot come from a profile"), "{e}");
         assert!(added("not toml [", &["snapshots"]).unwrap_err().to_string().contains("not valid TOML"));
     }
+
+    /// The examples users copy (README, contrib) hold only settings that exist, with the right kinds.
+    #[test]
+    fn the_published_examples_are_valid() {
+        let readme = include_str!("../../README.md");
+        let block = readme.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
+        let files = [
+            ("README.md", block),
+            ("config.toml.example", include_str!("../../contrib/config.toml.example")),
+            ("windows/config.toml.example", include_str!("../../contrib/windows/config.toml.example")),
+        ];
+        for (name, text) in files {
+            let doc: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for profile in doc["profiles"].as_table().unwrap().keys() {
+                for verb in ["pack", "prune", "verify", "replay"] {
+                    let m = user(&["-P", profile, verb]);
+                    let a = settings(text, Path::new(name), profile, &m).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    assert!(a.iter().any(|a| a.key == "repo"), "{name} {profile} {verb}");
+                    if verb == "prune" && profile == "nightly" {
+                        assert!(a.iter().any(|a| a.key == "keep-daily"), "{name}");
+                    }
+                    if verb == "verify" && profile == "nightly" {
+                        assert!(a.iter().any(|a| a.tokens == ["--read-data-subset=week/7"]), "{name}");
+                    }
+                }
+            }
+        }
+    }
 }
