@@ -162,6 +162,7 @@ pub fn remove_locks(storage: &dyn Storage, this_host: &str, all: bool) -> Result
         match info {
             Some(i) if !all && !i.is_stale(now, this_host) => out.kept.push((name, i)),
             info => {
+                tracing::info!(lock = %name, holder = %info.as_ref().map(LockInfo::summary).unwrap_or_default(), "lock removed");
                 storage.delete(FileKind::Lock, &name)?;
                 out.removed.push((name, info));
             }

@@ -210,6 +210,7 @@ fn prune_into(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) 
         report.snapshots_removed = doomed;
     } else {
         for r in doomed {
+            tracing::info!(snapshot = %r.id, mailbox = %r.mailbox, "snapshot removed by the retention rules");
             storage.delete(FileKind::Snapshot, &r.id)?;
             report.snapshots_removed.push(r);
         }
@@ -431,6 +432,7 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         if !keep.is_empty() {
             write_index_file(storage.as_ref(), repo.keys(), &repo.context().entropy, &mut keep)?;
         }
+        tracing::debug!(index = %name, kept = keep.len(), "index file rewritten without deleted packs");
         storage.delete(FileKind::Index, name)?;
     }
     // 2. the packs
@@ -439,6 +441,7 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
     for pack in &delete {
         let name = pack.to_hex();
         if let Ok(size) = storage.size(FileKind::Pack, &name) {
+            tracing::info!(pack = %name, bytes = size, "pack deleted: marked, proven unreferenced, grace passed");
             storage.delete(FileKind::Pack, &name)?;
             report.packs_deleted += 1;
             report.bytes_deleted += size;

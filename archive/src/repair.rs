@@ -144,6 +144,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
     let new: HashSet<&String> = w.written.iter().collect();
     for name in &old_files {
         if !new.contains(name) {
+            tracing::info!(index = %name, "old index file removed after the rebuild");
             storage.delete(FileKind::Index, name)?;
             report.index_files_removed += 1;
         }
@@ -182,6 +183,7 @@ pub fn forget(repo: &Repository, ids: &[Id], dry_run: bool) -> Result<Vec<SnapRe
             Err(_) => ("(damaged)".to_string(), String::new()),
         };
         if !dry_run {
+            tracing::info!(snapshot = %id.to_hex(), "snapshot forgotten");
             repo.storage().delete(FileKind::Snapshot, &id.to_hex()).map_err(|e| {
                 Error::Other(format!(
                     "{e} (after removing {} snapshot(s): {})",
