@@ -361,3 +361,41 @@ read-data-subset = "week/1"
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("no profile `weekly`"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_backup_on_a_terminal_shows_a_progress_bar() {
+    // script(1) gives the run a terminal; where it is missing there is nothing to check.
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: script(1) is needed for a terminal");
+        return;
+    }
+    let env = Env::new();
+    let sim = start_sim(
+        &env,
+        &env.path("sim"),
+        &["--mailboxes", "2", "--items", "20", "--calendar-items", "200", "--calendar-export-ms", "10"],
+    );
+    env.init();
+    let cmd = format!(
+        "{} pack --repo {} --ews {} --user svc --all-mailboxes",
+        env!("CARGO_BIN_EXE_exarch"),
+        env.repo().display(),
+        sim.url
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("EXARCH_PASSWORD", PASSWORD)
+        .env("EXARCH_CACHE_DIR", env.path("cache"))
+        .env("EXARCH_EWS_PASSWORD", "sim-secret")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 0, "{screen}");
+    // The bar: its prefix, items of those planned, mailboxes done; then the summary.
+    assert!(screen.contains("backup ["), "{screen}");
+    assert!(screen.contains(" items ") && screen.contains("mailboxes"), "{screen}");
+    assert!(screen.contains("backed up 2 of 2 mailbox(es)"), "{screen}");
+    // Not a status line: those are for logs, not terminals.
+    assert!(!screen.contains("backup: "), "{screen}");
+}

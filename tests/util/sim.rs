@@ -55,8 +55,11 @@ pub fn pack_ews(env: &Env, sim: &Sim, extra: &[&str]) -> serde_json::Value {
 /// `pack --ews --all-mailboxes --json` that must end with exit code `want` (5: partial run).
 pub fn pack_ews_expecting(env: &Env, sim: &Sim, extra: &[&str], want: i32) -> serde_json::Value {
     let repo = env.repo();
-    let mut args =
-        vec!["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "svc", "--all-mailboxes", "--json"];
+    let mut args = vec!["pack", "--repo", repo.to_str().unwrap(), "--ews", &sim.url, "--user", "svc", "--json"];
+    // Every mailbox, unless the test names some.
+    if !extra.iter().any(|a| *a == "--mailbox" || *a == "--mailboxes-file") {
+        args.push("--all-mailboxes");
+    }
     args.extend_from_slice(extra);
     let out = env.cmd(&args).env("EXARCH_EWS_PASSWORD", "sim-secret").output().unwrap();
     assert_eq!(code(&out), want, "pack --ews: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
