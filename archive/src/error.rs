@@ -25,9 +25,12 @@ pub enum Error {
     #[error("I/O error on {path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
     #[error("{0} is not an exarch repository (no `config` file); create one with `exarch init --repo {0}`")]
-    NotARepository(PathBuf),
-    #[error("{0} already holds a repository or other files; choose an empty or new directory")]
-    AlreadyExists(PathBuf),
+    NotARepository(String),
+    #[error("{0} already holds a repository or other files; choose an empty or new directory (or prefix)")]
+    AlreadyExists(String),
+    /// A storage backend (object store) failed: where, and what the store said.
+    #[error("storage error at {location}: {detail}")]
+    Store { location: String, detail: String },
     #[error("the passphrase opens none of the {slots} key slot(s) of this repository; check EXARCH_PASSWORD / the password file")]
     WrongPassphrase { slots: usize },
     #[error("the repository has no key slot; it cannot be opened")]

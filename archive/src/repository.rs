@@ -15,7 +15,7 @@ use crate::lock::{LockGuard, LockKind, LockPurpose, DEFAULT_LEASE_SECS};
 use crate::manifest::{text, Summary};
 use crate::snapshot::{read_summary, Snapshot};
 use crate::storage::{FileKind, Storage};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// How to create a repository.
@@ -75,12 +75,11 @@ pub fn host_name() -> String {
 /// Why there is no `config`: no repository at all, or a repository that lost it (which must not
 /// be "repaired" by running init over it).
 pub fn missing_config(storage: &dyn Storage) -> Error {
-    let loc = storage.location(FileKind::Config, "config");
-    let dir = Path::new(&loc).parent().unwrap_or(Path::new(&loc)).to_path_buf();
+    let dir = storage.describe();
     let holds = |k: FileKind| storage.list(k).map(|l| !l.is_empty()).unwrap_or(false);
     if holds(FileKind::Key) || holds(FileKind::Snapshot) || holds(FileKind::Index) {
         return Error::damaged(
-            format!("repository {}", dir.display()),
+            format!("repository {dir}"),
             "its `config` file is missing, though it holds key slots and data; restore `config` from a copy of \
              the repository (do not run init here)",
         );
@@ -111,7 +110,7 @@ impl Repository {
     /// Creates a repository in empty storage and opens it.
     pub fn init(storage: Arc<dyn Storage>, passphrase: &[u8], opts: InitOptions, ctx: Context) -> Result<Repository> {
         if storage.exists(FileKind::Config, "config")? {
-            return Err(Error::AlreadyExists(PathBuf::from(storage.location(FileKind::Config, "config"))));
+            return Err(Error::AlreadyExists(storage.describe()));
         }
         let mut m = [0u8; 32];
         ctx.entropy.fill(&mut m);

@@ -16,9 +16,6 @@ impl Storage for NoPackDeletes {
     fn put(&self, k: FileKind, n: &str, d: &[u8]) -> Result<()> {
         self.0.put(k, n, d)
     }
-    fn put_new(&self, k: FileKind, n: &str, d: &[u8]) -> Result<bool> {
-        self.0.put_new(k, n, d)
-    }
     fn get(&self, k: FileKind, n: &str) -> Result<Vec<u8>> {
         self.0.get(k, n)
     }
@@ -42,6 +39,12 @@ impl Storage for NoPackDeletes {
     }
     fn location(&self, k: FileKind, n: &str) -> String {
         self.0.location(k, n)
+    }
+    fn prepare_new(&self) -> Result<()> {
+        self.0.prepare_new()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
     }
 }
 

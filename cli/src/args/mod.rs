@@ -28,9 +28,12 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// Repository directory (local disk or NAS mount)
-    #[arg(long, short = 'r', global = true, env = "EXARCH_REPOSITORY", value_name = "DIR")]
+    /// Repository: a directory (local disk or NAS mount), s3:https://HOST[:PORT]/BUCKET[/PREFIX]
+    /// (S3-compatible object storage) or azblob:https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]
+    #[arg(long, short = 'r', global = true, env = "EXARCH_REPOSITORY", value_name = "DIR|URL")]
     pub repo: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Read the repository passphrase from this file (first line)
     #[arg(long, global = true, env = "EXARCH_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
@@ -79,6 +82,28 @@ pub struct Global {
     /// given as well win over it
     #[arg(long = "use-profile", short = 'P', global = true, env = "EXARCH_USE_PROFILE", value_name = "NAME")]
     pub use_profile: Option<String>,
+}
+
+/// Signing in to object storage (`--repo s3:…` / `azblob:…`). Secrets come from the environment or
+/// a file, never from the command line.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Object storage")]
+pub struct StoreArgs {
+    /// S3: the signing region (Garage: garage)
+    #[arg(long, global = true, env = "AWS_REGION", value_name = "REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// S3: the endpoint for `s3:BUCKET[/PREFIX]` repositories (given in the URL otherwise)
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3: the access key id (the secret key comes from AWS_SECRET_ACCESS_KEY or --s3-secret-key-file)
+    #[arg(long, global = true, env = "AWS_ACCESS_KEY_ID", value_name = "ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    /// S3: file holding the secret access key (first line)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub s3_secret_key_file: Option<PathBuf>,
+    /// Azure Blob: the storage account (its key comes from AZURE_STORAGE_KEY)
+    #[arg(long, global = true, env = "AZURE_STORAGE_ACCOUNT", value_name = "NAME")]
+    pub azure_account: Option<String>,
 }
 
 /// `--log-format`.

@@ -4,28 +4,25 @@ use crate::args::{Global, InitArgs};
 use crate::secrets;
 use crate::secrets::ExposeSecret as _;
 use anyhow::{Context as _, Result};
-use exarch_archive::{Context, InitOptions, LocalStorage, Repository};
-use std::sync::Arc;
+use exarch_archive::{Context, InitOptions, Repository};
 
 pub fn run(g: &Global, a: InitArgs) -> Result<()> {
-    let path = super::repo_path(g)?;
-    if path.exists() && std::fs::read_dir(&path).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(exarch_archive::Error::AlreadyExists(path).into());
-    }
+    let storage = super::storage(g)?;
+    // Refuses a place that holds anything, before the passphrase is asked for.
+    storage.prepare_new().with_context(|| format!("creating a repository at {}", storage.describe()))?;
     let pass = secrets::repository_passphrase(g.password_file.as_deref(), g.password_command.as_deref(), true)?;
-    let storage = LocalStorage::new(&path);
-    storage.create_layout().with_context(|| format!("creating {}", path.display()))?;
+    let at = storage.describe();
     let opts = InitOptions { label: a.label, ..InitOptions::default() };
     let repo =
-        Repository::init(Arc::new(storage), pass.expose_secret().as_bytes(), opts, Context::new(super::cache_root(g)))?;
+        Repository::init(storage, pass.expose_secret().as_bytes(), opts, Context::new(super::cache_root(g)))?;
     if g.json {
         super::print_json(&serde_json::json!({
-            "repository": path.display().to_string(),
+            "repository": at,
             "id": repo.config().id,
             "key": repo.current_slot(),
         }))?;
     } else if !g.quiet {
-        println!("created exarch repository {} at {}", repo.config().id, path.display());
+        println!("created exarch repository {} at {at}", repo.config().id);
         println!("Keep the passphrase safe: without it (or another key slot) the data cannot be read.");
     }
     Ok(())

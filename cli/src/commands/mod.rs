@@ -18,6 +18,7 @@ mod repair;
 mod replay;
 mod simulate;
 mod snapshots;
+mod store;
 mod unlock;
 mod verify;
 mod when;
@@ -28,9 +29,8 @@ use crate::args::{Cli, Command, Global};
 use crate::secrets;
 use crate::secrets::ExposeSecret as _;
 use anyhow::{Context as _, Result};
-use exarch_archive::{Context, LocalStorage, Repository, Storage};
+use exarch_archive::{Context, Repository};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
@@ -63,10 +63,6 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-pub fn repo_path(g: &Global) -> Result<PathBuf> {
-    g.repo.clone().ok_or_else(|| crate::usage("no repository: pass --repo DIR or set EXARCH_REPOSITORY"))
-}
-
 /// The local cache root: --cache-dir / EXARCH_CACHE_DIR, else the platform's cache directory.
 pub fn cache_root(g: &Global) -> PathBuf {
     if let Some(d) = &g.cache_dir {
@@ -88,9 +84,7 @@ fn platform_cache_dir() -> Option<PathBuf> {
     std::env::var_os("LOCALAPPDATA").map(|h| PathBuf::from(h).join("exarch").join("cache"))
 }
 
-pub fn storage(g: &Global) -> Result<Arc<dyn Storage>> {
-    Ok(Arc::new(LocalStorage::new(repo_path(g)?)))
-}
+pub use store::storage;
 
 pub fn open(g: &Global) -> Result<Repository> {
     let storage = storage(g)?;
@@ -101,9 +95,8 @@ pub fn open(g: &Global) -> Result<Repository> {
     let pass = secrets::repository_passphrase(g.password_file.as_deref(), g.password_command.as_deref(), false)?;
     let mut ctx = Context::new(cache_root(g));
     ctx.lease_secs = g.lock_lease;
-    Repository::open(storage, pass.expose_secret().as_bytes(), ctx).with_context(|| {
-        format!("opening repository {}", repo_path(g).map(|p| p.display().to_string()).unwrap_or_default())
-    })
+    let at = storage.describe();
+    Repository::open(storage, pass.expose_secret().as_bytes(), ctx).with_context(|| format!("opening repository {at}"))
 }
 
 /// The shared lock of a command that only reads, or none with `--no-lock` (read-only media).

@@ -1,72 +1,11 @@
-//! Where repository files live. The engine only ever puts, gets, lists and deletes whole files by
-//! kind and name, so a local directory, a NAS mount or (later) an object store can hold a repository.
-//!
-//! `LocalStorage` makes every write durable and atomic: write a temporary file, fsync it, rename it
-//! into place, fsync the directory. A killed writer leaves at worst a `*.tmp` file that no reader looks at.
+//! A repository in a local directory or on a mounted share. Every write is durable and atomic:
+//! write a temporary file (its name starts with `.`, so no listing shows it), fsync it, rename it
+//! into place, fsync the directory. A killed writer leaves at worst such a temporary file.
 
+use super::{listed_name, relative_path, FileKind, Storage};
 use crate::error::{Error, Result};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-
-/// The kinds of files a repository holds; each lives in its own directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FileKind {
-    Config,
-    Key,
-    Pack,
-    Index,
-    Snapshot,
-    Lock,
-    /// Packs marked for deletion by a prune, deleted by a later one (two-phase deletion).
-    Mark,
-}
-
-impl FileKind {
-    pub const ALL: [FileKind; 7] = [
-        FileKind::Config,
-        FileKind::Key,
-        FileKind::Pack,
-        FileKind::Index,
-        FileKind::Snapshot,
-        FileKind::Lock,
-        FileKind::Mark,
-    ];
-
-    pub fn dir(self) -> &'static str {
-        match self {
-            FileKind::Config => "",
-            FileKind::Key => "keys",
-            FileKind::Pack => "data",
-            FileKind::Index => "index",
-            FileKind::Snapshot => "snapshots",
-            FileKind::Lock => "locks",
-            FileKind::Mark => "marks",
-        }
-    }
-}
-
-/// Storage for repository files. Names are plain file names (hex ids, or `config`).
-pub trait Storage: Send + Sync {
-    /// Stores a whole file atomically and durably; replaces an existing file of that name.
-    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
-    /// Stores a file only if none of that name exists; returns false if one did.
-    fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool>;
-    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
-    /// Reads `len` bytes at `offset`; a short file is reported as damage, not padded.
-    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
-    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
-    fn list(&self, kind: FileKind) -> Result<Vec<String>>;
-    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
-    fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
-    /// Reads exactly `buf.len()` bytes at `offset` into `buf` (lets hot paths reuse a buffer).
-    fn read_into(&self, kind: FileKind, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let v = self.get_range(kind, name, offset, buf.len())?;
-        buf.copy_from_slice(&v);
-        Ok(())
-    }
-    /// A human-readable location for messages.
-    fn location(&self, kind: FileKind, name: &str) -> String;
-}
 
 /// A repository in a local directory (or a mounted network share).
 #[derive(Debug, Clone)]
@@ -83,7 +22,8 @@ impl LocalStorage {
         &self.root
     }
 
-    /// Creates the directory layout for a new repository.
+    /// Creates the directory layout (also for an existing repository whose empty directories a
+    /// copy lost; it never touches files).
     pub fn create_layout(&self) -> Result<()> {
         crate::private_fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
         for kind in FileKind::ALL {
@@ -96,12 +36,7 @@ impl LocalStorage {
     }
 
     pub fn path(&self, kind: FileKind, name: &str) -> PathBuf {
-        match kind {
-            FileKind::Config => self.root.join(name),
-            // Packs are spread over 256 subdirectories so no directory grows huge on a NAS.
-            FileKind::Pack => self.root.join("data").join(&name[..name.len().min(2)]).join(name),
-            k => self.root.join(k.dir()).join(name),
-        }
+        self.root.join(relative_path(kind, name))
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
@@ -112,15 +47,6 @@ impl LocalStorage {
 impl Storage for LocalStorage {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.write_atomic(&self.path(kind, name), data)
-    }
-
-    fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
-        let path = self.path(kind, name);
-        if path.exists() {
-            return Ok(false);
-        }
-        self.write_atomic(&path, data)?;
-        Ok(true)
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
@@ -157,7 +83,13 @@ impl Storage for LocalStorage {
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let path = self.path(kind, name);
-        Ok(fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len())
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NotFound(format!("{} {name}", kind.dir())))
+            }
+            Err(e) => Err(Error::io(&path, e)),
+        }
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
@@ -176,10 +108,7 @@ impl Storage for LocalStorage {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if ft.is_dir() && kind == FileKind::Pack {
                     dirs.push(entry.path());
-                } else if ft.is_file() && !name.starts_with('.') {
-                    if kind == FileKind::Config && name != "config" {
-                        continue;
-                    }
+                } else if ft.is_file() && listed_name(kind, &name) {
                     out.push(name);
                 }
             }
@@ -201,9 +130,39 @@ impl Storage for LocalStorage {
         Ok(self.path(kind, name).exists())
     }
 
+    fn prepare_new(&self) -> Result<()> {
+        // Empty directories (a layout left by an init that stopped at the passphrase) are no
+        // reason to refuse; any file is.
+        if holds_a_file(&self.root)? {
+            return Err(Error::AlreadyExists(self.describe()));
+        }
+        self.create_layout()
+    }
+
     fn location(&self, kind: FileKind, name: &str) -> String {
         self.path(kind, name).display().to_string()
     }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// Whether `dir` or a directory below it holds anything but directories.
+fn holds_a_file(dir: &Path) -> Result<bool> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+        if !ft.is_dir() || holds_a_file(&entry.path())? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Positioned read that fills `buf` unless the file ends first; returns the bytes read.
@@ -240,6 +199,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keeps_the_storage_contract() {
+        let t = tempfile::tempdir().unwrap();
+        super::super::suite::run(&LocalStorage::new(t.path().join("r")));
+    }
+
+    #[test]
     fn put_get_list_delete() {
         let t = tempfile::tempdir().unwrap();
         let s = LocalStorage::new(t.path().join("r"));
@@ -249,7 +214,6 @@ mod tests {
         assert_eq!(s.get(FileKind::Pack, "abcdef").unwrap(), b"hello");
         assert_eq!(s.get_range(FileKind::Pack, "abcdef", 1, 3).unwrap(), b"ell");
         assert_eq!(s.list(FileKind::Pack).unwrap(), vec!["abcdef".to_string()]);
-        assert!(!s.put_new(FileKind::Pack, "abcdef", b"x").unwrap());
         let err = s.get_range(FileKind::Pack, "abcdef", 3, 10).unwrap_err();
         assert_eq!(err.class(), crate::ErrorClass::Damage);
         s.delete(FileKind::Pack, "abcdef").unwrap();

@@ -1,0 +1,282 @@
+//! A repository on an object store, through Apache OpenDAL: S3 and S3-compatible stores (Garage,
+//! Ceph RGW, MinIO; path-style addressing) and Azure Blob Storage. Objects are named by the same
+//! layout as the local directory (`storage::relative_path`) under a prefix, so a repository copied
+//! between a disk and a bucket with any tool opens unchanged.
+//!
+//! OpenDAL's blocking operator runs its requests on a small Tokio runtime this storage owns; callers
+//! stay synchronous. A PUT of a whole object is atomic on these stores, and they give
+//! read-after-write and list-after-write consistency, which is all the contract asks. Requests are
+//! counted for the `--json` summaries.
+
+use super::{listed_name, relative_path, FileKind, Storage};
+use crate::error::{Error, Result};
+use opendal::{blocking, options, ErrorKind, Operator};
+use secrecy::{ExposeSecret as _, SecretString};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where an S3 repository is and how to sign in.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `https://host[:port]` (or `http://` for a store on loopback).
+    pub endpoint: String,
+    pub bucket: String,
+    /// Path inside the bucket, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    pub region: String,
+    pub access_key_id: Option<SecretString>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+}
+
+/// Where an Azure Blob repository is and how to sign in (shared key).
+#[derive(Debug, Clone)]
+pub struct AzblobConfig {
+    /// `https://<account>.blob.core.windows.net`
+    pub endpoint: String,
+    pub container: String,
+    pub prefix: String,
+    pub account_name: Option<String>,
+    pub account_key: Option<SecretString>,
+}
+
+/// Requests this storage sent, by kind, for summaries.
+#[derive(Debug, Default)]
+pub struct Requests {
+    pub get: AtomicU64,
+    pub put: AtomicU64,
+    pub list: AtomicU64,
+    pub stat: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+pub struct ObjectStorage {
+    op: blocking::Operator,
+    /// Runs the operator's requests; kept alive as long as the operator.
+    _runtime: tokio::runtime::Runtime,
+    url: String,
+    requests: Requests,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectStorage({})", self.url)
+    }
+}
+
+fn root(prefix: &str) -> String {
+    let p = prefix.trim_matches('/');
+    if p.is_empty() {
+        "/".into()
+    } else {
+        format!("/{p}/")
+    }
+}
+
+impl ObjectStorage {
+    /// An S3 (or S3-compatible) store. Nothing is read from `~/.aws`: the caller passes what the
+    /// environment or the command line gave.
+    pub fn s3(c: &S3Config) -> Result<ObjectStorage> {
+        let mut b = opendal::services::S3::default()
+            .endpoint(&c.endpoint)
+            .bucket(&c.bucket)
+            .root(&root(&c.prefix))
+            .region(&c.region)
+            .disable_config_load();
+        if let Some(k) = &c.access_key_id {
+            b = b.access_key_id(k.expose_secret());
+        }
+        if let Some(k) = &c.secret_access_key {
+            b = b.secret_access_key(k.expose_secret());
+        }
+        if let Some(t) = &c.session_token {
+            b = b.session_token(t.expose_secret());
+        }
+        let url = format!("s3:{}/{}{}", c.endpoint.trim_end_matches('/'), c.bucket, prefix_part(&c.prefix));
+        Self::build(Operator::new(b), url)
+    }
+
+    /// An Azure Blob Storage container.
+    pub fn azblob(c: &AzblobConfig) -> Result<ObjectStorage> {
+        let mut b = opendal::services::Azblob::default()
+            .endpoint(&c.endpoint)
+            .container(&c.container)
+            .root(&root(&c.prefix));
+        if let Some(a) = &c.account_name {
+            b = b.account_name(a);
+        }
+        if let Some(k) = &c.account_key {
+            b = b.account_key(k.expose_secret());
+        }
+        let url = format!("azblob:{}/{}{}", c.endpoint.trim_end_matches('/'), c.container, prefix_part(&c.prefix));
+        Self::build(Operator::new(b), url)
+    }
+
+    fn build(op: opendal::Result<Operator>, url: String) -> Result<ObjectStorage> {
+        let config = |e: opendal::Error| Error::Usage(format!("{url}: {}", e.message()));
+        let op = op.map_err(config)?.layer(opendal::layers::RetryLayer::new().with_max_times(4).with_jitter()).layer(
+            opendal::layers::TimeoutLayer::new()
+                .with_timeout(std::time::Duration::from_secs(120))
+                .with_io_timeout(std::time::Duration::from_secs(60)),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("exarch-store")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Store { location: url.clone(), detail: format!("cannot start its I/O threads: {e}") })?;
+        let op = {
+            let _in = runtime.enter();
+            blocking::Operator::new(op).map_err(config)?
+        };
+        Ok(ObjectStorage { op, _runtime: runtime, url, requests: Requests::default() })
+    }
+
+    pub fn requests(&self) -> &Requests {
+        &self.requests
+    }
+
+    fn err(&self, path: &str, e: opendal::Error) -> Error {
+        let location = format!("{}/{path}", self.url);
+        // The store's own words (e.g. S3's `InvalidAccessKeyId`, `NoSuchBucket`), without the
+        // request's context (which can hold signed URLs).
+        let detail = match e.kind() {
+            ErrorKind::PermissionDenied => format!("access denied: {}", e.message()),
+            ErrorKind::ConfigInvalid => format!("configuration refused: {}", e.message()),
+            k => format!("{k}: {}", e.message()),
+        };
+        Error::Store { location, detail: detail.chars().take(600).collect() }
+    }
+
+    fn count(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every object under `dir/` with its size (one LIST, paged by the store).
+    fn list_dir(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let dir = if kind == FileKind::Config { String::new() } else { format!("{}/", kind.dir()) };
+        let recursive = kind == FileKind::Pack;
+        self.count(&self.requests.list);
+        let entries = match self.op.list_options(&dir, options::ListOptions { recursive, ..Default::default() }) {
+            Ok(v) => v,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(self.err(&dir, e)),
+        };
+        let mut out: Vec<(String, u64)> = entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .filter(|e| listed_name(kind, e.name()))
+            .filter(|e| relative_path(kind, e.name()) == e.path())
+            .map(|e| (e.name().to_string(), e.metadata().content_length()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn prefix_part(prefix: &str) -> String {
+    let p = prefix.trim_matches('/');
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("/{p}")
+    }
+}
+
+impl Storage for ObjectStorage {
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        let path = relative_path(kind, name);
+        self.count(&self.requests.put);
+        self.op.write(&path, data.to_vec()).map(|_| ()).map_err(|e| self.err(&path, e))
+    }
+
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let path = relative_path(kind, name);
+        self.count(&self.requests.get);
+        match self.op.read(&path) {
+            Ok(b) => Ok(b.to_vec()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound(format!("{} {name}", kind.dir()))),
+            Err(e) => Err(self.err(&path, e)),
+        }
+    }
+
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = relative_path(kind, name);
+        self.count(&self.requests.get);
+        let range = opendal::BytesRange::new(offset, Some(len as u64));
+        let short = |got: usize| {
+            Error::damaged(
+                format!("{} {name}", kind.dir()),
+                format!("truncated: wanted {len} bytes at offset {offset}, the object ends after {got}"),
+            )
+        };
+        match self.op.read_options(&path, options::ReadOptions { range, ..Default::default() }) {
+            Ok(b) if b.len() == len => Ok(b.to_vec()),
+            Ok(b) => Err(short(b.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(Error::damaged(format!("{} {name}", kind.dir()), format!("missing object {}", self.location(kind, name))))
+            }
+            // 416: the range starts at or after the end.
+            Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => Err(short(0)),
+            Err(e) => Err(self.err(&path, e)),
+        }
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        let path = relative_path(kind, name);
+        self.count(&self.requests.stat);
+        match self.op.stat(&path) {
+            Ok(m) => Ok(m.content_length()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound(format!("{} {name}", kind.dir()))),
+            Err(e) => Err(self.err(&path, e)),
+        }
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+        Ok(self.list_dir(kind)?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    fn list_sized(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.list_dir(kind)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        let path = relative_path(kind, name);
+        self.count(&self.requests.delete);
+        match self.op.delete(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(&path, e)),
+        }
+    }
+
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        match self.size(kind, name) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn prepare_new(&self) -> Result<()> {
+        // One LIST of the whole prefix, at most one entry: anything there refuses it. (Also proves
+        // the bucket exists and the credentials work, before a passphrase is asked for twice.)
+        self.count(&self.requests.list);
+        let found = match self.op.list_options("", options::ListOptions { recursive: true, limit: Some(1), ..Default::default() }) {
+            Ok(v) => v.into_iter().any(|e| e.metadata().is_file()),
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => return Err(self.err("", e)),
+        };
+        if found {
+            return Err(Error::AlreadyExists(self.url.clone()));
+        }
+        Ok(())
+    }
+
+    fn location(&self, kind: FileKind, name: &str) -> String {
+        format!("{}/{}", self.url, relative_path(kind, name))
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}
