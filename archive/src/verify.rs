@@ -172,8 +172,11 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
 
     // Index files: open, and every entry inside an existing pack.
     // (Sizes come with the listing: one request on an object store, not one per pack.)
-    let pack_sizes: HashMap<Id, u64> =
-        storage.list_sized(FileKind::Pack)?.into_iter().filter_map(|(n, size)| Some((Id::from_hex(&n)?, size))).collect();
+    let pack_sizes: HashMap<Id, u64> = storage
+        .list_sized(FileKind::Pack)?
+        .into_iter()
+        .filter_map(|(n, size)| Some((Id::from_hex(&n)?, size)))
+        .collect();
     let mut indexed_packs: HashSet<Id> = HashSet::new();
     let mut missing_packs: HashSet<Id> = HashSet::new();
     let mut damaged: HashMap<Id, String> = HashMap::new();

@@ -3,6 +3,7 @@
 
 #[path = "../../benches/corpus.rs"]
 pub mod corpus;
+pub mod garage;
 pub mod sim;
 
 use std::path::{Path, PathBuf};

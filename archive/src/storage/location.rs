@@ -29,7 +29,9 @@ fn split_url(url: &str) -> Option<(String, String, String)> {
 }
 
 fn valid_bucket(b: &str) -> bool {
-    !b.is_empty() && b.len() <= 63 && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
+    !b.is_empty()
+        && b.len() <= 63
+        && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
 }
 
 impl Location {
@@ -38,8 +40,9 @@ impl Location {
         let usage = |what: &str| Error::Usage(format!("repository {text}: {what}"));
         if let Some(rest) = text.strip_prefix("s3:") {
             if rest.starts_with("http://") || rest.starts_with("https://") {
-                let (endpoint, bucket, prefix) = split_url(rest)
-                    .ok_or_else(|| usage("expected s3:https://HOST[:PORT]/BUCKET[/PREFIX] (no user or password in it)"))?;
+                let (endpoint, bucket, prefix) = split_url(rest).ok_or_else(|| {
+                    usage("expected s3:https://HOST[:PORT]/BUCKET[/PREFIX] (no user or password in it)")
+                })?;
                 if !valid_bucket(&bucket) {
                     return Err(usage("the bucket name is missing or not valid"));
                 }
@@ -93,9 +96,15 @@ mod tests {
         );
         assert_eq!(
             p("azblob:https://acct.blob.core.windows.net/c/p").unwrap(),
-            Location::Azblob { endpoint: "https://acct.blob.core.windows.net".into(), container: "c".into(), prefix: "p".into() }
+            Location::Azblob {
+                endpoint: "https://acct.blob.core.windows.net".into(),
+                container: "c".into(),
+                prefix: "p".into()
+            }
         );
-        for bad in ["s3:", "s3:https://", "s3:https://host", "s3:https://key:secret@host/b", "s3:ftp://h/b", "azblob:c/p"] {
+        for bad in
+            ["s3:", "s3:https://", "s3:https://host", "s3:https://key:secret@host/b", "s3:ftp://h/b", "azblob:c/p"]
+        {
             let e = p(bad).unwrap_err();
             assert_eq!(e.class(), crate::ErrorClass::Usage, "{bad}: {e}");
         }

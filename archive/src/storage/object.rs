@@ -76,6 +76,8 @@ impl ObjectStorage {
     /// An S3 (or S3-compatible) store. Nothing is read from `~/.aws`: the caller passes what the
     /// environment or the command line gave.
     pub fn s3(c: &S3Config) -> Result<ObjectStorage> {
+        // The process-wide HTTP transport (reqwest with rustls); installing it twice is harmless.
+        opendal::install_default();
         let mut b = opendal::services::S3::default()
             .endpoint(&c.endpoint)
             .bucket(&c.bucket)
@@ -97,10 +99,9 @@ impl ObjectStorage {
 
     /// An Azure Blob Storage container.
     pub fn azblob(c: &AzblobConfig) -> Result<ObjectStorage> {
-        let mut b = opendal::services::Azblob::default()
-            .endpoint(&c.endpoint)
-            .container(&c.container)
-            .root(&root(&c.prefix));
+        opendal::install_default();
+        let mut b =
+            opendal::services::Azblob::default().endpoint(&c.endpoint).container(&c.container).root(&root(&c.prefix));
         if let Some(a) = &c.account_name {
             b = b.account_name(a);
         }
@@ -123,7 +124,10 @@ impl ObjectStorage {
             .thread_name("exarch-store")
             .enable_all()
             .build()
-            .map_err(|e| Error::Store { location: url.clone(), detail: format!("cannot start its I/O threads: {e}") })?;
+            .map_err(|e| Error::Store {
+                location: url.clone(),
+                detail: format!("cannot start its I/O threads: {e}"),
+            })?;
         let op = {
             let _in = runtime.enter();
             blocking::Operator::new(op).map_err(config)?
@@ -212,12 +216,16 @@ impl Storage for ObjectStorage {
         match self.op.read_options(&path, options::ReadOptions { range, ..Default::default() }) {
             Ok(b) if b.len() == len => Ok(b.to_vec()),
             Ok(b) => Err(short(b.len())),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                Err(Error::damaged(format!("{} {name}", kind.dir()), format!("missing object {}", self.location(kind, name))))
-            }
-            // 416: the range starts at or after the end.
-            Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => Err(short(0)),
-            Err(e) => Err(self.err(&path, e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::damaged(
+                format!("{} {name}", kind.dir()),
+                format!("missing object {}", self.location(kind, name)),
+            )),
+            // The range runs past the end (416, or a reply shorter than asked, which OpenDAL
+            // reports as its own error): the object's size tells which.
+            Err(e) => match self.size(kind, name) {
+                Ok(size) if offset + len as u64 > size => Err(short(size.saturating_sub(offset) as usize)),
+                _ => Err(self.err(&path, e)),
+            },
         }
     }
 
@@ -261,7 +269,10 @@ impl Storage for ObjectStorage {
         // One LIST of the whole prefix, at most one entry: anything there refuses it. (Also proves
         // the bucket exists and the credentials work, before a passphrase is asked for twice.)
         self.count(&self.requests.list);
-        let found = match self.op.list_options("", options::ListOptions { recursive: true, limit: Some(1), ..Default::default() }) {
+        let found = match self
+            .op
+            .list_options("", options::ListOptions { recursive: true, limit: Some(1), ..Default::default() })
+        {
             Ok(v) => v.into_iter().any(|e| e.metadata().is_file()),
             Err(e) if e.kind() == ErrorKind::NotFound => false,
             Err(e) => return Err(self.err("", e)),

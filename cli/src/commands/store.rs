@@ -14,10 +14,8 @@ fn env_secret(name: &str) -> Option<SecretString> {
 
 /// Where the repository is, parsed (a usage error for a malformed URL).
 pub fn location(g: &Global) -> Result<Location> {
-    let repo = g
-        .repo
-        .as_ref()
-        .ok_or_else(|| crate::usage("no repository: pass --repo DIR|URL or set EXARCH_REPOSITORY"))?;
+    let repo =
+        g.repo.as_ref().ok_or_else(|| crate::usage("no repository: pass --repo DIR|URL or set EXARCH_REPOSITORY"))?;
     Ok(Location::parse(repo.as_os_str())?)
 }
 

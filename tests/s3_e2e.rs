@@ -1,0 +1,234 @@
+//! Repositories on object storage, against a real three-node Garage cluster on 127.0.0.1
+//! (`tests/garage/cluster.sh`): the storage contract, every command, a copy from disk to bucket, a
+//! node killed mid-backup, backups killed at random points, and wrong credentials.
+
+mod util;
+
+use exarch_archive::storage::{suite, ObjectStorage, S3Config};
+use exarch_archive::{FileKind, LocalStorage, Storage};
+use std::process::{Command, Output};
+use util::garage::Garage;
+use util::sim::start_sim;
+use util::{assert_same_tree, code, corpus, stderr, Env};
+
+/// `exarch ARGS` on `repo` with the cluster's credentials.
+fn cmd(env: &Env, g: &Garage, repo: &str, args: &[&str]) -> Command {
+    let mut c = env.cmd(args);
+    g.apply(&mut c);
+    c.env("EXARCH_REPOSITORY", repo);
+    c
+}
+
+fn ok(env: &Env, g: &Garage, repo: &str, args: &[&str]) -> String {
+    let out = cmd(env, g, repo, args).output().unwrap();
+    assert_eq!(code(&out), 0, "exarch {args:?}: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn storage(g: &Garage, prefix: &str) -> ObjectStorage {
+    let get = |k: &str| g.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone().into());
+    ObjectStorage::s3(&S3Config {
+        endpoint: g.endpoints[0].clone(),
+        bucket: g.bucket.clone(),
+        prefix: prefix.into(),
+        region: "garage".into(),
+        access_key_id: get("AWS_ACCESS_KEY_ID"),
+        secret_access_key: get("AWS_SECRET_ACCESS_KEY"),
+        session_token: None,
+    })
+    .unwrap()
+}
+
+fn corpus_dir(env: &Env, name: &str, mailbox: u32, items: usize) -> std::path::PathBuf {
+    let shared = corpus::shared_attachments(7, 4, 300 * 1024);
+    let dir = env.path(name);
+    corpus::write_tree(&dir, &corpus::mailbox(7, mailbox, items, &shared));
+    dir
+}
+
+#[test]
+fn every_command_works_on_garage_and_the_storage_contract_holds() {
+    let Some(g) = Garage::start() else { return };
+    suite::run(&storage(&g, "contract"));
+
+    let env = Env::new();
+    let repo = g.repo("site-a/exarch");
+    ok(&env, &g, &repo, &["init"]);
+    let src = corpus_dir(&env, "alice", 1, 300);
+    ok(&env, &g, &repo, &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "alice@example.com"]);
+    // EWS too, from the simulator.
+    let state = env.path("sim");
+    let sim = start_sim(&env, &state, &["--mailboxes", "2", "--items", "40"]);
+    let out = cmd(&env, &g, &repo, &["pack", "--ews", &sim.url, "--user", "svc", "--all-mailboxes", "--json"])
+        .env("EXARCH_EWS_PASSWORD", "sim-secret")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let snaps: serde_json::Value = serde_json::from_str(&ok(&env, &g, &repo, &["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 3);
+    assert!(ok(&env, &g, &repo, &["ls", "latest", "--mailbox", "alice@example.com"]).lines().count() >= 300);
+    let to = env.path("alice-out");
+    ok(&env, &g, &repo, &["extract", "latest", "--mailbox", "alice@example.com", "--to", to.to_str().unwrap()]);
+    assert_same_tree(&src, &to);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    // Replay through EWS from the bucket: the wiped mailbox comes back.
+    let dump_before = util::sim::dump(&env, &state, "before");
+    env.ok(&["simulate", "--state", state.to_str().unwrap(), "--wipe", "user1@example.com"]);
+    let out = cmd(
+        &env,
+        &g,
+        &repo,
+        &["replay", "latest", "--mailbox", "user1@example.com", "--ews", &sim.url, "--user", "svc"],
+    )
+    .env("EXARCH_EWS_PASSWORD", "sim-secret")
+    .output()
+    .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    drop(sim);
+    let dump_after = util::sim::dump(&env, &state, "after");
+    assert_same_tree(&dump_before.join("user1@example.com"), &dump_after.join("user1@example.com"));
+    // Two more backups of alice (one changed), then prune down to one: the other data goes.
+    std::fs::write(src.join("new-item.eml"), b"Subject: new\r\n\r\nnew").unwrap();
+    ok(&env, &g, &repo, &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "alice@example.com"]);
+    ok(&env, &g, &repo, &["prune", "--keep-last", "1", "--delete-now"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let to2 = env.path("alice-out2");
+    ok(&env, &g, &repo, &["extract", "latest", "--mailbox", "alice@example.com", "--to", to2.to_str().unwrap()]);
+    assert_same_tree(&src, &to2);
+    // init into a prefix that holds a repository is refused, and nothing is written.
+    let before = storage(&g, "site-a/exarch").list(FileKind::Key).unwrap();
+    let out = cmd(&env, &g, &repo, &["init"]).output().unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("already holds"), "{}", stderr(&out));
+    assert_eq!(storage(&g, "site-a/exarch").list(FileKind::Key).unwrap(), before);
+}
+
+#[test]
+fn a_repository_copied_from_disk_to_the_bucket_opens_unchanged() {
+    let Some(g) = Garage::start() else { return };
+    let env = Env::new();
+    env.init();
+    let src = corpus_dir(&env, "bob", 2, 200);
+    env.pack(&src, "bob@example.com", &[]);
+    // Copy every file byte for byte, as any S3 tool would.
+    let local = LocalStorage::new(env.repo());
+    let s3 = storage(&g, "copied");
+    for kind in FileKind::ALL {
+        for name in local.list(kind).unwrap() {
+            s3.put(kind, &name, &local.get(kind, &name).unwrap()).unwrap();
+        }
+    }
+    let repo = g.repo("copied");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let to = env.path("out");
+    ok(&env, &g, &repo, &["extract", "latest", "--mailbox", "bob@example.com", "--to", to.to_str().unwrap()]);
+    assert_same_tree(&src, &to);
+    // And back: a backup made on the bucket reads on disk after a copy the other way.
+    ok(&env, &g, &repo, &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "carol@example.com"]);
+    let back = LocalStorage::new(env.path("back"));
+    back.create_layout().unwrap();
+    for kind in FileKind::ALL {
+        for name in s3.list(kind).unwrap() {
+            back.put(kind, &name, &s3.get(kind, &name).unwrap()).unwrap();
+        }
+    }
+    let out = env.run(&["verify", "--repo", env.path("back").to_str().unwrap(), "--read-data"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn a_backup_survives_a_node_killed_while_it_runs() {
+    let Some(g) = Garage::start() else { return };
+    let env = Env::new();
+    let repo = g.repo("one-node-down");
+    ok(&env, &g, &repo, &["init"]);
+    let src = corpus_dir(&env, "dave", 3, 1500);
+    let mut child =
+        cmd(&env, &g, &repo, &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "dave@example.com"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Node 3 (not the one the client talks to) dies; replication 3 keeps a write quorum of 2.
+    g.kill(3);
+    let out: Output = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let to = env.path("out");
+    ok(&env, &g, &repo, &["extract", "latest", "--mailbox", "dave@example.com", "--to", to.to_str().unwrap()]);
+    assert_same_tree(&src, &to);
+}
+
+#[test]
+fn backups_killed_at_random_points_leave_a_repository_that_verifies() {
+    let Some(g) = Garage::start() else { return };
+    let env = Env::new();
+    let repo = g.repo("kill-loop");
+    ok(&env, &g, &repo, &["init"]);
+    let src = corpus_dir(&env, "erin", 4, 800);
+    let kills: u64 = std::env::var("EXARCH_S3_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let mut rng = rand::random::<u64>();
+    for round in 0..kills {
+        let mut child = cmd(
+            &env,
+            &g,
+            &repo,
+            &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "erin@example.com", "--force"],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(std::time::Duration::from_millis(50 + rng % 1500));
+        let _ = child.kill();
+        let _ = child.wait();
+        // A killed backup may leave its lock: it goes stale, and unlock clears it; nothing else.
+        let out = cmd(&env, &g, &repo, &["verify", "--json", "--no-lock"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(v["ok"], true, "round {round}: {}\n{v}", stderr(&out));
+    }
+    ok(&env, &g, &repo, &["unlock", "--remove-all"]);
+    ok(&env, &g, &repo, &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "erin@example.com"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let to = env.path("out");
+    ok(&env, &g, &repo, &["extract", "latest", "--mailbox", "erin@example.com", "--to", to.to_str().unwrap()]);
+    assert_same_tree(&src, &to);
+}
+
+#[test]
+fn wrong_credentials_and_a_missing_bucket_are_named() {
+    let Some(g) = Garage::start() else { return };
+    let env = Env::new();
+    let repo = g.repo("creds");
+    let mut c = cmd(&env, &g, &repo, &["init"]);
+    c.env("AWS_SECRET_ACCESS_KEY", "0000000000000000000000000000000000000000000000000000000000000000");
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&repo[3..]) || stderr(&out).contains("s3:"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("0000000000000000"), "the secret is never shown");
+    assert!(storage(&g, "creds").list(FileKind::Key).unwrap().is_empty(), "no partial files");
+    assert!(storage(&g, "creds").list(FileKind::Config).unwrap().is_empty());
+    let missing = format!("s3:{}/no-such-bucket/x", g.endpoints[0]);
+    let out = cmd(&env, &g, &missing, &["init"]).output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such-bucket"), "{}", stderr(&out));
+    let out = cmd(&env, &g, &missing, &["snapshots"]).output().unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("no-such-bucket"), "{}", stderr(&out));
+    let out = cmd(&env, &g, "s3:https://user:pw@127.0.0.1/b", &["snapshots"]).output().unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
