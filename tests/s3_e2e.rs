@@ -218,7 +218,8 @@ fn wrong_credentials_and_a_missing_bucket_are_named() {
     c.env("AWS_SECRET_ACCESS_KEY", "0000000000000000000000000000000000000000000000000000000000000000");
     let out = c.output().unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains(&repo[3..]) || stderr(&out).contains("s3:"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&repo) && stderr(&out).contains("AccessDenied"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("AWS_SECRET_ACCESS_KEY"), "says what to check: {}", stderr(&out));
     assert!(!stderr(&out).contains("0000000000000000"), "the secret is never shown");
     assert!(storage(&g, "creds").list(FileKind::Key).unwrap().is_empty(), "no partial files");
     assert!(storage(&g, "creds").list(FileKind::Config).unwrap().is_empty());
@@ -229,6 +230,12 @@ fn wrong_credentials_and_a_missing_bucket_are_named() {
     let out = cmd(&env, &g, &missing, &["snapshots"]).output().unwrap();
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("no-such-bucket"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("NoSuchBucket") && stderr(&out).contains("create the bucket"), "{}", stderr(&out));
+    let mut c = cmd(&env, &g, &repo, &["snapshots"]);
+    c.env_remove("AWS_ACCESS_KEY_ID");
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("AWS_ACCESS_KEY_ID"), "missing credentials are named: {}", stderr(&out));
     let out = cmd(&env, &g, "s3:https://user:pw@127.0.0.1/b", &["snapshots"]).output().unwrap();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }

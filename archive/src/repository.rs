@@ -76,8 +76,13 @@ pub fn host_name() -> String {
 /// be "repaired" by running init over it).
 pub fn missing_config(storage: &dyn Storage) -> Error {
     let dir = storage.describe();
+    // A store that cannot even list (a missing bucket, refused credentials) says why.
+    let keys = match storage.list(FileKind::Key) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
     let holds = |k: FileKind| storage.list(k).map(|l| !l.is_empty()).unwrap_or(false);
-    if holds(FileKind::Key) || holds(FileKind::Snapshot) || holds(FileKind::Index) {
+    if !keys.is_empty() || holds(FileKind::Snapshot) || holds(FileKind::Index) {
         return Error::damaged(
             format!("repository {dir}"),
             "its `config` file is missing, though it holds key slots and data; restore `config` from a copy of \

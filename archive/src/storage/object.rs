@@ -141,14 +141,7 @@ impl ObjectStorage {
 
     fn err(&self, path: &str, e: opendal::Error) -> Error {
         let location = format!("{}/{path}", self.url);
-        // The store's own words (e.g. S3's `InvalidAccessKeyId`, `NoSuchBucket`), without the
-        // request's context (which can hold signed URLs).
-        let detail = match e.kind() {
-            ErrorKind::PermissionDenied => format!("access denied: {}", e.message()),
-            ErrorKind::ConfigInvalid => format!("configuration refused: {}", e.message()),
-            k => format!("{k}: {}", e.message()),
-        };
-        Error::Store { location, detail: detail.chars().take(600).collect() }
+        Error::Store { location, detail: describe_error(&e) }
     }
 
     fn count(&self, c: &AtomicU64) {
@@ -175,6 +168,45 @@ impl ObjectStorage {
         out.sort();
         Ok(out)
     }
+}
+
+/// What the store said, in its own words (S3's `code` and `message`), the cause below it (a refused
+/// connection, a TLS failure) and what to do — never the request's context, which can hold signed
+/// URLs.
+fn describe_error(e: &opendal::Error) -> String {
+    let msg = e.message();
+    let field = |name: &str| {
+        let key = format!("{name}: \"");
+        msg.find(&key).map(|i| &msg[i + key.len()..]).and_then(|r| r.split('"').next()).map(str::to_string)
+    };
+    let said = match (field("code"), field("message")) {
+        (Some(c), Some(m)) if !m.is_empty() => format!("{c}: {m}"),
+        (Some(c), _) => c,
+        _ => msg.to_string(),
+    };
+    let mut causes = String::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        causes.push_str(": ");
+        causes.push_str(&c.to_string());
+        src = c.source();
+    }
+    let hint = match (e.kind(), field("code").as_deref()) {
+        (_, Some("NoSuchBucket")) => "; create the bucket first, or check the bucket in the URL",
+        (ErrorKind::PermissionDenied, _)
+        | (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) => {
+            "; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or --s3-access-key-id, --s3-secret-key-file), \
+             the region (--s3-region) and the key's rights on the bucket"
+        }
+        _ if msg.contains("credential") || causes.contains("credential") => {
+            "; no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --s3-access-key-id and \
+             --s3-secret-key-file)"
+        }
+        (ErrorKind::Unexpected, _) if !causes.is_empty() => "; check the endpoint in the URL and that the store is up",
+        _ => "",
+    };
+    let text = format!("{said}{causes}{hint}");
+    text.chars().take(800).collect()
 }
 
 fn prefix_part(prefix: &str) -> String {
