@@ -239,3 +239,48 @@ fn wrong_credentials_and_a_missing_bucket_are_named() {
     let out = cmd(&env, &g, "s3:https://user:pw@127.0.0.1/b", &["snapshots"]).output().unwrap();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
+
+/// The requests a run logged (`--log-file`, JSON lines): its "object store requests" line.
+fn logged_requests(log: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(log).unwrap();
+    let last = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["message"] == "object store requests")
+        .last();
+    last.unwrap_or_else(|| panic!("no request counts logged: {text}"))
+}
+
+#[test]
+fn listing_snapshots_costs_no_request_per_snapshot_once_cached() {
+    let Some(g) = Garage::start() else { return };
+    let env = Env::new();
+    let repo = g.repo("many-snapshots");
+    ok(&env, &g, &repo, &["init"]);
+    let src = env.path("tiny");
+    std::fs::create_dir_all(&src).unwrap();
+    let n = 25;
+    for i in 0..n {
+        std::fs::write(src.join("item.eml"), format!("Subject: {i}\r\n\r\nbody {i}")).unwrap();
+        ok(&env, &g, &repo, &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "m@example.com"]);
+    }
+    let run = |log: &str| {
+        let log = env.path(log);
+        let out =
+            ok(&env, &g, &repo, &["snapshots", "--json", "--log-file", log.to_str().unwrap(), "--log-format", "json"]);
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(list.as_array().unwrap().len(), n);
+        logged_requests(&log)
+    };
+    // A fresh cache: every summary is read once (one GET each).
+    let _ = std::fs::remove_dir_all(env.path("cache"));
+    let first = run("first.log");
+    assert!(first["get"].as_u64().unwrap() >= n as u64, "{first}");
+    // Then only the listing and opening the repository: no request per snapshot.
+    let second = run("second.log");
+    let gets = second["get"].as_u64().unwrap();
+    assert!(gets < 5, "{gets} GETs for {n} cached snapshots: {second}");
+    // (opening: the config's existence, its GET, the key slots' LIST and GET; then the LIST)
+    let total: u64 = ["get", "put", "list", "stat", "delete"].iter().map(|k| second[k].as_u64().unwrap()).sum();
+    assert!(total <= 6, "{total} requests in all for {n} cached snapshots: {second}");
+}

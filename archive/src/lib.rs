@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod pack;
 pub mod private_fs;
 pub mod storage;
+pub mod summary_cache;
 
 pub use error::{Error, ErrorClass, Result};
 pub use id::Id;

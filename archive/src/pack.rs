@@ -162,12 +162,23 @@ pub fn decode_header(h: &[u8], pack: &Id, body_len: u64) -> Result<Vec<PackEntry
 
 /// Reads and opens a pack's header (used to rebuild indexes and by verify).
 pub fn read_header(storage: &dyn Storage, keys: &Keys, pack: &Id) -> Result<Vec<PackEntry>> {
+    let size = storage.size(FileKind::Pack, &pack.to_hex())?;
+    read_header_at(storage, keys, pack, size)
+}
+
+/// Bytes read from a pack's end in one go: the header of a pack of a few thousand blobs and its
+/// trailer fit, so on an object store a header costs one ranged GET (two for larger headers).
+const TAIL_GUESS: u64 = 128 * 1024;
+
+/// `read_header` for a pack whose size is known (from a listing): no size request.
+pub fn read_header_at(storage: &dyn Storage, keys: &Keys, pack: &Id, size: u64) -> Result<Vec<PackEntry>> {
     let name = pack.to_hex();
-    let size = storage.size(FileKind::Pack, &name)?;
     if size < TRAILER_LEN as u64 {
         return Err(Error::damaged(format!("pack {pack}"), "shorter than its trailer"));
     }
-    let trailer = storage.get_range(FileKind::Pack, &name, size - TRAILER_LEN as u64, TRAILER_LEN)?;
+    let tail_len = size.min(TAIL_GUESS);
+    let tail = storage.get_range(FileKind::Pack, &name, size - tail_len, tail_len as usize)?;
+    let trailer = &tail[tail.len() - TRAILER_LEN..];
     if &trailer[4..] != PACK_MAGIC {
         return Err(Error::damaged(format!("pack {pack}"), "trailer magic missing (truncated?)"));
     }
@@ -176,7 +187,12 @@ pub fn read_header(storage: &dyn Storage, keys: &Keys, pack: &Id) -> Result<Vec<
         return Err(Error::damaged(format!("pack {pack}"), "header length exceeds pack size"));
     }
     let body_len = size - TRAILER_LEN as u64 - hlen;
-    let sealed = storage.get_range(FileKind::Pack, &name, body_len, hlen as usize)?;
+    let sealed = if hlen + TRAILER_LEN as u64 <= tail_len {
+        let start = (tail_len - TRAILER_LEN as u64 - hlen) as usize;
+        tail[start..start + hlen as usize].to_vec()
+    } else {
+        storage.get_range(FileKind::Pack, &name, body_len, hlen as usize)?
+    };
     let header = keys
         .open(PACK_MAGIC, &sealed)
         .ok_or_else(|| Error::damaged(format!("pack {pack}"), "header failed authentication"))?;

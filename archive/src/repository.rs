@@ -13,7 +13,7 @@ use crate::index::IndexTable;
 use crate::keyslot::{KdfParams, KeySlot};
 use crate::lock::{LockGuard, LockKind, LockPurpose, DEFAULT_LEASE_SECS};
 use crate::manifest::{text, Summary};
-use crate::snapshot::{read_summary, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::storage::{FileKind, Storage};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -251,16 +251,11 @@ impl Repository {
 
     /// Every snapshot with its summary (or why it cannot be read), oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        let mut out: Vec<SnapshotInfo> = self
-            .storage
-            .list(FileKind::Snapshot)?
-            .into_iter()
-            .filter_map(|n| Id::from_hex(&n))
-            .map(|id| SnapshotInfo {
-                id,
-                summary: read_summary(self.storage.as_ref(), &self.keys, &id).map_err(|e| e.to_string()),
-            })
-            .collect();
+        let mut out: Vec<SnapshotInfo> =
+            crate::summary_cache::summaries(self.storage.as_ref(), &self.keys, &self.cache_dir())?
+                .into_iter()
+                .map(|(id, summary)| SnapshotInfo { id, summary })
+                .collect();
         out.sort_by_key(|s| (s.summary.as_ref().map(|s| s.time_ms).unwrap_or(i64::MIN), s.id));
         Ok(out)
     }

@@ -76,11 +76,20 @@ fn open_summary(keys: &Keys, head: &[u8], name: &str) -> Result<(Summary, usize)
     Ok((summary, 12 + slen))
 }
 
-/// Reads only a snapshot's summary (two small reads, whatever the manifest's size).
+/// Reads only a snapshot's summary, whatever the manifest's size.
 pub fn read_summary(storage: &dyn Storage, keys: &Keys, id: &Id) -> Result<Summary> {
+    let size = storage.size(FileKind::Snapshot, &id.to_hex())?;
+    Ok(read_summary_sized(storage, keys, id, size)?.0)
+}
+
+/// Bytes read from a snapshot's start in one go: a summary fits, so it costs one read.
+const HEAD_GUESS: u64 = 4096;
+
+/// `read_summary` for a snapshot whose size is known (from a listing); also returns the sealed
+/// head (magic, length, sealed summary) for the local summary cache.
+pub fn read_summary_sized(storage: &dyn Storage, keys: &Keys, id: &Id, size: u64) -> Result<(Summary, Vec<u8>)> {
     let name = id.to_hex();
-    let size = storage.size(FileKind::Snapshot, &name)?;
-    let head = storage.get_range(FileKind::Snapshot, &name, 0, 12.min(size as usize))?;
+    let mut head = storage.get_range(FileKind::Snapshot, &name, 0, size.min(HEAD_GUESS) as usize)?;
     if head.len() < 12 {
         return Err(Error::damaged(format!("snapshot {name}"), "shorter than its header"));
     }
@@ -88,8 +97,17 @@ pub fn read_summary(storage: &dyn Storage, keys: &Keys, id: &Id) -> Result<Summa
     if 12 + slen > size {
         return Err(Error::damaged(format!("snapshot {name}"), "summary runs past the end of the file"));
     }
-    let head = storage.get_range(FileKind::Snapshot, &name, 0, 12 + slen as usize)?;
-    Ok(open_summary(keys, &head, &name)?.0)
+    if 12 + slen > head.len() as u64 {
+        head = storage.get_range(FileKind::Snapshot, &name, 0, 12 + slen as usize)?;
+    }
+    head.truncate(12 + slen as usize);
+    let (summary, _) = open_summary(keys, &head, &name)?;
+    Ok((summary, head))
+}
+
+/// Opens a sealed head kept in the local cache (the same bytes `read_summary_sized` returned).
+pub fn open_cached_summary(keys: &Keys, head: &[u8], id: &Id) -> Result<Summary> {
+    Ok(open_summary(keys, head, &id.to_hex())?.0)
 }
 
 /// An opened snapshot: its summary plus a validated manifest read in place.

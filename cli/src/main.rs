@@ -89,6 +89,17 @@ fn main() -> ExitCode {
             exit_code(&e)
         }
     };
+    let sent = exarch_archive::storage::request_counts();
+    if sent.total() > 0 {
+        tracing::info!(
+            get = sent.get,
+            put = sent.put,
+            list = sent.list,
+            stat = sent.stat,
+            delete = sent.delete,
+            "object store requests"
+        );
+    }
     tracing::info!(command = verb, exit_code = code, "exarch finished");
     ExitCode::from(code)
 }

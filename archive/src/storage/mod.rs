@@ -25,7 +25,7 @@ pub mod suite;
 
 pub use local::LocalStorage;
 pub use location::Location;
-pub use object::{AzblobConfig, ObjectStorage, S3Config};
+pub use object::{request_counts, AzblobConfig, ObjectStorage, RequestCounts, S3Config};
 
 use crate::error::Result;
 
@@ -109,6 +109,11 @@ pub trait Storage: Send + Sync {
     /// to make on an object store) and refuses, with [`crate::Error::AlreadyExists`], a place that
     /// already holds files.
     fn prepare_new(&self) -> Result<()>;
+    /// Whether reading a whole file costs a transfer over a network (object stores): verify then
+    /// checks packs by their headers and leaves their bodies to `--read-data`.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// A human-readable location of one file, for messages.
     fn location(&self, kind: FileKind, name: &str) -> String;
     /// The repository's location as the user would give it (`/mnt/nas/exarch`,

@@ -39,14 +39,50 @@ pub struct AzblobConfig {
     pub account_key: Option<SecretString>,
 }
 
-/// Requests this storage sent, by kind, for summaries.
+/// Requests sent to object stores by this process, by kind (for `--json` summaries and the log).
 #[derive(Debug, Default)]
-pub struct Requests {
-    pub get: AtomicU64,
-    pub put: AtomicU64,
-    pub list: AtomicU64,
-    pub stat: AtomicU64,
-    pub delete: AtomicU64,
+struct Requests {
+    get: AtomicU64,
+    put: AtomicU64,
+    list: AtomicU64,
+    stat: AtomicU64,
+    delete: AtomicU64,
+}
+
+static REQUESTS: Requests = Requests {
+    get: AtomicU64::new(0),
+    put: AtomicU64::new(0),
+    list: AtomicU64::new(0),
+    stat: AtomicU64::new(0),
+    delete: AtomicU64::new(0),
+};
+
+/// What [`request_counts`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    pub get: u64,
+    pub put: u64,
+    pub list: u64,
+    pub stat: u64,
+    pub delete: u64,
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        self.get + self.put + self.list + self.stat + self.delete
+    }
+}
+
+/// Requests this process has sent to object stores so far (all zero for local repositories).
+pub fn request_counts() -> RequestCounts {
+    let r = &REQUESTS;
+    RequestCounts {
+        get: r.get.load(Ordering::Relaxed),
+        put: r.put.load(Ordering::Relaxed),
+        list: r.list.load(Ordering::Relaxed),
+        stat: r.stat.load(Ordering::Relaxed),
+        delete: r.delete.load(Ordering::Relaxed),
+    }
 }
 
 pub struct ObjectStorage {
@@ -54,7 +90,6 @@ pub struct ObjectStorage {
     /// Runs the operator's requests; kept alive as long as the operator.
     _runtime: tokio::runtime::Runtime,
     url: String,
-    requests: Requests,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -132,11 +167,7 @@ impl ObjectStorage {
             let _in = runtime.enter();
             blocking::Operator::new(op).map_err(config)?
         };
-        Ok(ObjectStorage { op, _runtime: runtime, url, requests: Requests::default() })
-    }
-
-    pub fn requests(&self) -> &Requests {
-        &self.requests
+        Ok(ObjectStorage { op, _runtime: runtime, url })
     }
 
     fn err(&self, path: &str, e: opendal::Error) -> Error {
@@ -152,7 +183,7 @@ impl ObjectStorage {
     fn list_dir(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let dir = if kind == FileKind::Config { String::new() } else { format!("{}/", kind.dir()) };
         let recursive = kind == FileKind::Pack;
-        self.count(&self.requests.list);
+        self.count(&REQUESTS.list);
         let entries = match self.op.list_options(&dir, options::ListOptions { recursive, ..Default::default() }) {
             Ok(v) => v,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
@@ -221,13 +252,13 @@ fn prefix_part(prefix: &str) -> String {
 impl Storage for ObjectStorage {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         let path = relative_path(kind, name);
-        self.count(&self.requests.put);
+        self.count(&REQUESTS.put);
         self.op.write(&path, data.to_vec()).map(|_| ()).map_err(|e| self.err(&path, e))
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let path = relative_path(kind, name);
-        self.count(&self.requests.get);
+        self.count(&REQUESTS.get);
         match self.op.read(&path) {
             Ok(b) => Ok(b.to_vec()),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound(format!("{} {name}", kind.dir()))),
@@ -237,7 +268,7 @@ impl Storage for ObjectStorage {
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = relative_path(kind, name);
-        self.count(&self.requests.get);
+        self.count(&REQUESTS.get);
         let range = opendal::BytesRange::new(offset, Some(len as u64));
         let short = |got: usize| {
             Error::damaged(
@@ -263,7 +294,7 @@ impl Storage for ObjectStorage {
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let path = relative_path(kind, name);
-        self.count(&self.requests.stat);
+        self.count(&REQUESTS.stat);
         match self.op.stat(&path) {
             Ok(m) => Ok(m.content_length()),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound(format!("{} {name}", kind.dir()))),
@@ -281,7 +312,7 @@ impl Storage for ObjectStorage {
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = relative_path(kind, name);
-        self.count(&self.requests.delete);
+        self.count(&REQUESTS.delete);
         match self.op.delete(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -300,7 +331,7 @@ impl Storage for ObjectStorage {
     fn prepare_new(&self) -> Result<()> {
         // One LIST of the whole prefix, at most one entry: anything there refuses it. (Also proves
         // the bucket exists and the credentials work, before a passphrase is asked for twice.)
-        self.count(&self.requests.list);
+        self.count(&REQUESTS.list);
         let found = match self
             .op
             .list_options("", options::ListOptions { recursive: true, limit: Some(1), ..Default::default() })
@@ -321,5 +352,9 @@ impl Storage for ObjectStorage {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 }

@@ -127,10 +127,17 @@ pub fn write_lock(
     Ok(repo.lock(kind, purpose)?)
 }
 
+/// Prints a `--json` result. A summary object of a command that used an object store also says how
+/// many requests it sent (`storage_requests`: get, put, list, stat, delete).
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     use std::io::Write;
+    let mut v = serde_json::to_value(v)?;
+    let sent = exarch_archive::storage::request_counts();
+    if let (Some(obj), true) = (v.as_object_mut(), sent.total() > 0) {
+        obj.insert("storage_requests".into(), serde_json::to_value(sent)?);
+    }
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    serde_json::to_writer_pretty(&mut out, &v)?;
     writeln!(out)?;
     Ok(())
 }
