@@ -8,13 +8,14 @@
 //! Order of durability: packs, then index files naming them, then the snapshot naming the chunks.
 
 use crate::chunker::Chunker;
-use crate::crypto::{Entropy, Keys};
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{write_index_file, BlobLocation, IndexTable, MAX_ENTRIES_PER_FILE};
+use crate::index::IndexTable;
 use crate::lock::LockWatch;
 use crate::manifest::{Folder, Item, Manifest, Skipped, Summary, NO_PARENT};
 use crate::pack::{seal_blob, PackBuilder, SealedBlob};
+use crate::pack_writer::{run_writer, WriterMsg};
 use crate::repository::Repository;
 use crate::snapshot;
 use crate::storage::{FileKind, Storage};
@@ -111,12 +112,12 @@ enum PackerMsg {
 }
 
 #[derive(Default)]
-struct PackerStats {
-    bytes_stored: u64,
-    packs: u64,
-    index_files: u64,
-    chunks_new: u64,
-    bytes_new: u64,
+pub(crate) struct PackerStats {
+    pub(crate) bytes_stored: u64,
+    pub(crate) packs: u64,
+    pub(crate) index_files: u64,
+    pub(crate) chunks_new: u64,
+    pub(crate) bytes_new: u64,
 }
 
 /// What the packer hands back: its counters and the chunk ids of every item read in this run.
@@ -452,59 +453,6 @@ impl Drop for Backup<'_> {
             let _ = p.join();
         }
     }
-}
-
-enum WriterMsg {
-    Pack(PackBuilder),
-    /// Store the index for every pack sent so far, then reply.
-    Flush(Sender<Result<()>>),
-}
-
-/// Seals pack headers, stores packs and writes index files. A thread of its own, so that the
-/// fsync of one pack overlaps with filling the next instead of stalling the whole pipeline.
-fn run_writer(
-    rx: Receiver<WriterMsg>,
-    storage: Arc<dyn Storage>,
-    keys: Arc<Keys>,
-    entropy: &Entropy,
-    cache_dir: &std::path::Path,
-) -> Result<PackerStats> {
-    let mut stats = PackerStats::default();
-    let mut locs: Vec<BlobLocation> = Vec::new();
-    let store_index = |locs: &mut Vec<BlobLocation>, stats: &mut PackerStats| -> Result<()> {
-        if !locs.is_empty() {
-            write_index_file(storage.as_ref(), &keys, entropy, locs)?;
-            stats.index_files += 1;
-            locs.clear();
-        }
-        Ok(())
-    };
-    for msg in rx {
-        match msg {
-            WriterMsg::Pack(builder) => {
-                let (id, bytes, entries) = builder.finish(&keys, entropy);
-                // Noted first: a pack stored but not noted would never be read back.
-                crate::readback::note_written(cache_dir, &id)?;
-                storage.put(FileKind::Pack, &id.to_hex(), &bytes)?;
-                stats.bytes_stored += bytes.len() as u64;
-                stats.packs += 1;
-                locs.extend(entries.into_iter().map(|entry| BlobLocation { pack: id, entry }));
-                if locs.len() >= MAX_ENTRIES_PER_FILE {
-                    store_index(&mut locs, &mut stats)?;
-                }
-            }
-            WriterMsg::Flush(reply) => {
-                let r = store_index(&mut locs, &mut stats);
-                let failed = r.as_ref().err().map(|e| e.to_string());
-                let _ = reply.send(r);
-                if let Some(e) = failed {
-                    return Err(Error::Other(e));
-                }
-            }
-        }
-    }
-    store_index(&mut locs, &mut stats)?;
-    Ok(stats)
 }
 
 /// Puts blobs into packs in submission order and records every item's chunk ids.

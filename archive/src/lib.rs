@@ -15,6 +15,7 @@ pub mod index;
 pub mod keyslot;
 pub mod manifest;
 pub mod pack;
+mod pack_writer;
 pub mod private_fs;
 pub mod storage;
 pub mod summary_cache;
