@@ -22,6 +22,7 @@ mod local;
 mod location;
 mod object;
 pub mod suite;
+mod window_cache;
 
 pub use local::LocalStorage;
 pub use location::Location;

@@ -8,6 +8,7 @@
 //! read-after-write and list-after-write consistency, which is all the contract asks. Requests are
 //! counted for the `--json` summaries.
 
+use super::window_cache::WindowCache;
 use super::{listed_name, relative_path, FileKind, Storage};
 use crate::error::{Error, Result};
 use opendal::{blocking, options, ErrorKind, Operator};
@@ -90,6 +91,7 @@ pub struct ObjectStorage {
     /// Runs the operator's requests; kept alive as long as the operator.
     _runtime: tokio::runtime::Runtime,
     url: String,
+    windows: WindowCache,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -167,7 +169,7 @@ impl ObjectStorage {
             let _in = runtime.enter();
             blocking::Operator::new(op).map_err(config)?
         };
-        Ok(ObjectStorage { op, _runtime: runtime, url })
+        Ok(ObjectStorage { op, _runtime: runtime, url, windows: WindowCache::default() })
     }
 
     fn err(&self, path: &str, e: opendal::Error) -> Error {
@@ -177,6 +179,33 @@ impl ObjectStorage {
 
     fn count(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One ranged GET; a short object is damage.
+    fn raw_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = relative_path(kind, name);
+        self.count(&REQUESTS.get);
+        let range = opendal::BytesRange::new(offset, Some(len as u64));
+        let short = |got: usize| {
+            Error::damaged(
+                format!("{} {name}", kind.dir()),
+                format!("truncated: wanted {len} bytes at offset {offset}, the object ends after {got}"),
+            )
+        };
+        match self.op.read_options(&path, options::ReadOptions { range, ..Default::default() }) {
+            Ok(b) if b.len() == len => Ok(b.to_vec()),
+            Ok(b) => Err(short(b.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::damaged(
+                format!("{} {name}", kind.dir()),
+                format!("missing object {}", self.location(kind, name)),
+            )),
+            // The range runs past the end (416, or a reply shorter than asked, which OpenDAL
+            // reports as its own error): the object's size tells which.
+            Err(e) => match self.size(kind, name) {
+                Ok(size) if offset + len as u64 > size => Err(short(size.saturating_sub(offset) as usize)),
+                _ => Err(self.err(&path, e)),
+            },
+        }
     }
 
     /// Every object under `dir/` with its size (one LIST, paged by the store).
@@ -267,29 +296,36 @@ impl Storage for ObjectStorage {
     }
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let path = relative_path(kind, name);
-        self.count(&REQUESTS.get);
-        let range = opendal::BytesRange::new(offset, Some(len as u64));
-        let short = |got: usize| {
-            Error::damaged(
-                format!("{} {name}", kind.dir()),
-                format!("truncated: wanted {len} bytes at offset {offset}, the object ends after {got}"),
-            )
-        };
-        match self.op.read_options(&path, options::ReadOptions { range, ..Default::default() }) {
-            Ok(b) if b.len() == len => Ok(b.to_vec()),
-            Ok(b) => Err(short(b.len())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::damaged(
-                format!("{} {name}", kind.dir()),
-                format!("missing object {}", self.location(kind, name)),
-            )),
-            // The range runs past the end (416, or a reply shorter than asked, which OpenDAL
-            // reports as its own error): the object's size tells which.
-            Err(e) => match self.size(kind, name) {
-                Ok(size) if offset + len as u64 > size => Err(short(size.saturating_sub(offset) as usize)),
-                _ => Err(self.err(&path, e)),
-            },
+        let mut buf = vec![0u8; len];
+        self.read_into(kind, name, offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(&self, kind: FileKind, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if kind == FileKind::Pack && WindowCache::wants(buf.len()) {
+            let size = match self.windows.size_of(name) {
+                Some(s) => s,
+                None => {
+                    let s = self.size(kind, name).map_err(|e| match e {
+                        Error::NotFound(_) => Error::damaged(
+                            format!("{} {name}", kind.dir()),
+                            format!("missing object {}", self.location(kind, name)),
+                        ),
+                        e => e,
+                    })?;
+                    self.windows.note_size(name, s);
+                    s
+                }
+            };
+            // (A read that ends at the pack's end is its header: read alone.)
+            let tail = offset + buf.len() as u64 == size;
+            if !tail && self.windows.read(name, size, offset, buf, |start, len| self.raw_range(kind, name, start, len))? {
+                return Ok(());
+            }
         }
+        let v = self.raw_range(kind, name, offset, buf.len())?;
+        buf.copy_from_slice(&v);
+        Ok(())
     }
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
