@@ -284,3 +284,41 @@ fn listing_snapshots_costs_no_request_per_snapshot_once_cached() {
     let total: u64 = ["get", "put", "list", "stat", "delete"].iter().map(|k| second[k].as_u64().unwrap()).sum();
     assert!(total <= 6, "{total} requests in all for {n} cached snapshots: {second}");
 }
+
+#[test]
+fn backups_run_beside_prune_on_garage_and_nothing_they_need_goes() {
+    let Some(g) = Garage::start() else { return };
+    let env = Env::new();
+    let repo = g.repo("pack-and-prune");
+    ok(&env, &g, &repo, &["init"]);
+    let a = env.path("a");
+    std::fs::create_dir_all(&a).unwrap();
+    for d in 0..5 {
+        corpus::write_tree(&a, &corpus::mailbox(20 + d, 1, 40, &[]));
+        ok(&env, &g, &repo, &["pack", "--from-dir", a.to_str().unwrap(), "--mailbox", "a", "--force"]);
+    }
+    let b = corpus_dir(&env, "b", 5, 400);
+    // Two-phase prune and a backup of another mailbox at the same time.
+    let prune = cmd(&env, &g, &repo, &["prune", "--keep-last", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pack = cmd(&env, &g, &repo, &["pack", "--from-dir", b.to_str().unwrap(), "--mailbox", "b"]).output().unwrap();
+    let prune = prune.wait_with_output().unwrap();
+    assert_eq!(code(&pack), 0, "pack beside prune: {}", stderr(&pack));
+    assert_eq!(code(&prune), 0, "prune beside pack: {}", stderr(&prune));
+    let first: serde_json::Value = serde_json::from_slice(&prune.stdout).unwrap();
+    assert_eq!(first["packs_deleted"], 0, "the first prune only marks: {first}");
+    // Then a prune that owns the repository deletes; every remaining snapshot still reads whole.
+    let done: serde_json::Value =
+        serde_json::from_str(&ok(&env, &g, &repo, &["prune", "--keep-last", "1", "--delete-now", "--json"])).unwrap();
+    assert!(done["packs_deleted"].as_u64().unwrap() > 0, "{done}");
+    let v: serde_json::Value = serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    for (mb, src) in [("a", &a), ("b", &b)] {
+        let to = env.path(&format!("{mb}-out"));
+        ok(&env, &g, &repo, &["extract", "latest", "--mailbox", mb, "--to", to.to_str().unwrap()]);
+        assert_same_tree(src, &to);
+    }
+}
