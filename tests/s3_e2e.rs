@@ -314,7 +314,8 @@ fn backups_run_beside_prune_on_garage_and_nothing_they_need_goes() {
     let done: serde_json::Value =
         serde_json::from_str(&ok(&env, &g, &repo, &["prune", "--keep-last", "1", "--delete-now", "--json"])).unwrap();
     assert!(done["packs_deleted"].as_u64().unwrap() > 0, "{done}");
-    let v: serde_json::Value = serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
     assert_eq!(v["ok"], true, "{v}");
     for (mb, src) in [("a", &a), ("b", &b)] {
         let to = env.path(&format!("{mb}-out"));

@@ -319,7 +319,9 @@ impl Storage for ObjectStorage {
             };
             // (A read that ends at the pack's end is its header: read alone.)
             let tail = offset + buf.len() as u64 == size;
-            if !tail && self.windows.read(name, size, offset, buf, |start, len| self.raw_range(kind, name, start, len))? {
+            if !tail
+                && self.windows.read(name, size, offset, buf, |start, len| self.raw_range(kind, name, start, len))?
+            {
                 return Ok(());
             }
         }

@@ -38,7 +38,7 @@ struct State {
 impl WindowCache {
     /// Whether a read of `len` bytes is worth a window.
     pub(super) fn wants(len: usize) -> bool {
-        (len as u64) <= WINDOW / 8
+        (len as u64) <= WINDOW / 2
     }
 
     pub(super) fn size_of(&self, name: &str) -> Option<u64> {
@@ -100,9 +100,8 @@ impl WindowCache {
         });
         match got {
             Ok((at, _)) => {
-                read_exact_at(file, buf, at + (offset - start)).map_err(|e| {
-                    crate::error::Error::Other(format!("reading the pack window cache: {e}"))
-                })?;
+                read_exact_at(file, buf, at + (offset - start))
+                    .map_err(|e| crate::error::Error::Other(format!("reading the pack window cache: {e}")))?;
                 Ok(true)
             }
             Err(_) => {

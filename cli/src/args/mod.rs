@@ -375,7 +375,7 @@ pub struct ExtractArgs {
     /// Replace files that already exist in the target
     #[arg(long)]
     pub overwrite: bool,
-    /// Parallel readers (default: number of CPUs)
+    /// Parallel readers (default: number of CPUs; at least 8 on object storage)
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub threads: Option<usize>,
 }

@@ -6,6 +6,10 @@ use anyhow::Result;
 use exarch_archive::restore::{extract, ExtractOptions};
 use serde_json::json;
 
+/// Parallel readers by default on an object store (measured on Garage: 2 → 11 s, 8 → 4.5 s for
+/// 885 MB; more costs memory for little).
+const REMOTE_READERS: usize = 8;
+
 pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
     let repo = super::open(g)?;
     let _lock = super::read_lock(g, &repo, exarch_archive::lock::LockPurpose::Extract)?;
@@ -15,7 +19,12 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
     super::warn_skipped_index(&index);
     let started = std::time::Instant::now();
     let pb = progress(snap.summary.bytes, g.quiet, "extract");
-    let opts = ExtractOptions { overwrite: a.overwrite, threads: super::threads(a.threads) };
+    // On an object store readers mostly wait for replies: more of them than cores.
+    let threads = match a.threads {
+        None if repo.storage().is_remote() => super::threads(None).max(REMOTE_READERS),
+        n => super::threads(n),
+    };
+    let opts = ExtractOptions { overwrite: a.overwrite, threads };
     let (stats, failures) = extract(&repo, &index, snap.manifest(), &a.to, &opts, &|n| pb.inc(n))?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
