@@ -294,6 +294,8 @@ fn backups_run_beside_prune_on_garage_and_nothing_they_need_goes() {
     let a = env.path("a");
     std::fs::create_dir_all(&a).unwrap();
     for d in 0..5 {
+        // Each day a different mailbox content: the older snapshots' data dies with them.
+        std::fs::remove_dir_all(&a).unwrap();
         corpus::write_tree(&a, &corpus::mailbox(20 + d, 1, 40, &[]));
         ok(&env, &g, &repo, &["pack", "--from-dir", a.to_str().unwrap(), "--mailbox", "a", "--force"]);
     }
