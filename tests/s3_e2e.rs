@@ -149,12 +149,11 @@ fn a_backup_survives_a_node_killed_while_it_runs() {
     let repo = g.repo("one-node-down");
     ok(&env, &g, &repo, &["init"]);
     let src = corpus_dir(&env, "dave", 3, 1500);
-    let mut child =
-        cmd(&env, &g, &repo, &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "dave@example.com"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+    let child = cmd(&env, &g, &repo, &["pack", "--from-dir", src.to_str().unwrap(), "--mailbox", "dave@example.com"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
     // Node 3 (not the one the client talks to) dies; replication 3 keeps a write quorum of 2.
     g.kill(3);
