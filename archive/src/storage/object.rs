@@ -181,6 +181,11 @@ impl ObjectStorage {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A file read by range that is not there: damage (something names it), not "not found".
+    fn missing(&self, kind: FileKind, name: &str) -> Error {
+        Error::damaged(format!("{} {name}", kind.dir()), format!("missing object {}", self.location(kind, name)))
+    }
+
     /// One ranged GET; a short object is damage.
     fn raw_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = relative_path(kind, name);
@@ -195,10 +200,7 @@ impl ObjectStorage {
         match self.op.read_options(&path, options::ReadOptions { range, ..Default::default() }) {
             Ok(b) if b.len() == len => Ok(b.to_vec()),
             Ok(b) => Err(short(b.len())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::damaged(
-                format!("{} {name}", kind.dir()),
-                format!("missing object {}", self.location(kind, name)),
-            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(self.missing(kind, name)),
             // The range runs past the end (416, or a reply shorter than asked, which OpenDAL
             // reports as its own error): the object's size tells which.
             Err(e) => match self.size(kind, name) {
@@ -307,10 +309,7 @@ impl Storage for ObjectStorage {
                 Some(s) => s,
                 None => {
                     let s = self.size(kind, name).map_err(|e| match e {
-                        Error::NotFound(_) => Error::damaged(
-                            format!("{} {name}", kind.dir()),
-                            format!("missing object {}", self.location(kind, name)),
-                        ),
+                        Error::NotFound(_) => self.missing(kind, name),
                         e => e,
                     })?;
                     self.windows.note_size(name, s);
