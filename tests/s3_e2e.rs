@@ -324,3 +324,52 @@ fn backups_run_beside_prune_on_garage_and_nothing_they_need_goes() {
         assert_same_tree(src, &to);
     }
 }
+
+#[test]
+fn prune_on_garage_refuses_damaged_metadata_and_deletes_nothing() {
+    let Some(g) = Garage::start() else { return };
+    let env = Env::new();
+    let repo = g.repo("damaged");
+    ok(&env, &g, &repo, &["init"]);
+    let a = env.path("a");
+    for d in 0..3 {
+        let _ = std::fs::remove_dir_all(&a);
+        corpus::write_tree(&a, &corpus::mailbox(40 + d, 1, 30, &[]));
+        ok(&env, &g, &repo, &["pack", "--from-dir", a.to_str().unwrap(), "--mailbox", "a"]);
+    }
+    let s3 = storage(&g, "damaged");
+    let files = || -> Vec<(FileKind, String, Vec<u8>)> {
+        FileKind::ALL
+            .iter()
+            .filter(|k| **k != FileKind::Lock)
+            .flat_map(|k| s3.list(*k).unwrap().into_iter().map(move |n| (*k, n)))
+            .map(|(k, n)| {
+                let b = s3.get(k, &n).unwrap();
+                (k, n, b)
+            })
+            .collect()
+    };
+    // An index file with a flipped byte: prune must refuse (exit 4, naming the repair) and leave
+    // every object as it was.
+    let index = s3.list(FileKind::Index).unwrap()[0].clone();
+    let mut bytes = s3.get(FileKind::Index, &index).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    s3.put(FileKind::Index, &index, &bytes).unwrap();
+    let before = files();
+    for args in [&["prune", "--keep-last", "1"][..], &["prune", "--keep-last", "1", "--delete-now"][..]] {
+        let out = cmd(&env, &g, &repo, args).output().unwrap();
+        assert_eq!(code(&out), 4, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("exarch repair index"), "{}", stderr(&out));
+        assert!(files() == before, "{args:?} changed the bucket");
+    }
+    // After the repair, prune deletes only what is unreferenced: the kept snapshot reads whole.
+    ok(&env, &g, &repo, &["repair", "index"]);
+    ok(&env, &g, &repo, &["prune", "--keep-last", "1", "--delete-now"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&env, &g, &repo, &["verify", "--read-data", "--json"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let to = env.path("out");
+    ok(&env, &g, &repo, &["extract", "latest", "--mailbox", "a", "--to", to.to_str().unwrap()]);
+    assert_same_tree(&a, &to);
+}
