@@ -246,6 +246,8 @@ fn describe_error(e: &opendal::Error) -> String {
         (Some(c), _) => c,
         _ => msg.to_string(),
     };
+    // (A HEAD reply has no body to say why: the kind of failure is all there is.)
+    let said = if said.trim().is_empty() { e.kind().to_string() } else { said };
     let mut causes = String::new();
     let mut src = std::error::Error::source(e);
     while let Some(c) = src {
