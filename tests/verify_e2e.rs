@@ -180,3 +180,45 @@ fn damaged_old_version_points_to_the_intact_newer_one() {
     }
     assert_eq!(with_copy, vec![victim], "only the rewritten item has an intact (newer) version");
 }
+
+/// Issue 12, check 2: a snapshot written by a foreign writer whose summary claims other counts than
+/// its manifest holds (here 99 items over 5) is damage: verify exits 4 naming it, extract refuses.
+#[test]
+fn summary_that_disagrees_with_its_manifest_is_damage() {
+    use exarch_archive::{crypto::Entropy, envelope, snapshot, Context, Id, LocalStorage, Repository};
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    corpus::write_tree(&src, &corpus::mailbox(31, 1, 5, &[]));
+    env.pack(&src, "carol@example.com", &[]);
+    let r = env.repo();
+    let rs = r.to_str().unwrap();
+    let ctx =
+        Context { entropy: Entropy::os(), cache_root: env.path("forger-cache"), host: "forger".into(), lease_secs: 60 };
+    let repo = Repository::open(std::sync::Arc::new(LocalStorage::new(&r)), util::PASSWORD.as_bytes(), ctx).unwrap();
+    let path = repo_files(&r, "snapshots").pop().unwrap();
+    let raw = fs::read(&path).unwrap();
+    let id = Id::from_hex(path.file_name().unwrap().to_str().unwrap()).unwrap();
+    let mut summary = snapshot::read_summary(repo.storage().as_ref(), repo.keys(), &id).unwrap();
+    assert_eq!(summary.items, 5);
+    summary.items = 99;
+    let body = rkyv::to_bytes::<rkyv::rancor::Error>(&summary).unwrap();
+    let sealed = envelope::seal_section(repo.keys(), &Entropy::os(), b"EXRSNAP1\x01", 3, &body);
+    let slen = u32::from_le_bytes(raw[8..12].try_into().unwrap()) as usize;
+    let mut forged = b"EXRSNAP1".to_vec();
+    forged.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    forged.extend_from_slice(&sealed);
+    forged.extend_from_slice(&raw[12 + slen..]);
+    let forged_id = Id::of_content(&forged).to_hex();
+    fs::remove_file(&path).unwrap();
+    fs::write(path.with_file_name(&forged_id), &forged).unwrap();
+    let out = env.run(&["verify", "--repo", rs]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains(&forged_id[..8]) && said.contains("items = 99"), "{said}");
+    // it lists (the summary opens), but nothing extracts from it
+    let listed = env.json(&["snapshots", "--repo", rs]);
+    assert_eq!(listed[0]["items"], 99);
+    let out = env.run(&["extract", "--repo", rs, &forged_id, "--to", env.path("out").to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+}

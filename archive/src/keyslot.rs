@@ -106,7 +106,7 @@ impl KeySlot {
         out.extend_from_slice(&created.to_le_bytes());
         out.extend_from_slice(&(label.len() as u16).to_le_bytes());
         out.extend_from_slice(label.as_bytes());
-        let cipher = wrapping_cipher(passphrase, params, &salt)?;
+        let cipher = wrapping_cipher(&crate::passphrase::kdf_input(passphrase), params, &salt)?;
         let sealed = seal_with(&cipher, entropy, &out, &master.0);
         out.extend_from_slice(&sealed);
         Ok(out)
@@ -151,9 +151,22 @@ impl KeySlot {
         })
     }
 
-    /// The master key if `passphrase` is the one this slot was made with.
+    /// The master key if `passphrase` is the one this slot was made with. The passphrase's NFC
+    /// form is tried first (SPEC §4.1); when that differs from the bytes given and fails, the bytes
+    /// as given are tried too (slots written before passphrases were normalised).
     pub fn unwrap_key(&self, passphrase: &[u8]) -> Result<Option<MasterKey>> {
-        let cipher = wrapping_cipher(passphrase, self.params, &self.salt)?;
+        let normal = crate::passphrase::kdf_input(passphrase);
+        if let Some(k) = self.unwrap_with(&normal)? {
+            return Ok(Some(k));
+        }
+        if normal.as_ref() != passphrase {
+            return self.unwrap_with(passphrase);
+        }
+        Ok(None)
+    }
+
+    fn unwrap_with(&self, kdf_input: &[u8]) -> Result<Option<MasterKey>> {
+        let cipher = wrapping_cipher(kdf_input, self.params, &self.salt)?;
         Ok(open_with(&cipher, &self.raw[..self.header_len], &self.sealed).map(|mut k| {
             let mut m = [0u8; 32];
             m.copy_from_slice(&k);
@@ -183,5 +196,23 @@ mod tests {
         let s = KeySlot::parse(&bad, "x").unwrap();
         assert!(s.unwrap_key(b"secret").unwrap().is_none());
         assert!(KeySlot::parse(&raw[..40], "x").is_err());
+    }
+
+    #[test]
+    fn passphrases_are_normalised_and_old_slots_still_open() {
+        let params = KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 };
+        let e = Entropy::os();
+        let composed = "caf\u{e9}".as_bytes();
+        let decomposed = "cafe\u{301}".as_bytes();
+        let raw = KeySlot::create(&MasterKey([7; 32]), decomposed, params, "k", 0, &e).unwrap();
+        let slot = KeySlot::parse(&raw, "x").unwrap();
+        assert_eq!(slot.unwrap_key(composed).unwrap().unwrap().0, [7; 32]);
+        assert_eq!(slot.unwrap_key(decomposed).unwrap().unwrap().0, [7; 32]);
+        // a slot whose Argon2 input was the decomposed bytes themselves (written before NFC)
+        let mut old = KeySlot::parse(&raw, "x").unwrap();
+        let cipher = wrapping_cipher(decomposed, params, &old.salt).unwrap();
+        old.sealed = seal_with(&cipher, &e, &raw[..old.header_len], &[7; 32]);
+        assert_eq!(old.unwrap_key(decomposed).unwrap().unwrap().0, [7; 32]);
+        assert!(old.unwrap_key(b"cafe").unwrap().is_none());
     }
 }

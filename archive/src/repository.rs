@@ -111,6 +111,23 @@ pub struct Repository {
     slot: String,
 }
 
+/// What `latest` found nothing for: missing, or perhaps among snapshots whose summaries are damaged
+/// (their mailbox cannot be read), which is damage to report rather than absence.
+fn unreadable_or_missing(all: &[SnapshotInfo], what: &str) -> Error {
+    let damaged: Vec<String> = all.iter().filter(|s| s.summary.is_err()).map(|s| s.id.to_hex()).collect();
+    if damaged.is_empty() {
+        return Error::NotFound(what.to_string());
+    }
+    Error::damaged(
+        format!("snapshot {}", damaged.join(", ")),
+        format!(
+            "no intact {what}: the summary of {} snapshot(s) does not open, so their mailbox is unknown; \
+             run `exarch verify` to see why, `exarch forget ID` or `exarch repair snapshots` to remove them",
+            damaged.len()
+        ),
+    )
+}
+
 impl Repository {
     /// Creates a repository in empty storage and opens it.
     pub fn init(storage: Arc<dyn Storage>, passphrase: &[u8], opts: InitOptions, ctx: Context) -> Result<Repository> {
@@ -271,7 +288,10 @@ impl Repository {
             boxes.dedup();
             let want = match mailbox {
                 Some(m) => m.to_string(),
-                None if boxes.len() <= 1 => boxes.pop().ok_or_else(|| Error::NotFound("any snapshot".into()))?,
+                None if boxes.len() <= 1 => match boxes.pop() {
+                    Some(b) => b,
+                    None => return Err(unreadable_or_missing(&all, "any snapshot")),
+                },
                 None => {
                     return Err(Error::Usage(format!(
                         "`latest` is ambiguous: the repository holds {} mailboxes; add --mailbox NAME",
@@ -284,7 +304,7 @@ impl Repository {
                 .filter(|(_, m)| text(&m.mailbox) == want)
                 .max_by_key(|(id, m)| (m.time_ms, **id))
                 .map(|(id, _)| **id)
-                .ok_or_else(|| Error::NotFound(format!("a snapshot of mailbox {want}")));
+                .ok_or_else(|| unreadable_or_missing(&all, &format!("a snapshot of mailbox {want}")));
         }
         let spec_l = spec.to_ascii_lowercase();
         if spec_l.len() < 8 || !spec_l.chars().all(|c| c.is_ascii_hexdigit()) {

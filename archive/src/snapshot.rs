@@ -64,6 +64,8 @@ fn open_summary(keys: &Keys, head: &[u8], name: &str) -> Result<(Summary, usize)
     let slen = u32::from_le_bytes(head[8..12].try_into().expect("4")) as usize;
     let sealed = head.get(12..12 + slen).ok_or_else(|| Error::damaged(&what, "truncated summary"))?;
     let body = open_section(keys, &aad(SECTION_SUMMARY), sealed, &format!("{what} (summary)"))?;
+    crate::manifest_check::check_summary(&aligned(&body))
+        .map_err(|e| Error::damaged(format!("{what} (summary)"), e.to_string()))?;
     let summary = rkyv::from_bytes::<Summary, rancor::Error>(&aligned(&body))
         .map_err(|e| Error::damaged(format!("{what} (summary)"), format!("invalid structure: {e}")))?;
     if summary.version != MANIFEST_VERSION {
@@ -133,8 +135,12 @@ impl Snapshot {
         let mut manifest = AlignedVec::new();
         open_section_into(keys, &aad(SECTION_MANIFEST), sealed_manifest, &format!("{what} (manifest)"), &mut manifest)?;
         drop(raw);
+        let damaged = |e: String| Error::damaged(format!("{what} (manifest)"), e);
+        let counts = crate::manifest_check::check_manifest(&manifest).map_err(|e| damaged(e.to_string()))?;
         rkyv::access::<ArchivedManifest, rancor::Error>(&manifest)
-            .map_err(|e| Error::damaged(format!("{what} (manifest)"), format!("invalid structure: {e}")))?;
+            .map_err(|e| damaged(format!("invalid structure: {e}")))?;
+        crate::manifest_check::check_counts((summary.items, summary.bytes, summary.skipped), counts)
+            .map_err(|e| Error::damaged(&what, e.to_string()))?;
         Ok(Snapshot { id: *id, summary, manifest })
     }
 

@@ -218,39 +218,35 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
     let index = repo.index_verified()?;
     let mut packs: Vec<&Id> = pack_sizes.keys().collect();
     packs.sort();
-    // On an object store, packs not chosen for reading are checked by their headers alone (one
-    // ranged GET each): every blob the index places there must be in the header, where the index
-    // says. The store's own checksums guard the bodies; --read-data reads them.
+    // Every pack's header is compared with the index: each blob the index places in the pack must
+    // be in the header, where and as the index says, and no chunk may exceed the config's
+    // max_size. On an object store, packs not chosen for reading are checked by their headers
+    // alone (one ranged GET each); the store's own checksums guard the bodies, and --read-data
+    // reads them.
     let headers_only = storage.is_remote();
+    let max_chunk = repo.config().chunker.max_size;
     let mut by_pack: HashMap<Id, Vec<PackEntry>> = HashMap::new();
-    if headers_only {
-        for l in index.iter() {
-            by_pack.entry(l.pack).or_default().push(l.entry);
-        }
+    for l in index.iter() {
+        by_pack.entry(l.pack).or_default().push(l.entry);
     }
     for pack in packs {
         let name = pack.to_hex();
+        let indexed = by_pack.remove(pack).unwrap_or_default();
+        let unreadable = |damaged: &mut HashMap<Id, String>| {
+            for en in &indexed {
+                damaged.entry(en.id).or_insert_with(|| format!("pack {pack} header unreadable"));
+            }
+        };
         if headers_only && !read_data.selects(pack) {
-            let indexed = by_pack.remove(pack).unwrap_or_default();
             match read_header_at(storage, keys, pack, pack_sizes[pack]) {
                 Ok(entries) => {
                     report.checked.packs += 1;
                     report.checked.pack_bytes += pack_sizes[pack];
-                    let held: HashSet<(Id, u32, u32)> = entries.iter().map(|e| (e.id, e.offset, e.length)).collect();
-                    for e in indexed.iter().filter(|e| !held.contains(&(e.id, e.offset, e.length))) {
-                        let why = format!(
-                            "the index places blob {} in pack {pack}, whose header does not hold it",
-                            e.id.short()
-                        );
-                        report.problem("pack", &name, why.clone());
-                        damaged.entry(e.id).or_insert(why);
-                    }
+                    compare_header(&mut report, &mut damaged, pack, &entries, &indexed, max_chunk);
                 }
                 Err(e) => {
                     report.problem("pack", &name, e.to_string());
-                    for en in &indexed {
-                        damaged.entry(en.id).or_insert_with(|| format!("pack {pack} header unreadable"));
-                    }
+                    unreadable(&mut damaged);
                 }
             }
             continue;
@@ -268,9 +264,6 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
         if !name_ok {
             report.problem("pack", &name, NAME_MISMATCH);
         }
-        if name_ok && !read_data.selects(pack) {
-            continue;
-        }
         let entries = match read_header_at(storage, keys, pack, pack_sizes[pack]) {
             Ok(e) => e,
             Err(e) => {
@@ -278,12 +271,14 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
                     report.problem("pack", &name, e.to_string());
                 }
                 // Without its header, every chunk the index places in this pack is suspect.
-                for l in index.iter().filter(|l| l.pack == *pack) {
-                    damaged.entry(l.entry.id).or_insert_with(|| format!("pack {pack} header unreadable"));
-                }
+                unreadable(&mut damaged);
                 continue;
             }
         };
+        compare_header(&mut report, &mut damaged, pack, &entries, &indexed, max_chunk);
+        if name_ok && !read_data.selects(pack) {
+            continue;
+        }
         for en in entries {
             report.checked.blobs_read += 1;
             let sealed = &bytes[en.offset as usize..(en.offset + en.length) as usize];
@@ -383,6 +378,52 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
         find_intact_versions(repo, &snapshot_ids, &index, &damaged, &hashed_bad, &wanted, &mut report);
     }
     Ok(report)
+}
+
+/// A pack's header against the index entries placing blobs in it (SPEC §9: they agree), and its
+/// chunks against the config's `max_size` (§7).
+fn compare_header(
+    report: &mut Report,
+    damaged: &mut HashMap<Id, String>,
+    pack: &Id,
+    header: &[PackEntry],
+    indexed: &[PackEntry],
+    max_chunk: u32,
+) {
+    let name = pack.to_hex();
+    let held: HashMap<Id, &PackEntry> = header.iter().map(|e| (e.id, e)).collect();
+    for e in indexed {
+        let why = match held.get(&e.id) {
+            None => format!("the index places blob {} in pack {pack}, whose header does not hold it", e.id.short()),
+            Some(h) if **h != *e => format!(
+                "the index and the header of pack {pack} disagree on blob {}: index offset {} length {} raw {} \
+                 flag {}, header offset {} length {} raw {} flag {} (run `exarch repair index`)",
+                e.id.short(),
+                e.offset,
+                e.length,
+                e.raw_length,
+                e.compression,
+                h.offset,
+                h.length,
+                h.raw_length,
+                h.compression
+            ),
+            Some(_) => continue,
+        };
+        report.problem("pack", &name, why.clone());
+        damaged.entry(e.id).or_insert(why);
+    }
+    for h in header.iter().filter(|h| h.raw_length > max_chunk) {
+        report.problem(
+            "pack",
+            &name,
+            format!(
+                "blob {} holds a chunk of {} bytes, above the config's max_size of {max_chunk} (SPEC §7)",
+                h.id.short(),
+                h.raw_length
+            ),
+        );
+    }
 }
 
 /// Second pass, only when something is damaged: for each damaged item, a snapshot of the same

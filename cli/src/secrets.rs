@@ -27,9 +27,9 @@ pub use secrecy::ExposeSecret;
 
 pub fn read_file(path: &Path) -> Result<Secret> {
     let s = std::fs::read_to_string(path).with_context(|| format!("reading password file {}", path.display()))?;
-    let line = s.lines().next().unwrap_or("").to_string();
+    let line = exarch_archive::passphrase::first_line(&s).to_string();
     if line.is_empty() {
-        anyhow::bail!("password file {} is empty", path.display());
+        anyhow::bail!("password file {} has an empty first line", path.display());
     }
     Ok(Secret::from(line))
 }
@@ -48,7 +48,7 @@ pub fn from_command(what: &str, cmd: &str) -> Result<Secret> {
     }
     let text = String::from_utf8(out.stdout)
         .map_err(|_| anyhow::anyhow!("the {what} command printed bytes that are not UTF-8"))?;
-    let line = text.lines().next().unwrap_or("").to_string();
+    let line = exarch_archive::passphrase::first_line(&text).to_string();
     if line.is_empty() {
         anyhow::bail!("the {what} command printed nothing");
     }
