@@ -1,12 +1,13 @@
 //! The published test vectors in `format-spec/test-vectors/`:
 //!
 //! 1. `regenerated_repository_is_byte_identical`: the code, in its deterministic test mode, writes
-//!    exactly the committed repository (set `EXARCH_REGENERATE_VECTORS=1` to rewrite it after a
-//!    deliberate format change, and say so in SPEC.md).
-//! 2. `cli_extracts_the_expected_files`: the real binary reads the committed repository.
+//!    exactly the committed repositories. `repo/` (v1) is frozen forever (SPEC §16); set
+//!    `EXARCH_REGENERATE_VECTORS=1` to rewrite `repo-2/`, its expected files and `vectors.json`
+//!    after a deliberate change, and say so in SPEC.md.
+//! 2. `cli_extracts_the_expected_files`: the real binary reads the committed repositories.
 //! 3. `independent_reader_follows_the_spec`: a reader written from SPEC.md alone, using only the
-//!    primitive crates (Argon2, XChaCha20-Poly1305, BLAKE3, zstd) and none of exarch's code, gets
-//!    the same files.
+//!    primitive crates and none of exarch's code, gets the same files, re-cuts every item into the
+//!    stored chunks, and derives every value in `vectors.json`.
 
 mod util;
 
@@ -119,26 +120,133 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     util::tree(dir)
 }
 
-#[test]
-fn regenerated_repository_is_byte_identical() {
-    let t = tempfile::tempdir().unwrap();
-    let fresh = t.path().join("repo");
-    generate(&fresh);
-    let committed = vectors().join("repo");
-    if std::env::var_os("EXARCH_REGENERATE_VECTORS").is_some() {
-        let _ = std::fs::remove_dir_all(&committed);
-        generate(&committed);
-        let expected = vectors().join("expected");
-        let _ = std::fs::remove_dir_all(&expected);
-        for n in 1..=2 {
-            for (folders, name, data) in snapshot_items(n) {
-                let d = folders.iter().fold(expected.join(format!("snapshot-{n}")), |p, f| p.join(f));
-                std::fs::create_dir_all(&d).unwrap();
-                std::fs::write(d.join(name), data).unwrap();
-            }
+/// The passphrase file of `repo-2`: decomposed (NFD) non-ASCII text and a Windows line ending.
+const PASSPHRASE_2_FILE: &str = "Gru\u{308}\u{df}e, cafe\u{301} na\u{ef}ve \u{2014} \u{20ac}5\r\n";
+/// The same passphrase as typed on most keyboards (NFC).
+const PASSPHRASE_2_TYPED: &str = "Gr\u{fc}\u{df}e, caf\u{e9} na\u{ef}ve \u{2014} \u{20ac}5";
+/// Stands for a name that is not UTF-8 until the manifest is rewritten (`generate2`).
+const NOT_UTF8_PLACEHOLDER: &str = "NOT-UTF8.eml";
+const NOT_UTF8: &[u8] = b"caf\xe9 \xff\xfe.eml";
+
+/// The items of `repo-2`: (root number, folder path, name, flags, bytes).
+fn repo2_items() -> Vec<(u32, Vec<&'static str>, String, u32, Vec<u8>)> {
+    let long_a = "x".repeat(246) + "a.eml";
+    let long_b = "x".repeat(246) + "b.eml";
+    let mut big = vec![0u8; 300 * 1024];
+    blake3::Hasher::new_derive_key("exarch test vector 2 big item").finalize_xof().fill(&mut big);
+    let mut v: Vec<(u32, Vec<&str>, String, u32, Vec<u8>)> = [
+        (0, vec!["Inbox"], "a:b.eml"),
+        (0, vec!["Inbox"], "a_b.eml"),
+        (0, vec!["Inbox"], "A_B.eml"),
+        (0, vec!["Inbox"], "CON"),
+        (0, vec!["Inbox"], "com1.txt"),
+        (0, vec!["Inbox"], "trailing."),
+        (0, vec!["Inbox"], "trailing_"),
+        (0, vec!["Inbox"], "tab\there"),
+        (0, vec!["Inbox"], ".."),
+        (0, vec!["Inbox"], ""),
+        (0, vec!["Inbox"], "\u{c9}clair.eml"),
+        (0, vec!["Inbox"], "\u{e9}clair.eml"),
+        (0, vec!["Inbox"], NOT_UTF8_PLACEHOLDER),
+        (0, vec!["In:box"], "same.eml"),
+        (0, vec!["In_box"], "same.eml"),
+        (0, vec![".exarch-tmp"], "0.partial"),
+        (0, vec!["nul.d", "deeper"], "x"),
+        (0, vec![], "tiny.txt"),
+        (1, vec![], "tiny.txt"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (root, dirs, name))| (root, dirs, name.to_string(), 0, format!("item {i}: {name}\n").into_bytes()))
+    .collect();
+    v.push((0, vec!["Inbox"], long_a, 0, b"long a".to_vec()));
+    v.push((0, vec!["Inbox"], long_b, 0, b"long b".to_vec()));
+    v.push((0, vec!["Inbox"], "associated.cfg".into(), 1, b"<view settings/>".to_vec()));
+    v.push((0, vec!["Inbox"], "empty.eml".into(), 0, Vec::new()));
+    v.push((0, vec!["Attachments"], "big.bin".into(), 0, big));
+    v
+}
+
+/// `repo-2`: a slot from a non-ASCII passphrase file, one snapshot by the directory-source rules
+/// of SPEC §10.3 whose names exercise §13.1, with empty strings and vectors wherever a field can
+/// be empty, a second root folder and an associated item.
+fn generate2(dir: &Path) {
+    use exarch_archive::manifest::{Manifest, NO_PARENT};
+    let storage: Arc<dyn exarch_archive::Storage> = {
+        let s = LocalStorage::new(dir);
+        s.create_layout().unwrap();
+        Arc::new(s)
+    };
+    let ctx = Context {
+        entropy: Entropy::deterministic_for_tests(SEED),
+        cache_root: dir.join("../vector-cache-2"),
+        host: String::new(),
+        lease_secs: 60,
+    };
+    let mut cfg = Config::new(String::new());
+    cfg.chunker = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
+    cfg.pack_size = 64 * 1024;
+    cfg.zstd_level = 3;
+    let opts =
+        InitOptions { kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 }, label: String::new(), config: Some(cfg) };
+    let passphrase = exarch_archive::passphrase::first_line(PASSPHRASE_2_FILE);
+    let repo = Repository::init(storage, passphrase.as_bytes(), opts, ctx).unwrap();
+    let index = repo.index().unwrap();
+    let opts = BackupOptions {
+        mailbox: "names@example.com".into(),
+        source: "dir:/vectors/names".into(),
+        time_ms: 1_795_500_000_000,
+        parent: None,
+        run_id: [7; 16],
+        workers: 1,
+        lock: exarch_archive::lock::LockWatch::unlocked(),
+    };
+    let mut b = Backup::start(&repo, Arc::new(index), opts).unwrap();
+    let second_root = b.folder(NO_PARENT, "", "", "");
+    for (n, (root, dirs, name, flags, data)) in repo2_items().into_iter().enumerate() {
+        let folder = if root == 0 { b.folder_path(&dirs) } else { second_root };
+        let mut rel = dirs.join("/");
+        if !rel.is_empty() {
+            rel.push('/');
         }
+        rel.push_str(&name);
+        let mtime_ns = 1_790_000_000_123_456_789i64 + n as i64 * 1_000_000_007;
+        let meta = ItemMeta {
+            folder,
+            name: name.clone(),
+            source_id: rel,
+            change_key: format!("{}:{mtime_ns}:{}:{}", data.len(), mtime_ns + 5, 1000 + n),
+            item_class: "file".into(),
+            subject: name,
+            sender: String::new(),
+            received_ms: mtime_ns / 1_000_000,
+            flags,
+        };
+        b.add_item(meta, data).unwrap();
     }
-    let (a, b) = (files_of(&fresh), files_of(&committed));
+    let (id, _) = b.finish().unwrap();
+    // A foreign writer's name that is not UTF-8 (exarch's own sources never write one).
+    let snap = repo.load_snapshot(&id).unwrap();
+    let mut manifest: Manifest = rkyv::deserialize::<Manifest, rkyv::rancor::Error>(snap.manifest()).unwrap();
+    for it in manifest.items.iter_mut().filter(|it| it.name == NOT_UTF8_PLACEHOLDER.as_bytes()) {
+        it.name = NOT_UTF8.to_vec();
+        it.subject = NOT_UTF8.to_vec();
+    }
+    let (new_id, bytes) = exarch_archive::snapshot::encode(
+        repo.keys(),
+        &repo.context().entropy,
+        repo.config().zstd_level,
+        snap.summary.clone(),
+        &manifest,
+    )
+    .unwrap();
+    repo.storage().put(exarch_archive::FileKind::Snapshot, &new_id.to_hex(), &bytes).unwrap();
+    repo.storage().delete(exarch_archive::FileKind::Snapshot, &id.to_hex()).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("../vector-cache-2"));
+}
+
+fn assert_same_files(fresh: &Path, committed: &Path) {
+    let (a, b) = (files_of(fresh), files_of(committed));
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         b.keys().collect::<Vec<_>>(),
@@ -149,24 +257,63 @@ fn regenerated_repository_is_byte_identical() {
     }
 }
 
-fn snapshot_ids_by_time(env: &util::Env, repo: &str) -> Vec<String> {
-    let v = env.cmd(&["snapshots", "--repo", repo, "--json"]).env("EXARCH_PASSWORD", PASSPHRASE).output().unwrap();
+fn regenerate() -> bool {
+    std::env::var_os("EXARCH_REGENERATE_VECTORS").is_some()
+}
+
+#[test]
+fn regenerated_repository_is_byte_identical() {
+    let t = tempfile::tempdir().unwrap();
+    // v1: frozen forever (SPEC §16); never regenerated.
+    let fresh = t.path().join("repo");
+    generate(&fresh);
+    assert_same_files(&fresh, &vectors().join("repo"));
+    for n in 1..=2 {
+        let expected = vectors().join(format!("expected/snapshot-{n}"));
+        let want = snapshot_items(n).len();
+        assert_eq!(util::tree(&expected).len(), want);
+    }
+    let fresh2 = t.path().join("repo-2");
+    generate2(&fresh2);
+    let committed2 = vectors().join("repo-2");
+    if regenerate() {
+        let _ = std::fs::remove_dir_all(&committed2);
+        generate2(&committed2);
+        let expected = vectors().join("expected/repo-2");
+        let _ = std::fs::remove_dir_all(&expected);
+        let (snaps, _) = independent::read_snaps(&committed2, PASSPHRASE_2_TYPED);
+        for (path, data) in independent::extract_paths(&snaps[0].1) {
+            let p = expected.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+    }
+    assert_same_files(&fresh2, &committed2);
+}
+
+fn snapshot_ids_by_time(env: &util::Env, repo: &str, passphrase: &str) -> Vec<String> {
+    let v = env.cmd(&["snapshots", "--repo", repo, "--json"]).env("EXARCH_PASSWORD", passphrase).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// A copy of a vector repository, so the lock files the CLI writes never touch the published ones.
+fn copy_of(env: &util::Env, name: &str) -> PathBuf {
+    let repo = env.path(name);
+    for (rel, data) in util::tree(&vectors().join(name)) {
+        let p = repo.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    repo
 }
 
 #[test]
 fn cli_extracts_the_expected_files() {
     let env = util::Env::new();
-    // A copy, so the lock files the CLI writes never touch the published vectors.
-    let repo = env.path("vector-repo");
-    for (rel, data) in util::tree(&vectors().join("repo")) {
-        let p = repo.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
+    let repo = copy_of(&env, "repo");
     let rs = repo.to_str().unwrap();
-    let ids = snapshot_ids_by_time(&env, rs);
+    let ids = snapshot_ids_by_time(&env, rs, PASSPHRASE);
     assert_eq!(ids.len(), 2);
     for (n, id) in ids.iter().enumerate() {
         let out = env.path(&format!("out{n}"));
@@ -178,272 +325,66 @@ fn cli_extracts_the_expected_files() {
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         util::assert_same_tree(&vectors().join(format!("expected/snapshot-{}", n + 1)), &out);
     }
+    // repo-2, opened with the passphrase file it was made from, and verified in full
+    let repo = copy_of(&env, "repo-2");
+    let rs = repo.to_str().unwrap();
+    let pf = env.path("pass-2.txt");
+    std::fs::write(&pf, PASSPHRASE_2_FILE).unwrap();
+    let with_file =
+        |args: &[&str]| env.cmd(args).env_remove("EXARCH_PASSWORD").env("EXARCH_PASSWORD_FILE", &pf).output().unwrap();
+    let r = with_file(&["verify", "--repo", rs, "--read-data"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = env.path("out-2");
+    let r = with_file(&["extract", "--repo", rs, "latest", "--to", out.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    util::assert_same_tree(&vectors().join("expected/repo-2"), &out);
 }
 
-/// A reader written from SPEC.md alone.
-mod independent {
-    use argon2::{Algorithm, Argon2, Params, Version};
-    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-    use std::collections::HashMap;
-    use std::path::Path;
-
-    fn u32le(b: &[u8], o: usize) -> u32 {
-        u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-    }
-
-    fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Vec<u8> {
-        let c = XChaCha20Poly1305::new(key.into());
-        c.decrypt(XNonce::from_slice(&sealed[..24]), Payload { msg: &sealed[24..], aad }).expect("authentic")
-    }
-
-    fn unflag(p: &[u8]) -> Vec<u8> {
-        match p[0] {
-            0 => p[1..].to_vec(),
-            1 => zstd::stream::decode_all(&p[1..]).unwrap(),
-            f => panic!("flag {f}"),
-        }
-    }
-
-    /// rkyv `Vec<T>` at `at`: relative offset (i32) from the field itself, then length (u32).
-    fn vec_at(buf: &[u8], at: usize, elem: usize) -> (usize, usize) {
-        let rel = i32::from_le_bytes(buf[at..at + 4].try_into().unwrap()) as isize;
-        let start = (at as isize + rel) as usize;
-        let len = u32le(buf, at + 4) as usize;
-        assert!(start + len * elem <= buf.len());
-        (start, len)
-    }
-
-    fn bytes_at(buf: &[u8], at: usize) -> Vec<u8> {
-        let (s, n) = vec_at(buf, at, 1);
-        buf[s..s + n].to_vec()
-    }
-
-    /// One snapshot as stored: its mailbox, folders `(parent, name)` and items `(folder, name, bytes)`,
-    /// in manifest order.
-    pub struct Snap {
-        pub mailbox: String,
-        pub folders: Vec<(u32, String)>,
-        pub items: Vec<(u32, String, Vec<u8>)>,
-    }
-
-    /// Returns, per snapshot (by time), `folder/path/name` → bytes.
-    pub fn read(repo: &Path, passphrase: &str) -> (Vec<HashMap<String, Vec<u8>>>, serde_json::Value) {
-        let (snaps, trace) = read_snaps(repo, passphrase);
-        (snaps.into_iter().map(|s| s.0).collect(), trace)
-    }
-
-    /// Like `read`, with each snapshot's structure too.
-    pub fn read_snaps(repo: &Path, passphrase: &str) -> (Vec<(HashMap<String, Vec<u8>>, Snap)>, serde_json::Value) {
-        // 1. key slot → master key
-        let slot_path = std::fs::read_dir(repo.join("keys")).unwrap().next().unwrap().unwrap().path();
-        let slot = std::fs::read(slot_path).unwrap();
-        assert_eq!(&slot[..8], b"EXRKEY01");
-        assert_eq!(slot[8], 1);
-        let (m, t, p) = (u32le(&slot, 9), u32le(&slot, 13), u32le(&slot, 17));
-        let salt = &slot[21..53];
-        let label_len = u16::from_le_bytes([slot[61], slot[62]]) as usize;
-        let header_end = 63 + label_len;
-        let mut wrap = [0u8; 32];
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(m, t, p, Some(32)).unwrap())
-            .hash_password_into(passphrase.as_bytes(), salt, &mut wrap)
-            .unwrap();
-        let master: [u8; 32] = open(&wrap, &slot[..header_end], &slot[header_end..]).try_into().unwrap();
-        let enc = blake3::derive_key("exarch 2026-11 repository v1 encryption key", &master);
-        let chunk_key = blake3::derive_key("exarch 2026-11 repository v1 chunk id key", &master);
-        let seed = blake3::derive_key("exarch 2026-11 repository v1 chunker seed", &master);
-        let mut trace = serde_json::json!({
-            "passphrase": passphrase,
-            "argon2id": {"m_cost_kib": m, "t_cost": t, "p_cost": p, "salt": hex::encode(salt)},
-            "wrapping_key": hex::encode(wrap),
-            "master_key": hex::encode(master),
-            "encryption_key": hex::encode(enc),
-            "chunk_id_key": hex::encode(chunk_key),
-            "chunker_seed_u64": u64::from_le_bytes(seed[..8].try_into().unwrap()),
-        });
-        let mut chunks_seen = serde_json::Map::new();
-        // 2. config
-        let cfg = std::fs::read(repo.join("config")).unwrap();
-        let cfg: serde_json::Value = serde_json::from_slice(&unflag(&open(&enc, b"EXRCONF1", &cfg[8..]))).unwrap();
-        assert_eq!(cfg["version"], 1);
-        // 3. index: chunk id → (pack, offset, length, raw length, compression)
-        let mut index = HashMap::new();
-        for f in std::fs::read_dir(repo.join("index")).unwrap() {
-            let raw = std::fs::read(f.unwrap().path()).unwrap();
-            let body = unflag(&open(&enc, b"EXRINDX1", &raw[8..]));
-            assert_eq!(body[0], 1);
-            let (np, ne) = (u32le(&body, 1) as usize, u32le(&body, 5) as usize);
-            let packs: Vec<&[u8]> = body[9..9 + 32 * np].chunks(32).collect();
-            for e in body[9 + 32 * np..].chunks(49).take(ne) {
-                let pack = hex::encode(packs[u32le(e, 32) as usize]);
-                index.insert(
-                    e[..32].to_vec(),
-                    (pack, u32le(e, 36) as usize, u32le(e, 40) as usize, u32le(e, 44), e[48]),
-                );
-            }
-        }
-        // 4. snapshots
-        let mut snaps = Vec::new();
-        for f in std::fs::read_dir(repo.join("snapshots")).unwrap() {
-            let raw = std::fs::read(f.unwrap().path()).unwrap();
-            assert_eq!(&raw[..8], b"EXRSNAP1");
-            let slen = u32le(&raw, 8) as usize;
-            let summary = unflag(&open(&enc, b"EXRSNAP1\x01", &raw[12..12 + slen]));
-            let root = summary.len() - 120;
-            let time = i64::from_le_bytes(summary[root..root + 8].try_into().unwrap());
-            assert_eq!(&summary[root + 52..root + 84], blake3::hash(&raw[12 + slen..]).as_bytes());
-            let mailbox = String::from_utf8(bytes_at(&summary, root + 92)).unwrap();
-            let m = unflag(&open(&enc, b"EXRSNAP1\x02", &raw[12 + slen..]));
-            let root = m.len() - 32;
-            let (fs, nf) = vec_at(&m, root, 28);
-            let folder = |i: usize| -> (u32, String) {
-                let at = fs + 28 * i;
-                (u32le(&m, at), String::from_utf8(bytes_at(&m, at + 4)).unwrap())
-            };
-            let path_of = |mut i: u32| {
-                let mut parts = Vec::new();
-                while i != u32::MAX {
-                    let (parent, name) = folder(i as usize);
-                    if parent != u32::MAX {
-                        parts.push(name);
-                    }
-                    i = parent;
-                }
-                parts.reverse();
-                parts
-            };
-            assert!(nf >= 1);
-            let (is, ni) = vec_at(&m, root + 8, 112);
-            let mut files = HashMap::new();
-            let mut snap = Snap { mailbox, folders: (0..nf).map(folder).collect(), items: Vec::new() };
-            for k in 0..ni {
-                let at = is + 112 * k;
-                let size = u64::from_le_bytes(m[at + 8..at + 16].try_into().unwrap()) as usize;
-                let mut path = path_of(u32le(&m, at + 16));
-                path.push(String::from_utf8(bytes_at(&m, at + 56)).unwrap());
-                let (cs, nc) = vec_at(&m, at + 104, 32);
-                let mut data = Vec::new();
-                for c in 0..nc {
-                    let id = &m[cs + 32 * c..cs + 32 * c + 32];
-                    let (pack, off, len, raw_len, comp) = &index[id];
-                    let packfile = std::fs::read(repo.join("data").join(&pack[..2]).join(pack)).unwrap();
-                    assert_eq!(&blake3::hash(&packfile).to_hex().to_string(), pack);
-                    let mut aad = id.to_vec();
-                    aad.push(*comp);
-                    aad.extend_from_slice(&raw_len.to_le_bytes());
-                    let stored = open(&enc, &aad, &packfile[*off..*off + *len]);
-                    let chunk = if *comp == 1 { zstd::stream::decode_all(&stored[..]).unwrap() } else { stored };
-                    assert_eq!(blake3::keyed_hash(&chunk_key, &chunk).as_bytes(), id);
-                    chunks_seen.insert(
-                        hex::encode(id),
-                        serde_json::json!({"pack": pack, "offset": off, "length": len, "raw_length": raw_len, "compression": comp}),
-                    );
-                    data.extend_from_slice(&chunk);
-                }
-                assert_eq!(data.len(), size);
-                assert_eq!(blake3::hash(&data).as_bytes(), &m[at + 24..at + 56]);
-                let name = path.pop().unwrap();
-                snap.items.push((u32le(&m, at + 16), name.clone(), data.clone()));
-                path.push(name);
-                files.insert(path.join("/"), data);
-            }
-            snaps.push((time, files, snap));
-        }
-        snaps.sort_by_key(|s| s.0);
-        trace["chunks"] = serde_json::Value::Object(chunks_seen);
-        trace["config"] = cfg;
-        (snaps.into_iter().map(|s| (s.1, s.2)).collect(), trace)
-    }
-
-    /// The file names of SPEC.md §13.1, written from the text alone: `written path` → bytes.
-    pub fn extract_paths(s: &Snap) -> HashMap<String, Vec<u8>> {
-        const NONE: u32 = u32::MAX;
-        let ext_of = |n: &str| -> (String, String) {
-            match n.rfind('.') {
-                Some(i) if i > 0 && n.len() - i <= 16 => (n[..i].to_string(), n[i..].to_string()),
-                _ => (n.to_string(), String::new()),
-            }
-        };
-        let cut = |stem: &str, tail: &str| -> String {
-            let mut end = 0;
-            for (i, c) in stem.char_indices() {
-                if i + c.len_utf8() + tail.len() > 200 {
-                    break;
-                }
-                end = i + c.len_utf8();
-            }
-            format!("{}{tail}", &stem[..end])
-        };
-        let safe = |n: &str| -> String {
-            let mut s: String = n
-                .chars()
-                .map(|c| if "/\\:*?\"<>|".contains(c) || c < ' ' || c == '\u{7f}' { '_' } else { c })
-                .collect();
-            let mut tail = 0;
-            while s.ends_with('.') || s.ends_with(' ') {
-                s.pop();
-                tail += 1;
-            }
-            s.push_str(&"_".repeat(tail));
-            let base = s.split('.').next().unwrap().to_ascii_uppercase();
-            let devices = ["CON", "PRN", "AUX", "NUL"];
-            let numbered = (base.starts_with("COM") || base.starts_with("LPT"))
-                && base.len() == 4
-                && ('1'..='9').contains(&base.chars().nth(3).unwrap());
-            if s.is_empty() || devices.contains(&base.as_str()) || numbered || s.eq_ignore_ascii_case(".exarch-tmp") {
-                s = format!("_{s}");
-            }
-            if s.len() > 200 {
-                let h = blake3::hash(n.as_bytes()).to_hex().to_string();
-                let (stem, ext) = ext_of(&s);
-                s = cut(&stem, &format!("~{}{ext}", &h[..16]));
-            }
-            s
-        };
-        let lower = |n: &str| n.chars().flat_map(char::to_lowercase).collect::<String>();
-        let mut taken: HashMap<u32, std::collections::HashSet<String>> = HashMap::new();
-        let mut claim = |dir: u32, want: String| -> String {
-            let set = taken.entry(dir).or_default();
-            if set.insert(lower(&want)) {
-                return want;
-            }
-            let (stem, ext) = ext_of(&want);
-            let mut k = 2;
-            loop {
-                let c = cut(&stem, &format!("~{k}{ext}"));
-                if set.insert(lower(&c)) {
-                    return c;
-                }
-                k += 1;
-            }
-        };
-        let dir = |f: u32| if s.folders[f as usize].0 == NONE { NONE } else { f };
-        let names: Vec<String> =
-            s.folders.iter().map(|(p, n)| if *p == NONE { String::new() } else { claim(dir(*p), safe(n)) }).collect();
-        let path_of = |mut f: u32| {
-            let mut parts = Vec::new();
-            while s.folders[f as usize].0 != NONE {
-                parts.push(names[f as usize].clone());
-                f = s.folders[f as usize].0;
-            }
-            parts.reverse();
-            parts
-        };
-        let mut out = HashMap::new();
-        for (f, n, data) in &s.items {
-            let mut p = path_of(*f);
-            p.push(claim(dir(*f), safe(n)));
-            assert!(out.insert(p.join("/"), data.clone()).is_none(), "two items on one path");
-        }
-        out
-    }
-}
+#[path = "format_vectors/independent.rs"]
+mod independent;
 
 #[test]
 fn independent_reader_follows_the_spec() {
-    let (snaps, trace) = independent::read(&vectors().join("repo"), PASSPHRASE);
+    let (snaps, trace1) = independent::read(&vectors().join("repo"), PASSPHRASE);
+    let passphrase2 = independent::passphrase_from_file(PASSPHRASE_2_FILE.as_bytes());
+    let (snaps2, trace2) = independent::read_snaps(&vectors().join("repo-2"), &passphrase2);
+    // §7's gear table and the cuts of a 1 MiB stream under repo's seed and sizes
+    let mut stream = vec![0u8; 1 << 20];
+    blake3::Hasher::new_derive_key("exarch test vector chunker stream").finalize_xof().fill(&mut stream);
+    let seed = trace1["chunker_seed_u64"].as_u64().unwrap();
+    let lengths = independent::chunk_lengths(&stream, seed, 16 * 1024, 64 * 1024, 256 * 1024);
+    let reference: Vec<usize> = exarch_archive::chunker::Chunker::new(
+        ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 },
+        seed,
+    )
+    .cuts(&stream)
+    .map(|c| c.1)
+    .collect();
+    assert_eq!(lengths, reference, "§7 as written cuts where exarch cuts");
+    let mut expected_dirs = serde_json::Map::new();
+    for (n, s) in trace1["snapshots"].as_array().unwrap().iter().enumerate() {
+        expected_dirs.insert(s["id"].as_str().unwrap().into(), format!("expected/snapshot-{}", n + 1).into());
+    }
+    expected_dirs.insert(snaps2[0].1.id.clone(), "expected/repo-2".into());
+    let trace = serde_json::json!({
+        "repo": trace1,
+        "repo-2": trace2,
+        "expected_dirs": expected_dirs,
+        "passphrase_nfc": {
+            "file_bytes_hex": hex::encode(PASSPHRASE_2_FILE.as_bytes()),
+            "passphrase": passphrase2,
+            "nfc_utf8_hex": hex::encode(PASSPHRASE_2_TYPED.as_bytes()),
+        },
+        "chunker": {
+            "gear": independent::gear().iter().map(|g| format!("{g:016x}")).collect::<Vec<_>>(),
+            "stream": "the first 1 MiB of BLAKE3 derive_key(\"exarch test vector chunker stream\", empty) output",
+            "seed_u64": seed,
+            "min_avg_max": [16 * 1024, 64 * 1024, 256 * 1024],
+            "lengths": lengths,
+        },
+    });
     let trace_file = vectors().join("vectors.json");
-    if std::env::var_os("EXARCH_REGENERATE_VECTORS").is_some() {
+    if regenerate() {
         std::fs::write(&trace_file, serde_json::to_string_pretty(&trace).unwrap() + "\n").unwrap();
     }
     let published: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace_file).unwrap()).unwrap();
@@ -458,6 +399,57 @@ fn independent_reader_follows_the_spec() {
             assert_eq!(files.get(k), Some(v), "{k}");
         }
     }
+    let written = independent::extract_paths(&snaps2[0].1);
+    let expected = util::tree(&vectors().join("expected/repo-2"));
+    assert_eq!(written.len(), repo2_items().len());
+    assert_eq!(written.len(), expected.len());
+    for (k, v) in &expected {
+        assert_eq!(written.get(k), Some(v), "{k}");
+    }
+}
+
+/// Issue 12, check 3: a repository made with a non-ASCII passphrase from a file with a `\r\n`
+/// ending opens with the same passphrase typed on a terminal (in its composed form).
+#[test]
+fn a_passphrase_from_a_windows_file_opens_when_typed() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: script(1) is needed for a terminal");
+        return;
+    }
+    let env = util::Env::new();
+    let pf = env.path("pass.txt");
+    std::fs::write(&pf, PASSPHRASE_2_FILE).unwrap();
+    let repo = env.repo();
+    let rs = repo.to_str().unwrap();
+    let r = env
+        .cmd(&["init", "--repo", rs, "--password-file", pf.to_str().unwrap()])
+        .env_remove("EXARCH_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let typed = |passphrase: &str| {
+        let cmd = format!("{} snapshots --repo {rs}", env!("CARGO_BIN_EXE_exarch"));
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("EXARCH_PASSWORD")
+            .env_remove("EXARCH_PASSWORD_FILE")
+            .env("EXARCH_CACHE_DIR", env.path("cache"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // typed once the prompt is up
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        use std::io::Write;
+        child.stdin.as_mut().unwrap().write_all(format!("{passphrase}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (util::code(&out), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, screen) = typed(PASSPHRASE_2_TYPED);
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("Repository passphrase"), "{screen}");
+    let (code, screen) = typed("Grusse, cafe naive");
+    assert_eq!(code, 3, "a wrong passphrase is still wrong: {screen}");
 }
 
 /// Issue 10, check 3: names that collide once cleaned, names of our temporary files, long names and
