@@ -258,3 +258,36 @@ fn key_slots_add_list_passwd_remove() {
         env.cmd(&["key", "remove", "--repo", rs, &last]).env("EXARCH_PASSWORD", "third passphrase").output().unwrap();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
+
+/// SPEC §10.3, "a directory source writes": the fields of a `pack --from-dir` item, exactly.
+#[cfg(unix)]
+#[test]
+fn directory_source_fields_are_as_published() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("Inbox/empty dir")).unwrap();
+    std::fs::write(src.join("tiny.txt"), b"x").unwrap();
+    std::fs::write(src.join("Inbox/hello.eml"), b"hello").unwrap();
+    std::os::unix::fs::symlink(src.join("tiny.txt"), src.join("link.txt")).unwrap();
+    env.pack(&src, "fields@example.com", &[]);
+    let v = env.json(&["ls", "--repo", env.repo().to_str().unwrap(), "latest"]);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "regular files only, no symlink: {v}");
+    for rel in ["Inbox/hello.eml", "tiny.txt"] {
+        let it = items.iter().find(|i| i["path"] == rel).unwrap();
+        let md = std::fs::metadata(src.join(rel)).unwrap();
+        let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
+        let ctime_ns = md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128;
+        assert_eq!(it["source_id"], rel, "no leading slash: {it}");
+        assert_eq!(it["change_key"], format!("{}:{mtime_ns}:{ctime_ns}:{}", md.len(), md.ino()));
+        assert_eq!(it["item_class"], "file");
+        assert_eq!(it["subject"], it["name"]);
+        assert_eq!(it["sender"], "");
+    }
+    // an empty directory is not a folder of the snapshot
+    let out = env.path("out");
+    env.ok(&["extract", "--repo", env.repo().to_str().unwrap(), "latest", "--to", out.to_str().unwrap()]);
+    assert!(!out.join("Inbox/empty dir").exists());
+}

@@ -222,3 +222,34 @@ fn summary_that_disagrees_with_its_manifest_is_damage() {
     let out = env.run(&["extract", "--repo", rs, &forged_id, "--to", env.path("out").to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
 }
+
+/// Issue 12, point 2: a snapshot whose summary is damaged is damage (exit 4, named), never "not
+/// found" — also when asked for `latest`, which cannot know the damaged snapshot's mailbox.
+#[test]
+fn damaged_summary_is_damage_not_absence() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    corpus::write_tree(&src, &corpus::mailbox(32, 1, 3, &[]));
+    env.pack(&src, "dave@example.com", &[]);
+    let r = env.repo();
+    let rs = r.to_str().unwrap();
+    let path = repo_files(&r, "snapshots").pop().unwrap();
+    let mut raw = fs::read(&path).unwrap();
+    raw[40] ^= 1; // inside the sealed summary
+    fs::write(&path, &raw).unwrap();
+    let id = path.file_name().unwrap().to_str().unwrap().to_string();
+    let out_dir = env.path("out");
+    for args in [
+        vec!["extract", "--repo", rs, "latest", "--to", out_dir.to_str().unwrap()],
+        vec!["extract", "--repo", rs, &id, "--to", out_dir.to_str().unwrap()],
+        vec!["ls", "--repo", rs, "latest"],
+        vec!["verify", "--repo", rs],
+    ] {
+        let out = env.run(&args);
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert_eq!(code(&out), 4, "{args:?}: {said}");
+        assert!(said.contains(&id[..8]), "{args:?} names the snapshot: {said}");
+        assert!(!said.contains("not found"), "{args:?}: {said}");
+    }
+}

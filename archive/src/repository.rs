@@ -113,7 +113,7 @@ pub struct Repository {
 
 /// What `latest` found nothing for: missing, or perhaps among snapshots whose summaries are damaged
 /// (their mailbox cannot be read), which is damage to report rather than absence.
-fn unreadable_or_missing(all: &[SnapshotInfo], what: &str) -> Error {
+fn unreadable_or_missing(all: &[SnapshotInfo], what: &str, intact: &str) -> Error {
     let damaged: Vec<String> = all.iter().filter(|s| s.summary.is_err()).map(|s| s.id.to_hex()).collect();
     if damaged.is_empty() {
         return Error::NotFound(what.to_string());
@@ -121,7 +121,7 @@ fn unreadable_or_missing(all: &[SnapshotInfo], what: &str) -> Error {
     Error::damaged(
         format!("snapshot {}", damaged.join(", ")),
         format!(
-            "no intact {what}: the summary of {} snapshot(s) does not open, so their mailbox is unknown; \
+            "found no {intact} whose summary opens, and the summary of {} snapshot(s) does not open, so their mailbox is unknown; \
              run `exarch verify` to see why, `exarch forget ID` or `exarch repair snapshots` to remove them",
             damaged.len()
         ),
@@ -290,7 +290,7 @@ impl Repository {
                 Some(m) => m.to_string(),
                 None if boxes.len() <= 1 => match boxes.pop() {
                     Some(b) => b,
-                    None => return Err(unreadable_or_missing(&all, "any snapshot")),
+                    None => return Err(unreadable_or_missing(&all, "any snapshot", "snapshot")),
                 },
                 None => {
                     return Err(Error::Usage(format!(
@@ -304,7 +304,13 @@ impl Repository {
                 .filter(|(_, m)| text(&m.mailbox) == want)
                 .max_by_key(|(id, m)| (m.time_ms, **id))
                 .map(|(id, _)| **id)
-                .ok_or_else(|| unreadable_or_missing(&all, &format!("a snapshot of mailbox {want}")));
+                .ok_or_else(|| {
+                    unreadable_or_missing(
+                        &all,
+                        &format!("a snapshot of mailbox {want}"),
+                        &format!("snapshot of {want}"),
+                    )
+                });
         }
         let spec_l = spec.to_ascii_lowercase();
         if spec_l.len() < 8 || !spec_l.chars().all(|c| c.is_ascii_hexdigit()) {

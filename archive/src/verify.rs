@@ -459,3 +459,36 @@ fn find_intact_versions(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8, offset: u32, raw_length: u32) -> PackEntry {
+        PackEntry { id: Id([n; 32]), offset, length: 100, raw_length, compression: 1 }
+    }
+
+    #[test]
+    fn header_and_index_must_agree_and_chunks_stay_under_max_size() {
+        let pack = Id([9; 32]);
+        let header = vec![entry(1, 0, 500), entry(2, 100, 500)];
+        let mut report = Report::default();
+        let mut damaged = HashMap::new();
+        compare_header(&mut report, &mut damaged, &pack, &header, &header, 1000);
+        assert!(report.is_clean() && damaged.is_empty());
+        // an index entry at another offset, one with another raw length, one the header lacks
+        let indexed = vec![entry(1, 50, 500), entry(2, 100, 400), entry(3, 200, 500)];
+        compare_header(&mut report, &mut damaged, &pack, &header, &indexed, 1000);
+        assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+        assert_eq!(damaged.len(), 3);
+        assert!(report.problems[0].detail.contains("disagree") && report.problems[0].detail.contains("repair index"));
+        assert!(report.problems[2].detail.contains("does not hold it"));
+        // a chunk above max_size (a foreign writer's): reported, not marked as unreadable
+        let mut report = Report::default();
+        let mut damaged = HashMap::new();
+        compare_header(&mut report, &mut damaged, &pack, &header, &header, 499);
+        assert_eq!(report.problems.len(), 2);
+        assert!(report.problems[0].detail.contains("above the config's max_size of 499"));
+        assert!(damaged.is_empty());
+    }
+}

@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         2 => {
             let mut v = rkyv::util::AlignedVec::<16>::new();
             v.extend_from_slice(rest);
-            if let Ok(m) = rkyv::access::<ArchivedManifest, rkyv::rancor::Error>(&v) {
+            let ours = exarch_archive::manifest_check::check_manifest(&v);
+            let rkyv_ok = rkyv::access::<ArchivedManifest, rkyv::rancor::Error>(&v).is_ok();
+            // SPEC §10.1's rules are rkyv's: whatever passes them (and the table rules) rkyv accepts
+            assert!(ours.is_err() || rkyv_ok, "the spec's rules accepted what rkyv refuses");
+            if let (Ok(_), Ok(m)) = (ours, rkyv::access::<ArchivedManifest, rkyv::rancor::Error>(&v)) {
                 for i in 0..m.folders.len().min(64) as u32 {
                     let _ = m.folder_path(i);
                 }
@@ -29,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
         3 => {
             let mut v = rkyv::util::AlignedVec::<16>::new();
             v.extend_from_slice(rest);
-            let _ = rkyv::access::<ArchivedSummary, rkyv::rancor::Error>(&v);
+            let ours = exarch_archive::manifest_check::check_summary(&v).is_ok();
+            assert_eq!(ours, rkyv::access::<ArchivedSummary, rkyv::rancor::Error>(&v).is_ok(), "L1-L5 are rkyv's rules");
         }
         4 => {
             // parsing only: running Argon2 on fuzzed parameters is what the bounds are for
