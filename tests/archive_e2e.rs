@@ -291,3 +291,63 @@ fn directory_source_fields_are_as_published() {
     env.ok(&["extract", "--repo", env.repo().to_str().unwrap(), "latest", "--to", out.to_str().unwrap()]);
     assert!(!out.join("Inbox/empty dir").exists());
 }
+
+/// Issue 16, point 1 (and CONTRACT's whole runs): several snapshots in one extract, each into
+/// DIR/<mailbox>/ — the newest of every mailbox, a run, or several ids.
+#[test]
+fn whole_runs_extract_in_one_command() {
+    let env = Env::new();
+    env.init();
+    let r = env.repo();
+    let rs = r.to_str().unwrap();
+    let (a, b) = (env.path("a"), env.path("b"));
+    corpus::write_tree(&a, &corpus::mailbox(41, 1, 30, &[]));
+    corpus::write_tree(&b, &corpus::mailbox(41, 2, 20, &[]));
+    let old_a = env.json(&["pack", "--repo", rs, "--from-dir", a.to_str().unwrap(), "--mailbox", "alice@example.com"]);
+    fs::write(a.join("newer.txt"), b"only in the newest snapshot").unwrap();
+    let new_a = env.json(&["pack", "--repo", rs, "--from-dir", a.to_str().unwrap(), "--mailbox", "alice@example.com"]);
+    env.pack(&b, "bob@example.com#archive", &[]);
+
+    let out = env.path("all");
+    let v = env.json(&["extract", "--repo", rs, "latest", "--all-mailboxes", "--to", out.to_str().unwrap()]);
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["items"], 31 + 20);
+    assert_same_tree(&a, &out.join("alice@example.com"));
+    assert_same_tree(&b, &out.join("bob@example.com#archive"));
+
+    // a run id (8+ hex digits of it): that run's snapshots only
+    let snaps = env.json(&["snapshots", "--repo", rs]);
+    let run_of = |id: &str| {
+        snaps.as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()["run_id"].as_str().unwrap().to_string()
+    };
+    let old_id = old_a["snapshot"].as_str().unwrap();
+    let out = env.path("run");
+    let v = env.json(&["extract", "--repo", rs, "--run", &run_of(old_id)[..10], "--to", out.to_str().unwrap()]);
+    assert_eq!(v["snapshots"][0]["snapshot"], old_id, "{v}");
+    assert!(out.join("alice@example.com").is_dir() && !out.join("alice@example.com/newer.txt").exists());
+
+    // several ids, one mailbox twice: the later one beside it, named by its id
+    let new_id = new_a["snapshot"].as_str().unwrap();
+    let out = env.path("ids");
+    env.ok(&["extract", "--repo", rs, &old_id[..12], new_id, "--to", out.to_str().unwrap()]);
+    let dirs: Vec<String> =
+        fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    assert!(!out.join("alice@example.com/newer.txt").exists(), "the first named goes to the mailbox's name");
+    assert_same_tree(&a, &out.join(format!("alice@example.com~{}", &new_id[..8])));
+
+    // one snapshot as before: straight into DIR
+    let out = env.path("one");
+    env.ok(&["extract", "--repo", rs, "latest", "--mailbox", "alice@example.com", "--to", out.to_str().unwrap()]);
+    assert_same_tree(&a, &out);
+
+    // misuse is a usage error
+    for args in [
+        vec!["extract", "--repo", rs, old_id, "--all-mailboxes", "--to", "x"],
+        vec!["extract", "--repo", rs, "latest", "--all-mailboxes", "--mailbox", "alice@example.com", "--to", "x"],
+        vec!["extract", "--repo", rs, "--run", "zz", "--to", "x"],
+        vec!["extract", "--repo", rs, "--run", "0123456789", "latest", "--to", "x"],
+    ] {
+        assert_eq!(code(&env.run(&args)), 2, "{args:?}");
+    }
+}

@@ -326,6 +326,58 @@ impl Repository {
         }
     }
 
+    /// The newest snapshot of every mailbox (store), by mailbox name; and the snapshots whose
+    /// summary does not open (their mailbox is unknown), for the caller to report.
+    pub fn latest_per_mailbox(&self) -> Result<(Vec<(String, Id)>, Vec<Id>)> {
+        let mut newest: std::collections::BTreeMap<String, (i64, Id)> = std::collections::BTreeMap::new();
+        let mut unreadable = Vec::new();
+        for s in self.snapshots()? {
+            match &s.summary {
+                Ok(m) => {
+                    let e = newest.entry(text(&m.mailbox).into_owned()).or_insert((m.time_ms, s.id));
+                    if (m.time_ms, s.id) > *e {
+                        *e = (m.time_ms, s.id);
+                    }
+                }
+                Err(_) => unreadable.push(s.id),
+            }
+        }
+        Ok((newest.into_iter().map(|(m, (_, id))| (m, id)).collect(), unreadable))
+    }
+
+    /// Every snapshot of one backup run, given its run id or a unique prefix of 8+ hex digits:
+    /// (mailbox, id) by mailbox; and the snapshots whose summary does not open.
+    pub fn snapshots_of_run(&self, run: &str) -> Result<(Vec<(String, Id)>, Vec<Id>)> {
+        let want = run.to_ascii_lowercase();
+        if want.len() < 8 || want.len() > 32 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!(
+                "`{run}` is not a run id: give 8 to 32 hex digits (`exarch snapshots` shows run ids)"
+            )));
+        }
+        let all = self.snapshots()?;
+        let unreadable: Vec<Id> = all.iter().filter(|s| s.summary.is_err()).map(|s| s.id).collect();
+        let mut runs: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for s in &all {
+            let Ok(m) = &s.summary else { continue };
+            let rid = hex::encode(m.run_id);
+            if rid.starts_with(&want) {
+                if !runs.contains(&rid) {
+                    runs.push(rid);
+                }
+                out.push((text(&m.mailbox).into_owned(), s.id));
+            }
+        }
+        match runs.len() {
+            0 => Err(unreadable_or_missing(&all, &format!("run {run}"), &format!("snapshot of run {run}"))),
+            1 => {
+                out.sort();
+                Ok((out, unreadable))
+            }
+            n => Err(Error::Usage(format!("run id prefix {run} matches {n} runs; give more digits"))),
+        }
+    }
+
     /// The newest snapshot of `mailbox` whose summary and manifest both open, and the newer ones
     /// of that mailbox that did not (id, why), newest first. A backup continues from the former.
     pub fn latest_intact(&self, mailbox: &str) -> Result<LatestIntact> {

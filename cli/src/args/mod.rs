@@ -364,14 +364,23 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct ExtractArgs {
-    /// Snapshot id, unique prefix (8+ hex digits) or `latest`
-    pub snapshot: String,
+    /// Snapshot ids, unique prefixes (8+ hex digits) or `latest`; several (or --all-mailboxes,
+    /// --run) extract each into DIR/<mailbox>/
+    #[arg(value_name = "SNAPSHOT", required_unless_present = "run")]
+    pub snapshots: Vec<String>,
     /// Target directory
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Mailbox for `latest` when the repository holds several
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all_mailboxes")]
     pub mailbox: Option<String>,
+    /// With `latest`: the newest snapshot of every mailbox and store, each into DIR/<mailbox>/
+    #[arg(long)]
+    pub all_mailboxes: bool,
+    /// Every snapshot of one backup run (its run id or 8+ hex digits of it; `exarch snapshots`
+    /// shows them), each into DIR/<mailbox>/
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["snapshots", "all_mailboxes", "mailbox"])]
+    pub run: Option<String>,
     /// Replace files that already exist in the target
     #[arg(long)]
     pub overwrite: bool,
