@@ -351,3 +351,65 @@ fn whole_runs_extract_in_one_command() {
         assert_eq!(code(&env.run(&args)), 2, "{args:?}");
     }
 }
+
+/// Issue 16, point 1: `pack --from-dir SRC --all-mailboxes` backs up every SRC/<mailbox> in one
+/// run (one run id), and what one mailbox stored the next does not store again.
+#[test]
+fn several_mailboxes_from_one_directory_in_one_run() {
+    let env = Env::new();
+    env.init();
+    let r = env.repo();
+    let rs = r.to_str().unwrap();
+    let src = env.path("export");
+    let shared = corpus::shared_attachments(43, 3, 300 * 1024);
+    corpus::write_tree(&src.join("alice@example.com"), &corpus::mailbox(43, 1, 25, &shared));
+    corpus::write_tree(&src.join("bob@example.com"), &corpus::mailbox(43, 2, 15, &shared));
+    // the same big attachment in both mailboxes
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    for mb in ["alice@example.com", "bob@example.com"] {
+        fs::write(src.join(mb).join("report.pdf"), &big).unwrap();
+    }
+    let v = env.json(&["pack", "--repo", rs, "--from-dir", src.to_str().unwrap(), "--all-mailboxes"]);
+    let snaps = v["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "{v}");
+    assert_eq!(snaps[0]["mailbox"], "alice@example.com");
+    assert!(
+        snaps[1]["bytes_new"].as_u64().unwrap() + 500_000 < snaps[1]["bytes"].as_u64().unwrap(),
+        "bob's copy of the attachment was not stored again: {v}"
+    );
+    let listed = env.json(&["snapshots", "--repo", rs]);
+    let runs: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["run_id"].as_str().unwrap()).collect();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0], runs[1], "one run id");
+    // and a whole run back in one command
+    let out = env.path("out");
+    env.ok(&["extract", "--repo", rs, "--run", runs[0], "--to", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out);
+    // two named mailboxes: the same, a second run with nothing new
+    let v = env.json(&[
+        "pack",
+        "--repo",
+        rs,
+        "--from-dir",
+        src.to_str().unwrap(),
+        "--mailbox",
+        "bob@example.com",
+        "--mailbox",
+        "alice@example.com",
+    ]);
+    assert_eq!(v["bytes_new"], 0, "{v}");
+    assert_eq!(
+        code(&env.run(&[
+            "pack",
+            "--repo",
+            rs,
+            "--from-dir",
+            src.to_str().unwrap(),
+            "--mailbox",
+            "..",
+            "--mailbox",
+            "x"
+        ])),
+        2
+    );
+}

@@ -236,16 +236,17 @@ pub struct PackArgs {
     pub ews: Option<String>,
     #[command(flatten)]
     pub graph: GraphConnArgs,
-    /// With --from-dir: the name recorded as the snapshot's mailbox. With --ews: a mailbox's SMTP
-    /// address (repeatable)
+    /// With --from-dir: the name recorded as the snapshot's mailbox (more than once: SRC/<name>
+    /// for each, in one run). With --ews or --graph: a mailbox's SMTP address (repeatable)
     #[arg(long)]
     pub mailbox: Vec<String>,
-    /// With --ews or --graph: a file of mailbox addresses, one a line (# comments allowed)
+    /// A file of mailbox addresses, one a line (# comments allowed); with --from-dir, SRC/<name>
+    /// for each
     #[arg(long, value_name = "FILE")]
     pub mailboxes_file: Option<PathBuf>,
     /// With --ews: every mailbox the address list resolves (ResolveNames "SMTP:"; see README).
-    /// With --graph: every user with a mail address (GET /users). Not with --mailbox or
-    /// --mailboxes-file
+    /// With --graph: every user with a mail address (GET /users). With --from-dir: every
+    /// subdirectory of SRC, named by it. Not with --mailbox or --mailboxes-file
     #[arg(long, conflicts_with_all = ["mailbox", "mailboxes_file"])]
     pub all_mailboxes: bool,
     /// With --ews: also back up the public folders, as a snapshot of their own (mailbox

@@ -1,4 +1,7 @@
-//! `exarch pack --from-dir SRC --mailbox NAME`: back up a directory tree as one snapshot.
+//! `exarch pack --from-dir SRC --mailbox NAME`: back up a directory tree as one snapshot; with
+//! `--all-mailboxes` (or several `--mailbox`, `--mailboxes-file`) every `SRC/<mailbox>` in one run:
+//! one lock, the key derived and the index loaded once (and brought up to date between mailboxes,
+//! so what one stored the next does not store again), one run id.
 //!
 //! Every regular file is one item; its folder is its directory relative to SRC. Items whose size,
 //! modification time and inode match the parent snapshot (the latest of the same mailbox) are carried
@@ -83,25 +86,116 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         return super::pack_graph::run(g, &a);
     }
     let from_dir = a.from_dir.clone().expect("clap requires --from-dir without --ews or --graph");
-    let mailbox = match a.mailbox.as_slice() {
-        [m] => m.clone(),
-        _ => return Err(crate::usage("--from-dir needs exactly one --mailbox NAME")),
-    };
     let time_ms = super::when::snapshot_time(a.time.as_deref())?;
     if !from_dir.is_dir() {
         return Err(crate::usage(format!("--from-dir {}: not a directory", from_dir.display())));
     }
+    // One mailbox: SRC is its tree. Several (--all-mailboxes, a --mailboxes-file, --mailbox more
+    // than once): SRC/<mailbox> for each, in one run.
+    let several = a.all_mailboxes || a.mailboxes_file.is_some() || a.mailbox.len() > 1;
+    let jobs: Vec<(String, PathBuf)> = if several {
+        let names = if a.all_mailboxes {
+            subdirectories(&from_dir)?
+        } else {
+            super::pack_mailboxes::mailbox_list(&a, &|| Ok(Vec::new()))?
+        };
+        if names.is_empty() {
+            return Err(crate::usage(format!("--from-dir {}: no mailbox directories in it", from_dir.display())));
+        }
+        let mut jobs = Vec::new();
+        for n in names {
+            if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\\']) {
+                return Err(crate::usage(format!("mailbox {n:?}: not a directory name under --from-dir")));
+            }
+            let dir = from_dir.join(&n);
+            if !dir.is_dir() {
+                return Err(crate::usage(format!("mailbox {n}: {} is not a directory", dir.display())));
+            }
+            jobs.push((n, dir));
+        }
+        jobs
+    } else {
+        match a.mailbox.as_slice() {
+            [m] => vec![(m.clone(), from_dir.clone())],
+            _ => {
+                return Err(crate::usage(
+                    "--from-dir needs --mailbox NAME (or, for SRC/<mailbox> directories, --all-mailboxes, \
+                     several --mailbox or --mailboxes-file)",
+                ))
+            }
+        }
+    };
     let repo = super::open(g)?;
     let lock =
         super::write_lock(g, &repo, exarch_archive::lock::LockKind::Shared, exarch_archive::lock::LockPurpose::Pack)?;
-    let started = std::time::Instant::now();
-    let files = walk(&from_dir)?;
     let index = repo.index()?;
     super::warn_skipped_index(&index);
     let (_, damage) = super::read_back(g, &repo, &index)?;
+    let mut run_id = [0u8; 16];
+    repo.context().entropy.fill(&mut run_id);
+    let mut index = Some(index);
+    let mut done = Vec::new();
+    for (mailbox, dir) in &jobs {
+        let started = std::time::Instant::now();
+        // The index as the previous mailbox left it: what it stored is not stored again.
+        let idx = match index.take() {
+            Some(i) => i,
+            None => repo.index()?,
+        };
+        let one = DirJob { mailbox, dir, time_ms, run_id, force: a.force, threads: a.threads };
+        let (id, stats) = pack_one(g, &repo, &lock, idx, &one)?;
+        let secs = started.elapsed().as_secs_f64();
+        if several {
+            done.push((id, mailbox.clone(), stats, secs));
+        } else {
+            report(g, &id, mailbox, time_ms, &stats, secs)?;
+        }
+    }
+    if several {
+        report_several(g, time_ms, &done)?;
+    }
+    match damage {
+        Some(exit) => Err(exit.into()),
+        None => Ok(()),
+    }
+}
 
+/// The subdirectories of `dir`, by name: one mailbox each.
+fn subdirectories(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))? {
+        let e = e.with_context(|| format!("reading directory {}", dir.display()))?;
+        if e.file_type().with_context(|| format!("inspecting {}", e.path().display()))?.is_dir() {
+            out.push(e.file_name().into_string().map_err(|n| {
+                anyhow::anyhow!("directory name {n:?} in {} is not valid Unicode; rename it", dir.display())
+            })?);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+struct DirJob<'a> {
+    mailbox: &'a str,
+    dir: &'a Path,
+    time_ms: i64,
+    run_id: [u8; 16],
+    force: bool,
+    threads: Option<usize>,
+}
+
+/// Backs up one directory tree as one snapshot of `mailbox`.
+fn pack_one(
+    g: &Global,
+    repo: &exarch_archive::Repository,
+    lock: &exarch_archive::lock::LockGuard,
+    index: exarch_archive::index::IndexTable,
+    job: &DirJob,
+) -> Result<(Id, BackupStats)> {
+    let (mailbox, from_dir) = (job.mailbox, job.dir);
+    let files = walk(from_dir)?;
     // The parent: the newest snapshot of this mailbox that opens (damaged newer ones are named).
-    let (found, damaged) = repo.latest_intact(&mailbox)?;
+    let (found, damaged) = repo.latest_intact(mailbox)?;
     for (id, why) in &damaged {
         crate::logging::warn(true, &format!(
             "warning: snapshot {} of {mailbox} is damaged ({why}); not used as the parent — `exarch forget {}` removes it",
@@ -110,7 +204,7 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         ));
     }
     let (parent_id, parent) = match found {
-        Some((id, s)) => (Some(id), (!a.force).then_some(s)),
+        Some((id, s)) => (Some(id), (!job.force).then_some(s)),
         None => (None, None),
     };
     let previous: HashMap<&[u8], usize> = parent
@@ -118,19 +212,17 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         .map(|p| p.manifest().items.iter().enumerate().map(|(i, it)| (&it.source_id[..], i)).collect())
         .unwrap_or_default();
 
-    let mut run_id = [0u8; 16];
-    repo.context().entropy.fill(&mut run_id);
-    let source = format!("dir:{}", fs::canonicalize(&from_dir).unwrap_or(from_dir.clone()).display());
+    let source = format!("dir:{}", fs::canonicalize(from_dir).unwrap_or(from_dir.to_path_buf()).display());
     let opts = BackupOptions {
-        mailbox: mailbox.clone(),
+        mailbox: mailbox.to_string(),
         source,
-        time_ms,
+        time_ms: job.time_ms,
         parent: parent_id,
-        run_id,
-        workers: super::threads(a.threads),
+        run_id: job.run_id,
+        workers: super::threads(job.threads),
         lock: lock.watch(),
     };
-    let mut backup = Backup::start(&repo, std::sync::Arc::new(index), opts)?;
+    let mut backup = Backup::start(repo, std::sync::Arc::new(index), opts)?;
     let pb = progress(files.iter().map(|f| f.size).sum(), g.quiet, "pack");
     for f in &files {
         let dirs: Vec<&str> = f.rel[..f.rel.len() - 1].iter().map(String::as_str).collect();
@@ -167,13 +259,47 @@ pub fn run(g: &Global, a: PackArgs) -> Result<()> {
         }
         pb.inc(f.size);
     }
-    let (id, stats) = backup.finish()?;
+    let out = backup.finish()?;
     pb.finish_and_clear();
-    report(g, &id, &mailbox, time_ms, &stats, started.elapsed().as_secs_f64())?;
-    match damage {
-        Some(exit) => Err(exit.into()),
-        None => Ok(()),
+    Ok(out)
+}
+
+fn report_several(g: &Global, time_ms: i64, done: &[(Id, String, BackupStats, f64)]) -> Result<()> {
+    let secs: f64 = done.iter().map(|d| d.3).sum();
+    if g.json {
+        let snaps: Vec<_> = done
+            .iter()
+            .map(|(id, mb, s, secs)| {
+                json!({"snapshot": id.to_hex(), "mailbox": mb, "items": s.items, "items_read": s.items_read,
+                    "items_carried": s.items_carried, "skipped": s.skipped, "bytes": s.bytes, "bytes_read": s.bytes_read,
+                    "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored, "packs": s.packs, "duration_secs": secs})
+            })
+            .collect();
+        return super::print_json(&json!({
+            "time": format_unix_ms(time_ms),
+            "snapshots": snaps,
+            "items": done.iter().map(|d| d.2.items).sum::<u64>(),
+            "bytes": done.iter().map(|d| d.2.bytes).sum::<u64>(),
+            "bytes_new": done.iter().map(|d| d.2.bytes_new).sum::<u64>(),
+            "duration_secs": secs,
+        }));
     }
+    if g.quiet {
+        return Ok(());
+    }
+    for (id, mb, s, _) in done {
+        println!(
+            "{mb}: snapshot {} ({} items, {} read, {} unchanged, {} new)",
+            id.short(),
+            s.items,
+            s.items_read,
+            s.items_carried,
+            bytes(s.bytes_new)
+        );
+    }
+    let (b, n) = done.iter().fold((0, 0), |(b, n), d| (b + d.2.bytes, n + d.2.bytes_new));
+    println!("{} mailbox(es), {} in items, {} new, in {secs:.2} s", done.len(), bytes(b), bytes(n));
+    Ok(())
 }
 
 fn report(g: &Global, id: &Id, mailbox: &str, time_ms: i64, s: &BackupStats, secs: f64) -> Result<()> {
