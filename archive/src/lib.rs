@@ -33,6 +33,7 @@ pub mod time;
 pub use repository::{Context, InitOptions, Repository, SnapshotInfo};
 pub use storage::{FileKind, LocalStorage, Storage};
 pub mod backup;
+pub mod extract;
 pub mod extract_names;
 pub mod prune;
 pub mod readback;

@@ -1,22 +1,17 @@
-//! Reading items back: chunk lookup, blob opening, whole-item verification, extraction to files.
+//! Reading items back one at a time: chunk lookup, blob opening, whole-item verification (verify,
+//! replay). Extraction of whole snapshots to files, in pack order, is `extract.rs`.
 //!
-//! Nothing unverified reaches the caller: every chunk is authenticated and checked against its keyed
-//! id, every item against its whole-blob BLAKE3, and `extract` writes each file under a temporary
-//! name and renames it only after the item verified.
+//! Nothing unverified reaches the caller: every chunk is authenticated, every item checked against
+//! its whole-blob BLAKE3 and size.
 
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexTable};
-use crate::manifest::{text, ArchivedItem, ArchivedManifest};
+use crate::manifest::{text, ArchivedItem};
 use crate::pack::{open_blob, open_blob_checked};
 use crate::repository::Repository;
 use crate::storage::FileKind;
-use serde::Serialize;
-use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Reads chunks and items of one repository through its index.
 pub struct ItemReader<'r> {
@@ -108,127 +103,5 @@ impl<'r> ItemReader<'r> {
 /// Longest run of adjacent blobs fetched with one read.
 const MAX_RUN: u64 = 8 * 1024 * 1024;
 
+pub use crate::extract::{extract, ExtractFailure, ExtractOptions, ExtractStats};
 pub use crate::extract_names::safe_component;
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ExtractStats {
-    pub items: u64,
-    pub bytes: u64,
-    pub failed: u64,
-    /// Items written under another name than the stored one (unsafe characters, a name already
-    /// taken in its directory, too long): (stored path, written path), in manifest order.
-    pub renamed: Vec<(String, String)>,
-}
-
-/// One item that could not be extracted.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExtractFailure {
-    pub path: String,
-    pub error: String,
-    pub damage: bool,
-}
-
-pub struct ExtractOptions {
-    pub overwrite: bool,
-    pub threads: usize,
-}
-
-/// Writes every item of a snapshot under `to/<folder path>/<item name>`. Items that fail are listed
-/// (and never written), the others are extracted. Calls `progress(bytes)` after each item.
-pub fn extract(
-    repo: &Repository,
-    index: &IndexTable,
-    manifest: &ArchivedManifest,
-    to: &Path,
-    opts: &ExtractOptions,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(ExtractStats, Vec<ExtractFailure>)> {
-    fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
-    let reader = ItemReader::new(repo, index);
-    // Every item's path, decided up front (SPEC.md §13.1): unique, so parallel writers never meet.
-    let folder_names: Vec<std::borrow::Cow<str>> = manifest.folders.iter().map(|f| text(&f.name)).collect();
-    let folders: Vec<(u32, &str)> =
-        manifest.folders.iter().zip(&folder_names).map(|(f, n)| (f.parent.to_native(), n.as_ref())).collect();
-    let item_names: Vec<std::borrow::Cow<str>> = manifest.items.iter().map(|i| text(&i.name)).collect();
-    let items_in: Vec<(u32, &str)> =
-        manifest.items.iter().zip(&item_names).map(|(i, n)| (i.folder.to_native(), n.as_ref())).collect();
-    let plan = crate::extract_names::plan(&folders, &items_in);
-    let folder_dirs: Vec<PathBuf> =
-        plan.folder_dirs.iter().map(|parts| parts.iter().fold(to.to_path_buf(), |p, c| p.join(c))).collect();
-    let stored_path = |i: usize| {
-        let mut p = manifest.folder_path(items_in[i].0);
-        p.push(items_in[i].1.to_string());
-        p.join("/")
-    };
-    let written_path = |i: usize| {
-        let mut p = plan.folder_dirs.get(items_in[i].0 as usize).cloned().unwrap_or_default();
-        p.push(plan.item_names[i].clone());
-        p.join("/")
-    };
-    let renamed: Vec<(String, String)> = (0..items_in.len())
-        .filter_map(|i| {
-            let (stored, written) = (stored_path(i), written_path(i));
-            (stored != written).then_some((stored, written))
-        })
-        .collect();
-    let tmp_dir = to.join(crate::extract_names::TEMP_DIR);
-    fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, e))?;
-    let next = AtomicUsize::new(0);
-    let items = AtomicU64::new(0);
-    let bytes = AtomicU64::new(0);
-    let failures = Mutex::new(Vec::new());
-    let one = |i: usize, item: &ArchivedItem| -> Result<u64> {
-        let dir = folder_dirs
-            .get(item.folder.to_native() as usize)
-            .ok_or_else(|| Error::damaged("manifest", "item names a folder that does not exist"))?;
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join(&plan.item_names[i]);
-        if path.exists() && !opts.overwrite {
-            return Err(Error::Usage(format!("{} exists; not overwriting (use --overwrite)", path.display())));
-        }
-        // A temporary name no item can have: partial files never meet real ones.
-        let tmp = tmp_dir.join(format!("{i}.partial"));
-        let result = (|| {
-            let f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
-            let n = reader.read_item(item, &mut w)?;
-            w.flush().map_err(|e| Error::io(&tmp, e))?;
-            drop(w);
-            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-            Ok(n)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    };
-    std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = manifest.items.get(i) else {
-                    return;
-                };
-                match one(i, item) {
-                    Ok(n) => {
-                        items.fetch_add(1, Ordering::Relaxed);
-                        bytes.fetch_add(n, Ordering::Relaxed);
-                        progress(n);
-                    }
-                    Err(e) => {
-                        failures.lock().expect("failures").push(ExtractFailure {
-                            path: stored_path(i),
-                            damage: e.class() == crate::ErrorClass::Damage,
-                            error: e.to_string(),
-                        });
-                    }
-                }
-            });
-        }
-    });
-    let _ = fs::remove_dir(&tmp_dir); // empty unless another extract is writing there too
-    let failures = failures.into_inner().expect("failures");
-    let stats =
-        ExtractStats { items: items.into_inner(), bytes: bytes.into_inner(), failed: failures.len() as u64, renamed };
-    Ok((stats, failures))
-}

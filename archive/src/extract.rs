@@ -1,0 +1,362 @@
+//! Extraction of a snapshot to files, in pack order.
+//!
+//! Items of a mailbox share chunks (an attachment forwarded to many people, an item stored again
+//! after a header edit), so reading item by item opens, decompresses and hashes the same blobs
+//! again and again. Here every chunk reference of every item is planned first, sorted by pack and
+//! offset, and each pack's needed blobs are read in one pass: each blob is opened, decompressed and
+//! checked against its keyed id once, then written to every place in every item that holds it.
+//! Packs are spread over the threads; a file is written under a temporary name and renamed into
+//! place only after its last chunk arrived and the whole item matched its recorded BLAKE3 and size,
+//! so nothing unverified ever appears under an item's name.
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::IndexTable;
+use crate::manifest::{text, ArchivedManifest};
+use crate::pack::{open_blob_checked, PackEntry};
+use crate::repository::Repository;
+use crate::storage::FileKind;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExtractStats {
+    pub items: u64,
+    pub bytes: u64,
+    pub failed: u64,
+    /// Items written under another name than the stored one (unsafe characters, a name already
+    /// taken in its directory, too long): (stored path, written path), in manifest order.
+    pub renamed: Vec<(String, String)>,
+}
+
+/// One item that could not be extracted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractFailure {
+    pub path: String,
+    pub error: String,
+    pub damage: bool,
+}
+
+pub struct ExtractOptions {
+    pub overwrite: bool,
+    pub threads: usize,
+}
+
+/// Longest run of adjacent blobs fetched with one read.
+const MAX_RUN: u64 = 8 * 1024 * 1024;
+
+/// One place a chunk goes: item `item`, at byte `at` of it.
+#[derive(Clone, Copy)]
+struct Use {
+    pack: u32,
+    entry: PackEntry,
+    item: u32,
+    at: u64,
+}
+
+/// An item being written: chunks still to come, and whether one failed.
+struct Pending {
+    left: AtomicU32,
+    failed: AtomicBool,
+}
+
+/// Writes every item of a snapshot under `to/<folder path>/<item name>`. Items that fail are listed
+/// (and never written), the others are extracted. Calls `progress(bytes)` as data is written.
+pub fn extract(
+    repo: &Repository,
+    index: &IndexTable,
+    manifest: &ArchivedManifest,
+    to: &Path,
+    opts: &ExtractOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(ExtractStats, Vec<ExtractFailure>)> {
+    fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    // Every item's path, decided up front (SPEC.md §13.1): unique, so parallel writers never meet.
+    let folder_names: Vec<std::borrow::Cow<str>> = manifest.folders.iter().map(|f| text(&f.name)).collect();
+    let folders: Vec<(u32, &str)> =
+        manifest.folders.iter().zip(&folder_names).map(|(f, n)| (f.parent.to_native(), n.as_ref())).collect();
+    let item_names: Vec<std::borrow::Cow<str>> = manifest.items.iter().map(|i| text(&i.name)).collect();
+    let items_in: Vec<(u32, &str)> =
+        manifest.items.iter().zip(&item_names).map(|(i, n)| (i.folder.to_native(), n.as_ref())).collect();
+    let plan = crate::extract_names::plan(&folders, &items_in);
+    let folder_dirs: Vec<PathBuf> =
+        plan.folder_dirs.iter().map(|parts| parts.iter().fold(to.to_path_buf(), |p, c| p.join(c))).collect();
+    let stored_path = |i: usize| {
+        let mut p = manifest.folder_path(items_in[i].0);
+        p.push(items_in[i].1.to_string());
+        p.join("/")
+    };
+    let written_path = |i: usize| {
+        let mut p = plan.folder_dirs.get(items_in[i].0 as usize).cloned().unwrap_or_default();
+        p.push(plan.item_names[i].clone());
+        p.join("/")
+    };
+    let renamed: Vec<(String, String)> = (0..items_in.len())
+        .filter_map(|i| {
+            let (stored, written) = (stored_path(i), written_path(i));
+            (stored != written).then_some((stored, written))
+        })
+        .collect();
+    let tmp_dir = to.join(crate::extract_names::TEMP_DIR);
+    fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, e))?;
+    let failures = Mutex::new(Vec::new());
+    let fail = |i: usize, e: &Error| {
+        failures.lock().expect("failures").push(ExtractFailure {
+            path: stored_path(i),
+            damage: e.class() == crate::ErrorClass::Damage,
+            error: e.to_string(),
+        })
+    };
+    let final_path = |i: usize| -> Result<PathBuf> {
+        let dir = folder_dirs
+            .get(manifest.items[i].folder.to_native() as usize)
+            .ok_or_else(|| Error::damaged("manifest", "item names a folder that does not exist"))?;
+        Ok(dir.join(&plan.item_names[i]))
+    };
+    let tmp_of = |i: usize| tmp_dir.join(format!("{i}.partial"));
+
+    // The plan: every chunk use of every item that can be extracted, by pack and offset.
+    let mut packs: Vec<Id> = Vec::new();
+    let mut pack_no: HashMap<Id, u32> = HashMap::new();
+    let mut uses: Vec<Use> = Vec::new();
+    let pending: Vec<Pending> =
+        manifest.items.iter().map(|_| Pending { left: AtomicU32::new(0), failed: AtomicBool::new(false) }).collect();
+    let mut empty = Vec::new();
+    'items: for (i, item) in manifest.items.iter().enumerate() {
+        let path = match final_path(i) {
+            Ok(p) => p,
+            Err(e) => {
+                fail(i, &e);
+                continue;
+            }
+        };
+        if path.exists() && !opts.overwrite {
+            fail(i, &Error::Usage(format!("{} exists; not overwriting (use --overwrite)", path.display())));
+            continue;
+        }
+        let mut at = 0u64;
+        let first = uses.len();
+        for c in item.chunks.iter() {
+            let Some(loc) = index.get(&Id(*c)) else {
+                uses.truncate(first);
+                let what = format!("chunk {}", Id(*c).short());
+                fail(i, &Error::damaged(what, "not in any index (its pack is missing or unindexed)"));
+                continue 'items;
+            };
+            let n = packs.len() as u32;
+            let pack = *pack_no.entry(loc.pack).or_insert_with(|| {
+                packs.push(loc.pack);
+                n
+            });
+            uses.push(Use { pack, entry: loc.entry, item: i as u32, at });
+            at += loc.entry.raw_length as u64;
+        }
+        if at != item.size.to_native() {
+            uses.truncate(first);
+            let why = "its chunks' lengths do not add up to the item's recorded size";
+            fail(i, &Error::damaged(format!("item {}", text(&item.source_id)), why));
+            continue;
+        }
+        pending[i].left.store((uses.len() - first) as u32, Ordering::Relaxed);
+        if first == uses.len() {
+            empty.push(i);
+        }
+    }
+    uses.sort_unstable_by_key(|u| (u.pack, u.entry.offset, u.item, u.at));
+    // Directories of the items that will be written, made once.
+    let mut made = std::collections::HashSet::new();
+    for (i, item) in manifest.items.iter().enumerate() {
+        if pending[i].left.load(Ordering::Relaxed) > 0 || empty.contains(&i) {
+            let f = item.folder.to_native();
+            if made.insert(f) {
+                let dir = &folder_dirs[f as usize];
+                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+        }
+    }
+
+    let items_done = AtomicU64::new(0);
+    let bytes_done = AtomicU64::new(0);
+    // An item whose last chunk was written: checked whole, then renamed into place.
+    let finish = |i: usize| {
+        let item = &manifest.items[i];
+        let tmp = tmp_of(i);
+        let result = (|| {
+            if pending[i].failed.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            if item.chunks.len() > 1 {
+                // Read back what the runs wrote, in order: the whole item against its BLAKE3.
+                let data = fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                if data.len() as u64 != item.size.to_native() || *blake3::hash(&data).as_bytes() != item.blob_hash {
+                    return Err(mismatch(format!("item {}", text(&item.source_id))));
+                }
+            }
+            let path = final_path(i)?;
+            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            Ok(true)
+        })();
+        match result {
+            Ok(true) => {
+                items_done.fetch_add(1, Ordering::Relaxed);
+                bytes_done.fetch_add(item.size.to_native(), Ordering::Relaxed);
+            }
+            Ok(false) => {
+                let _ = fs::remove_file(&tmp);
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                fail(i, &e);
+            }
+        }
+    };
+    // A chunk use done (written, or failed): the last one finishes its item.
+    let done_one = |i: usize| {
+        if pending[i].left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            finish(i);
+        }
+    };
+    for &i in &empty {
+        if let Err(e) = fs::File::create(tmp_of(i)).map_err(|e| Error::io(tmp_of(i), e)) {
+            fail(i, &e);
+            continue;
+        }
+        finish(i);
+    }
+
+    // Runs of uses: one read each (adjacent blobs of one pack, at most MAX_RUN bytes).
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut s = 0;
+    while s < uses.len() {
+        let (pack, start) = (uses[s].pack, uses[s].entry.offset as u64);
+        let mut e = s + 1;
+        while e < uses.len() && uses[e].pack == pack {
+            let prev_end = uses[e - 1].entry.offset as u64 + uses[e - 1].entry.length as u64;
+            let off = uses[e].entry.offset as u64;
+            if off > prev_end || off + uses[e].entry.length as u64 - start > MAX_RUN {
+                break;
+            }
+            e += 1;
+        }
+        runs.push((s, e));
+        s = e;
+    }
+    let keys = repo.keys();
+    let storage = repo.storage();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..opts.threads.max(1) {
+            sc.spawn(|| {
+                let mut buf = Vec::new();
+                loop {
+                    let r = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(s, e)) = runs.get(r) else { return };
+                    let run = &uses[s..e];
+                    let pack = packs[run[0].pack as usize];
+                    let start = run[0].entry.offset as u64;
+                    let end = run.iter().map(|u| u.entry.offset as u64 + u.entry.length as u64).max().unwrap_or(start);
+                    buf.clear();
+                    buf.resize((end - start) as usize, 0);
+                    let read = storage.read_into(FileKind::Pack, &pack.to_hex(), start, &mut buf);
+                    let mut k = 0;
+                    while k < run.len() {
+                        // every use of this blob: open it once
+                        let entry = run[k].entry;
+                        let mut j = k;
+                        while j < run.len() && run[j].entry.offset == entry.offset {
+                            j += 1;
+                        }
+                        let data = read.as_ref().map_err(again).and_then(|_| {
+                            let o = (entry.offset as u64 - start) as usize;
+                            open_blob_checked(keys, &pack, &entry, &buf[o..o + entry.length as usize], true)
+                        });
+                        for u in &run[k..j] {
+                            let i = u.item as usize;
+                            let wrote = data.as_ref().map_err(again).and_then(|d| {
+                                if pending[i].failed.load(Ordering::Relaxed) {
+                                    return Ok(());
+                                }
+                                if manifest.items[i].chunks.len() == 1 {
+                                    // the whole item in hand: checked here, written once
+                                    return whole(&tmp_of(i), d, &manifest.items[i].blob_hash, || {
+                                        format!("item {}", text(&manifest.items[i].source_id))
+                                    });
+                                }
+                                write_at(&tmp_of(i), d, u.at)
+                            });
+                            match wrote {
+                                Ok(()) => progress(entry.raw_length as u64),
+                                Err(e) => {
+                                    if !pending[i].failed.swap(true, Ordering::AcqRel) {
+                                        fail(i, &e);
+                                    }
+                                }
+                            }
+                            done_one(i);
+                        }
+                        k = j;
+                    }
+                }
+            });
+        }
+    });
+    let _ = fs::remove_dir(&tmp_dir); // empty unless another extract is writing there too
+    let failures = failures.into_inner().expect("failures");
+    let stats = ExtractStats {
+        items: items_done.into_inner(),
+        bytes: bytes_done.into_inner(),
+        failed: failures.len() as u64,
+        renamed,
+    };
+    Ok((stats, failures))
+}
+
+fn mismatch(what: String) -> Error {
+    Error::damaged(what, "reassembled bytes do not match the item's recorded hash and size")
+}
+
+/// The same error again, for each use of a blob that failed (I/O errors keep only their text).
+fn again(e: &Error) -> Error {
+    match e {
+        Error::Damaged { what, detail } => Error::damaged(what.clone(), detail.clone()),
+        other => Error::Other(other.to_string()),
+    }
+}
+
+/// A one-chunk item: its bytes checked against the recorded hash, then written whole.
+fn whole(path: &Path, data: &[u8], blob_hash: &[u8; 32], what: impl Fn() -> String) -> Result<()> {
+    if blake3::hash(data).as_bytes() != blob_hash {
+        return Err(mismatch(what()));
+    }
+    fs::write(path, data).map_err(|e| Error::io(path, e))
+}
+
+/// Writes `data` at byte `at` of the file `path`, creating it if needed (several threads may write
+/// parts of one file at once; no part overlaps another).
+fn write_at(path: &Path, data: &[u8], at: u64) -> Result<()> {
+    let f =
+        fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(|e| Error::io(path, e))?;
+    positional_write(&f, data, at).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(unix)]
+fn positional_write(f: &fs::File, data: &[u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, data, at)
+}
+
+#[cfg(windows)]
+fn positional_write(f: &fs::File, mut data: &[u8], mut at: u64) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(f, data, at)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+        at += n as u64;
+    }
+    Ok(())
+}
