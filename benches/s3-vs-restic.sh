@@ -21,21 +21,17 @@ exarch="$root/target/release/exarch"
 echo "corpus: $(find "$work/corpus" -type f | wc -l) files, $(du -sh "$work/corpus" | cut -f1); $(restic version | head -1); $(garage --version 2>/dev/null | head -1); $(nproc) cores"
 cat "$work"/corpus/*/*/* "$work"/corpus/*/*/*/* >/dev/null 2>&1 || true
 
-measure() { # label command... -> appends "seconds peak_kib"
-  /usr/bin/time -f "%e %M" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
-  cat "$work/t" >>"$work/$label"
-}
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. "$root/benches/lib.sh"
 
 for i in $(seq "$runs"); do
   rm -rf "$work/xo" "$work/ro" "$work/exarch-cache" "$work/restic-cache"
   x="s3:$endpoint/exarch-test/exarch-$i"; r="s3:$endpoint/exarch-test/restic-$i"
   "$exarch" init --repo "$x" -q >/dev/null
   restic init -r "$r" -q >/dev/null
-  label=exarch-pack measure "$exarch" pack --repo "$x" --from-dir "$work/corpus" --mailbox all -q
-  label=restic-backup measure restic -r "$r" backup "$work/corpus" -q
-  label=exarch-extract measure "$exarch" extract --repo "$x" latest --to "$work/xo" -q
-  label=restic-restore measure restic -r "$r" restore latest --target "$work/ro" -q
+  measure exarch-pack "$exarch" pack --repo "$x" --from-dir "$work/corpus" --mailbox all -q
+  measure restic-backup restic -r "$r" backup "$work/corpus" -q
+  measure exarch-extract "$exarch" extract --repo "$x" latest --to "$work/xo" -q
+  measure restic-restore restic -r "$r" restore latest --target "$work/ro" -q
 done
 for l in exarch-pack restic-backup exarch-extract restic-restore; do
   printf '%-16s median %6.2f s   peak RSS %6d KiB\n' "$l" "$(cut -d' ' -f1 "$work/$l" | median)" "$(cut -d' ' -f2 "$work/$l" | median)"

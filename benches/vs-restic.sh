@@ -17,21 +17,16 @@ exarch="$root/target/release/exarch"
 echo "corpus: $(find "$work/corpus" -type f | wc -l) files, $(du -sh "$work/corpus" | cut -f1); $(restic version | head -1); $(nproc) cores"
 cat "$work"/corpus/*/*/* "$work"/corpus/*/*/*/* >/dev/null 2>&1 || true   # same warm page cache for both
 
-measure() { # label command... -> appends "seconds peak_kib" to $work/$label (after flushing earlier writes)
-  sync
-  /usr/bin/time -f "%e %M" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
-  cat "$work/t" >>"$work/$label"
-}
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. "$root/benches/lib.sh"
 
 for i in $(seq "$runs"); do
   rm -rf "$work/x" "$work/r" "$work/xo" "$work/ro" "$work/exarch-cache" "$work/restic-cache"
   "$exarch" init --repo "$work/x" -q >/dev/null
   restic init -r "$work/r" -q >/dev/null
-  label=exarch-pack measure "$exarch" pack --repo "$work/x" --from-dir "$work/corpus" --mailbox all -q
-  label=restic-backup measure restic -r "$work/r" backup "$work/corpus" -q
-  label=exarch-extract measure "$exarch" extract --repo "$work/x" latest --to "$work/xo" -q
-  label=restic-restore measure restic -r "$work/r" restore latest --target "$work/ro" -q
+  measure exarch-pack "$exarch" pack --repo "$work/x" --from-dir "$work/corpus" --mailbox all -q
+  measure restic-backup restic -r "$work/r" backup "$work/corpus" -q
+  measure exarch-extract "$exarch" extract --repo "$work/x" latest --to "$work/xo" -q
+  measure restic-restore restic -r "$work/r" restore latest --target "$work/ro" -q
   du -sb "$work/x" | cut -f1 >>"$work/exarch-size"; du -sb "$work/r" | cut -f1 >>"$work/restic-size"
 done
 for l in exarch-pack restic-backup exarch-extract restic-restore; do

@@ -224,6 +224,33 @@ pub struct InitArgs {
     /// Label of the first key slot
     #[arg(long, default_value = "initial key")]
     pub label: String,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+/// Argon2id parameters of a new key slot (SPEC §4). The defaults are RFC 9106's second
+/// recommendation; more memory or passes make guessing slower, and opening too.
+#[derive(Args, Debug, Clone)]
+pub struct KdfArgs {
+    /// Argon2id memory of the new key slot, in MiB (8 to 1024)
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=1024))]
+    pub kdf_memory: u32,
+    /// Argon2id passes of the new key slot (1 to 16)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub kdf_passes: u32,
+    /// Argon2id lanes of the new key slot (1 to 16; computed in parallel)
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub kdf_lanes: u32,
+}
+
+impl KdfArgs {
+    pub fn params(&self) -> exarch_archive::keyslot::KdfParams {
+        exarch_archive::keyslot::KdfParams {
+            m_cost: self.kdf_memory * 1024,
+            t_cost: self.kdf_passes,
+            p_cost: self.kdf_lanes,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -499,6 +526,8 @@ pub enum KeyCommand {
         /// Read the new passphrase from this file instead of prompting
         #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
     },
     /// Remove a key slot (id or 8+ digit prefix); the last one cannot be removed
     Remove { id: String },
@@ -506,5 +535,7 @@ pub enum KeyCommand {
     Passwd {
         #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
     },
 }

@@ -12,7 +12,7 @@ pub fn run(g: &Global, a: InitArgs) -> Result<()> {
     storage.prepare_new().with_context(|| format!("creating a repository at {}", storage.describe()))?;
     let pass = secrets::repository_passphrase(g.password_file.as_deref(), g.password_command.as_deref(), true)?;
     let at = storage.describe();
-    let opts = InitOptions { label: a.label, ..InitOptions::default() };
+    let opts = InitOptions { label: a.label, kdf: a.kdf.params(), ..InitOptions::default() };
     let repo = Repository::init(storage, pass.expose_secret().as_bytes(), opts, Context::new(super::cache_root(g)))?;
     if g.json {
         super::print_json(&serde_json::json!({

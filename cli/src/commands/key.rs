@@ -4,7 +4,6 @@ use crate::args::{Global, KeyCommand};
 use crate::secrets;
 use crate::secrets::ExposeSecret as _;
 use anyhow::Result;
-use exarch_archive::keyslot::KdfParams;
 use exarch_archive::time::format_unix;
 use serde_json::json;
 
@@ -40,16 +39,16 @@ pub fn run(g: &Global, k: KeyCommand) -> Result<()> {
                 }
             }
         }
-        KeyCommand::Add { label, new_password_file } => {
+        KeyCommand::Add { label, new_password_file, kdf } => {
             let p = secrets::new_passphrase(new_password_file.as_deref())?;
-            let name = repo.add_key(p.expose_secret().as_bytes(), &label, KdfParams::default())?;
+            let name = repo.add_key(p.expose_secret().as_bytes(), &label, kdf.params())?;
             println!("added key slot {}", &name[..8]);
         }
         KeyCommand::Remove { id } => {
             let name = repo.remove_key(&id)?;
             println!("removed key slot {}", &name[..8]);
         }
-        KeyCommand::Passwd { new_password_file } => {
+        KeyCommand::Passwd { new_password_file, kdf } => {
             let p = secrets::new_passphrase(new_password_file.as_deref())?;
             let old = repo.current_slot().to_string();
             let label = repo
@@ -59,7 +58,7 @@ pub fn run(g: &Global, k: KeyCommand) -> Result<()> {
                 .and_then(|(_, s)| s.ok())
                 .map(|s| s.label)
                 .unwrap_or_default();
-            let name = repo.add_key(p.expose_secret().as_bytes(), &label, KdfParams::default())?;
+            let name = repo.add_key(p.expose_secret().as_bytes(), &label, kdf.params())?;
             repo.remove_key(&old)?;
             println!("passphrase changed: key slot {} replaced by {}", &old[..8], &name[..8]);
         }

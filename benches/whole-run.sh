@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Whole runs against restic 0.14: several mailboxes backed up and restored, as one command and one
+# command per mailbox, on the same corpus in the same run.
+#
+#   bash benches/whole-run.sh [MAILBOXES] [ITEMS] [RUNS]      (defaults: 8 1500 3)
+#
+# Needs restic (Debian bookworm's package is 0.14) and GNU time. Corpus: benches/corpus.rs, one
+# directory per mailbox (user1@example.com, ...), attachments shared across mailboxes. Reports
+# medians of RUNS runs: time and peak RSS of each step, and exarch's ratios to restic. The
+# "pipeline" rows use a repository whose key slot is cheap (--kdf-memory 8 MiB, one pass), so
+# that Argon2id's 64 MiB does not set the peak.
+set -euo pipefail
+mailboxes=${1:-8}; items=${2:-1500}; runs=${3:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/exarch-whole-run.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+. "$root/benches/lib.sh"
+export EXARCH_PASSWORD=bench RESTIC_PASSWORD=bench EXARCH_CACHE_DIR="$work/exarch-cache" RESTIC_CACHE_DIR="$work/restic-cache"
+cargo build --release -q --manifest-path "$root/Cargo.toml" -p exarch
+cargo run --release -q --manifest-path "$root/Cargo.toml" -p exarch-archive --example gen_corpus -- "$work/corpus" "$mailboxes" "$items"
+exarch="$root/target/release/exarch"
+echo "corpus: $mailboxes mailboxes, $(find "$work/corpus" -type f | wc -l) files, $(du -sh "$work/corpus" | cut -f1); $(restic version | head -1); $(nproc) cores"
+cat "$work"/corpus/*/*/* "$work"/corpus/*/*/*/* >/dev/null 2>&1 || true   # same warm page cache for both
+boxes=$(cd "$work/corpus" && ls)
+
+for i in $(seq "$runs"); do
+  rm -rf "$work/x" "$work/xp" "$work/xq" "$work/r" "$work/rp" "$work/out" "$work/exarch-cache" "$work/restic-cache"
+  "$exarch" init --repo "$work/x" -q >/dev/null
+  "$exarch" init --repo "$work/xp" --kdf-memory 8 --kdf-passes 1 -q >/dev/null
+  "$exarch" init --repo "$work/xq" --kdf-memory 8 --kdf-passes 1 -q >/dev/null
+  restic init -r "$work/r" -q >/dev/null
+  restic init -r "$work/rp" -q >/dev/null
+  # one command for every mailbox
+  measure x-pack-all "$exarch" pack --repo "$work/x" --from-dir "$work/corpus" --all-mailboxes -q
+  measure xp-pack-all "$exarch" pack --repo "$work/xp" --from-dir "$work/corpus" --all-mailboxes -q
+  measure r-backup-all restic -r "$work/r" backup "$work/corpus" -q
+  measure x-extract-all "$exarch" extract --repo "$work/x" latest --all-mailboxes --to "$work/out/x" -q
+  measure r-restore-all restic -r "$work/r" restore latest --target "$work/out/r" -q
+  # one command per mailbox (times added up, peak is the largest)
+  for b in $boxes; do
+    measure x-pack-one "$exarch" pack --repo "$work/xq" --from-dir "$work/corpus/$b" --mailbox "$b" -q
+    measure r-backup-one restic -r "$work/rp" backup "$work/corpus/$b" -q
+    measure x-extract-one "$exarch" extract --repo "$work/x" latest --mailbox "$b" --to "$work/out/x1/$b" -q
+    measure r-restore-one restic -r "$work/r" restore latest --include "$work/corpus/$b" --target "$work/out/r1" -q
+  done
+  for l in x-pack-one r-backup-one x-extract-one r-restore-one; do
+    awk '{t+=$1; if ($2>m) m=$2} END {print t, m}' "$work/$l" >>"$work/$l-sum"; rm "$work/$l"
+  done
+  du -sb "$work/x" | cut -f1 >>"$work/x-size"; du -sb "$work/r" | cut -f1 >>"$work/r-size"
+  rm -rf "$work/out"
+done
+row() { # label exarch-file restic-file
+  local xt xm rt rm; xt=$(col 1 "$2"); xm=$(col 2 "$2"); rt=$(col 1 "$3"); rm=$(col 2 "$3")
+  printf '%-34s exarch %7.2f s %7d KiB   restic %7.2f s %7d KiB   %5.2fx faster, memory %.2f\n' \
+    "$1" "$xt" "$xm" "$rt" "$rm" "$(echo "$rt / $xt" | bc -l)" "$(echo "$xm / $rm" | bc -l)"
+}
+row "backup, one command" x-pack-all r-backup-all
+row "backup, one command (pipeline)" xp-pack-all r-backup-all
+row "backup, per mailbox (pipeline)" x-pack-one-sum r-backup-one-sum
+row "restore, one command" x-extract-all r-restore-all
+row "restore, per mailbox" x-extract-one-sum r-restore-one-sum
+printf 'repository size: exarch %d MiB, restic %d MiB\n' $(( $(median <"$work/x-size") / 1048576 )) $(( $(median <"$work/r-size") / 1048576 ))
