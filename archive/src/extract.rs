@@ -5,9 +5,9 @@
 //! again and again. Here every chunk reference of every item is planned first, sorted by pack and
 //! offset, and each pack's needed blobs are read in one pass: each blob is opened, decompressed and
 //! checked against its keyed id once, then written to every place in every item that holds it.
-//! Packs are spread over the threads; a file is written under a temporary name and renamed into
-//! place only after its last chunk arrived and the whole item matched its recorded BLAKE3 and size,
-//! so nothing unverified ever appears under an item's name.
+//! Packs are spread over the threads; a file is written under a temporary name in its own
+//! directory and renamed into place only after its last chunk arrived and the whole item matched
+//! its recorded BLAKE3 and size, so nothing unverified ever appears under an item's name.
 
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -48,6 +48,8 @@ pub struct ExtractOptions {
 
 /// Longest run of adjacent blobs fetched with one read.
 const MAX_RUN: u64 = 8 * 1024 * 1024;
+/// Most plaintext one run's blobs may hold (they are kept while the run's items are written).
+const MAX_RUN_RAW: u64 = 24 * 1024 * 1024;
 
 /// One place a chunk goes: item `item`, at byte `at` of it.
 #[derive(Clone, Copy)]
@@ -62,6 +64,8 @@ struct Use {
 struct Pending {
     left: AtomicU32,
     failed: AtomicBool,
+    /// Written whole from memory after its hash matched: no need to read it back.
+    verified: AtomicBool,
 }
 
 /// Writes every item of a snapshot under `to/<folder path>/<item name>`. Items that fail are listed
@@ -101,8 +105,6 @@ pub fn extract(
             (stored != written).then_some((stored, written))
         })
         .collect();
-    let tmp_dir = to.join(crate::extract_names::TEMP_DIR);
-    fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, e))?;
     let failures = Mutex::new(Vec::new());
     let fail = |i: usize, e: &Error| {
         failures.lock().expect("failures").push(ExtractFailure {
@@ -117,14 +119,21 @@ pub fn extract(
             .ok_or_else(|| Error::damaged("manifest", "item names a folder that does not exist"))?;
         Ok(dir.join(&plan.item_names[i]))
     };
-    let tmp_of = |i: usize| tmp_dir.join(format!("{i}.partial"));
+    // A partial file waits beside its final name (the rename stays in one directory).
+    let tmp_of = |i: usize| {
+        let dir = folder_dirs.get(manifest.items[i].folder.to_native() as usize).map_or(to, PathBuf::as_path);
+        dir.join(crate::extract_names::temp_name(i))
+    };
 
     // The plan: every chunk use of every item that can be extracted, by pack and offset.
     let mut packs: Vec<Id> = Vec::new();
     let mut pack_no: HashMap<Id, u32> = HashMap::new();
     let mut uses: Vec<Use> = Vec::new();
-    let pending: Vec<Pending> =
-        manifest.items.iter().map(|_| Pending { left: AtomicU32::new(0), failed: AtomicBool::new(false) }).collect();
+    let pending: Vec<Pending> = manifest
+        .items
+        .iter()
+        .map(|_| Pending { left: AtomicU32::new(0), failed: AtomicBool::new(false), verified: AtomicBool::new(false) })
+        .collect();
     let mut empty = Vec::new();
     'items: for (i, item) in manifest.items.iter().enumerate() {
         let path = match final_path(i) {
@@ -189,7 +198,7 @@ pub fn extract(
             if pending[i].failed.load(Ordering::Acquire) {
                 return Ok(false);
             }
-            if item.chunks.len() > 1 {
+            if !item.chunks.is_empty() && !pending[i].verified.load(Ordering::Acquire) {
                 // Read back what the runs wrote, in order: the whole item against its BLAKE3.
                 let data = fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
                 if data.len() as u64 != item.size.to_native() || *blake3::hash(&data).as_bytes() != item.blob_hash {
@@ -233,12 +242,20 @@ pub fn extract(
     let mut s = 0;
     while s < uses.len() {
         let (pack, start) = (uses[s].pack, uses[s].entry.offset as u64);
+        let mut raw = uses[s].entry.raw_length as u64;
         let mut e = s + 1;
         while e < uses.len() && uses[e].pack == pack {
             let prev_end = uses[e - 1].entry.offset as u64 + uses[e - 1].entry.length as u64;
             let off = uses[e].entry.offset as u64;
-            if off > prev_end || off + uses[e].entry.length as u64 - start > MAX_RUN {
+            let new_blob = off != uses[e - 1].entry.offset as u64;
+            if off > prev_end
+                || off + uses[e].entry.length as u64 - start > MAX_RUN
+                || (new_blob && raw + uses[e].entry.raw_length as u64 > MAX_RUN_RAW)
+            {
                 break;
+            }
+            if new_blob {
+                raw += uses[e].entry.raw_length as u64;
             }
             e += 1;
         }
@@ -251,7 +268,7 @@ pub fn extract(
     std::thread::scope(|sc| {
         for _ in 0..opts.threads.max(1) {
             sc.spawn(|| {
-                let mut buf = Vec::new();
+                let (mut buf, mut out) = (Vec::new(), Vec::new());
                 loop {
                     let r = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(s, e)) = runs.get(r) else { return };
@@ -262,49 +279,70 @@ pub fn extract(
                     buf.clear();
                     buf.resize((end - start) as usize, 0);
                     let read = storage.read_into(FileKind::Pack, &pack.to_hex(), start, &mut buf);
-                    let mut k = 0;
-                    while k < run.len() {
-                        // every use of this blob: open it once
-                        let entry = run[k].entry;
-                        let mut j = k;
-                        while j < run.len() && run[j].entry.offset == entry.offset {
-                            j += 1;
+                    // Each distinct blob of the run opened once; `blob[k]` is use k's.
+                    let mut blobs: Vec<Result<Vec<u8>>> = Vec::new();
+                    let mut blob = Vec::with_capacity(run.len());
+                    for (k, u) in run.iter().enumerate() {
+                        if k == 0 || u.entry.offset != run[k - 1].entry.offset {
+                            blobs.push(read.as_ref().map_err(again).and_then(|_| {
+                                let o = (u.entry.offset as u64 - start) as usize;
+                                open_blob_checked(keys, &pack, &u.entry, &buf[o..o + u.entry.length as usize], true)
+                            }));
                         }
-                        let data = read.as_ref().map_err(again).and_then(|_| {
-                            let o = (entry.offset as u64 - start) as usize;
-                            open_blob_checked(keys, &pack, &entry, &buf[o..o + entry.length as usize], true)
-                        });
-                        for u in &run[k..j] {
-                            let i = u.item as usize;
-                            let wrote = data.as_ref().map_err(again).and_then(|d| {
-                                if pending[i].failed.load(Ordering::Relaxed) {
-                                    return Ok(());
+                        blob.push(blobs.len() - 1);
+                    }
+                    // Then item by item: an item whole in this run is checked in memory and
+                    // written at once; parts of longer items are written where they belong.
+                    let mut order: Vec<usize> = (0..run.len()).collect();
+                    order.sort_unstable_by_key(|&k| (run[k].item, run[k].at));
+                    for group in order.chunk_by(|&a, &b| run[a].item == run[b].item) {
+                        let i = run[group[0]].item as usize;
+                        let item = &manifest.items[i];
+                        let what = || format!("item {}", text(&item.source_id));
+                        let written = (|| -> Result<u64> {
+                            if pending[i].failed.load(Ordering::Relaxed) {
+                                return Ok(0);
+                            }
+                            out.clear();
+                            let mut n = 0;
+                            if group.len() == item.chunks.len() {
+                                for &k in group {
+                                    out.extend_from_slice(blobs[blob[k]].as_ref().map_err(again)?);
                                 }
-                                if manifest.items[i].chunks.len() == 1 {
-                                    // the whole item in hand: checked here, written once
-                                    return whole(&tmp_of(i), d, &manifest.items[i].blob_hash, || {
-                                        format!("item {}", text(&manifest.items[i].source_id))
-                                    });
+                                whole(&tmp_of(i), &out, &item.blob_hash, what)?;
+                                pending[i].verified.store(true, Ordering::Release);
+                                return Ok(out.len() as u64);
+                            }
+                            // contiguous pieces gathered, each written with one call
+                            let mut at = run[group[0]].at;
+                            for &k in group {
+                                let d = blobs[blob[k]].as_ref().map_err(again)?;
+                                if run[k].at != at + out.len() as u64 {
+                                    write_at(&tmp_of(i), &out, at)?;
+                                    (at, n) = (run[k].at, n + out.len() as u64);
+                                    out.clear();
                                 }
-                                write_at(&tmp_of(i), d, u.at)
-                            });
-                            match wrote {
-                                Ok(()) => progress(entry.raw_length as u64),
-                                Err(e) => {
-                                    if !pending[i].failed.swap(true, Ordering::AcqRel) {
-                                        fail(i, &e);
-                                    }
+                                out.extend_from_slice(d);
+                            }
+                            write_at(&tmp_of(i), &out, at)?;
+                            Ok(n + out.len() as u64)
+                        })();
+                        match written {
+                            Ok(n) => progress(n),
+                            Err(e) => {
+                                if !pending[i].failed.swap(true, Ordering::AcqRel) {
+                                    fail(i, &e);
                                 }
                             }
+                        }
+                        for _ in group {
                             done_one(i);
                         }
-                        k = j;
                     }
                 }
             });
         }
     });
-    let _ = fs::remove_dir(&tmp_dir); // empty unless another extract is writing there too
     let failures = failures.into_inner().expect("failures");
     let stats = ExtractStats {
         items: items_done.into_inner(),

@@ -3,7 +3,7 @@
 //! same paths.
 //!
 //! Each folder and item name is made safe on its own (forbidden characters, trailing dots and
-//! spaces, Windows device names, the temporary directory's name, length), then made unique in its
+//! spaces, Windows device names, the temporary files' prefix, length), then made unique in its
 //! directory, ignoring case: folders first in manifest order, then items in manifest order; a name
 //! already taken gets `~2`, `~3`, ... before its extension. Nothing is ever written over.
 
@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 /// Longest component written, in UTF-8 bytes (file systems allow 255; this leaves room).
 pub const MAX_COMPONENT: usize = 200;
 /// Where partial files wait until they verified (at the top of the target directory).
-pub const TEMP_DIR: &str = ".exarch-tmp";
+pub const TEMP_PREFIX: &str = ".exarch-tmp";
 /// The parent index of a root folder.
 const NO_PARENT: u32 = u32::MAX;
 
@@ -58,7 +58,10 @@ pub fn safe_component(name: &str) -> String {
     s.extend(std::iter::repeat_n('_', dropped));
     // 3. empty names, Windows device names (with any extension), and our temporary directory
     let base = s.split('.').next().unwrap_or("");
-    if s.is_empty() || RESERVED.iter().any(|r| r.eq_ignore_ascii_case(base)) || s.eq_ignore_ascii_case(TEMP_DIR) {
+    if s.is_empty()
+        || RESERVED.iter().any(|r| r.eq_ignore_ascii_case(base))
+        || starts_with_ignoring_ascii_case(&s, TEMP_PREFIX)
+    {
         s.insert(0, '_');
     }
     // 4. length: cut, and keep the name distinct with a hash of the original
@@ -131,6 +134,18 @@ pub fn plan(folders: &[(u32, &str)], items: &[(u32, &str)]) -> Plan {
     Plan { folder_dirs, item_names }
 }
 
+fn starts_with_ignoring_ascii_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// The temporary name of item `index` while it is written, in its own directory: no stored name
+/// can become it (rule 3 puts `_` in front of every name that starts with the prefix), and the
+/// rename into place stays within one directory (a rename across directories takes a lock of the
+/// whole file system on Linux, which parallel writers would queue on).
+pub fn temp_name(index: usize) -> String {
+    format!("{TEMP_PREFIX}.{index}.partial")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +162,8 @@ mod tests {
         assert_eq!(safe_component("com1.txt"), "_com1.txt");
         assert_eq!(safe_component("COM10.txt"), "COM10.txt");
         assert_eq!(safe_component(".exarch-tmp"), "_.exarch-tmp");
+        assert_eq!(safe_component(".EXARCH-TMP.7.partial"), "_.EXARCH-TMP.7.partial");
+        assert_eq!(safe_component(".exarch-tm"), ".exarch-tm");
         assert_eq!(safe_component("tab\there"), "tab_here");
         let long = "é".repeat(130) + ".eml"; // 264 bytes
         let s = safe_component(&long);
