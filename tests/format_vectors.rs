@@ -237,7 +237,7 @@ fn generate2(dir: &Path) {
         &repo.context().entropy,
         repo.config().zstd_level,
         snap.summary.clone(),
-        &manifest,
+        manifest,
     )
     .unwrap();
     repo.storage().put(exarch_archive::FileKind::Snapshot, &new_id.to_hex(), &bytes).unwrap();

@@ -434,7 +434,7 @@ impl<'r> Backup<'r> {
         };
         let manifest = std::mem::take(&mut self.manifest);
         let (id, bytes) =
-            snapshot::encode(self.repo.keys(), &ctx.entropy, self.repo.config().zstd_level, summary, &manifest)?;
+            snapshot::encode(self.repo.keys(), &ctx.entropy, self.repo.config().zstd_level, summary, manifest)?;
         self.opts.lock.check()?;
         self.repo.storage().put(FileKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok((id, self.stats.clone()))

@@ -59,7 +59,23 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     EXIT_ERROR
 }
 
+/// One malloc arena (glibc): the backup pipeline frees on one thread what another allocated, and
+/// glibc's per-thread arenas keep such memory resident. Measured (2 cores): backing up 8 mailboxes
+/// in one run peaked at 141 MB with the default arenas and 64 MB with one, and was faster; 100,000
+/// small items 168 MB against 121 MB. Before any thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
+
 fn main() -> ExitCode {
+    one_malloc_arena();
     let (cli, from_profile) = match profile::parse().and_then(|p| logging::init(&p.0.global).map(|()| p)) {
         Ok(p) => p,
         Err(e) => {

@@ -441,7 +441,11 @@ pub fn extract_paths(s: &Snap) -> HashMap<String, Vec<u8>> {
         let numbered = (base.starts_with("COM") || base.starts_with("LPT"))
             && base.len() == 4
             && ('1'..='9').contains(&base.chars().nth(3).unwrap());
-        if s.is_empty() || devices.contains(&base.as_str()) || numbered || s.to_ascii_lowercase().starts_with(".exarch-tmp") {
+        if s.is_empty()
+            || devices.contains(&base.as_str())
+            || numbered
+            || s.to_ascii_lowercase().starts_with(".exarch-tmp")
+        {
             s = format!("_{s}");
         }
         if s.len() > 200 {

@@ -224,7 +224,8 @@ fn pack_one(
     };
     let mut backup = Backup::start(repo, std::sync::Arc::new(index), opts)?;
     let pb = progress(files.iter().map(|f| f.size).sum(), g.quiet, "pack");
-    for f in &files {
+    // by value: each file's entry is freed once stored, before the manifest is serialised
+    for f in files {
         let dirs: Vec<&str> = f.rel[..f.rel.len() - 1].iter().map(String::as_str).collect();
         let folder = backup.folder_path(&dirs);
         let source_id = f.rel.join("/");
