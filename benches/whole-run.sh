@@ -15,7 +15,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/exarch-whole-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 . "$root/benches/lib.sh"
-export EXARCH_PASSWORD=bench RESTIC_PASSWORD=bench EXARCH_CACHE_DIR="$work/exarch-cache" RESTIC_CACHE_DIR="$work/restic-cache"
+export EXARCH_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench EXARCH_CACHE_DIR="$work/exarch-cache" RESTIC_CACHE_DIR="$work/restic-cache"
+export BORG_BASE_DIR="$work/borg-base"
+have_borg=$(command -v borg >/dev/null && echo 1 || echo 0)
 cargo build --release -q --manifest-path "$root/Cargo.toml" -p exarch
 cargo run --release -q --manifest-path "$root/Cargo.toml" -p exarch-archive --example gen_corpus -- "$work/corpus" "$mailboxes" "$items"
 exarch="$root/target/release/exarch"
@@ -47,16 +49,30 @@ for i in $(seq "$runs"); do
     awk '{t+=$1; if ($2>m) m=$2} END {print t, m}' "$work/$l" >>"$work/$l-sum"; rm "$work/$l"
   done
   du -sb "$work/x" | cut -f1 >>"$work/x-size"; du -sb "$work/r" | cut -f1 >>"$work/r-size"
+  if [ "$have_borg" = 1 ]; then
+    rm -rf "$work/b" "$work/borg-base"
+    borg init -e repokey "$work/b" >/dev/null 2>&1
+    measure b-create-all borg create "$work/b::one" "$work/corpus"
+    mkdir -p "$work/out/b"
+    (cd "$work/out/b" && measure b-extract-all borg extract "$work/b::one")
+  fi
   rm -rf "$work/out"
+  # Let the file system finish freeing what was deleted (journal commit, online discard) before
+  # the next run's first measurement, which would otherwise pay for it.
+  sync; sleep 15
 done
-row() { # label exarch-file restic-file
+row() { # label exarch-file other-file [other-name]
   local xt xm rt rm; xt=$(col 1 "$2"); xm=$(col 2 "$2"); rt=$(col 1 "$3"); rm=$(col 2 "$3")
-  printf '%-34s exarch %7.2f s %7d KiB   restic %7.2f s %7d KiB   %5.2fx faster, memory %.2f\n' \
-    "$1" "$xt" "$xm" "$rt" "$rm" "$(echo "$rt / $xt" | bc -l)" "$(echo "$xm / $rm" | bc -l)"
+  printf '%-34s exarch %7.2f s %7d KiB   %-6s %7.2f s %7d KiB   %5.2fx faster, memory %.2f\n' \
+    "$1" "$xt" "$xm" "${4:-restic}" "$rt" "$rm" "$(echo "$rt / $xt" | bc -l)" "$(echo "$xm / $rm" | bc -l)"
 }
 row "backup, one command" x-pack-all r-backup-all
 row "backup, one command (pipeline)" xp-pack-all r-backup-all
 row "backup, per mailbox (pipeline)" x-pack-one-sum r-backup-one-sum
 row "restore, one command" x-extract-all r-restore-all
 row "restore, per mailbox" x-extract-one-sum r-restore-one-sum
+if [ "$have_borg" = 1 ]; then
+  row "backup, one command" x-pack-all b-create-all borg
+  row "restore, one command" x-extract-all b-extract-all borg
+fi
 printf 'repository size: exarch %d MiB, restic %d MiB\n' $(( $(median <"$work/x-size") / 1048576 )) $(( $(median <"$work/r-size") / 1048576 ))
