@@ -46,10 +46,10 @@ pub struct ExtractOptions {
     pub threads: usize,
 }
 
-/// Longest run of adjacent blobs fetched with one read.
-const MAX_RUN: u64 = 8 * 1024 * 1024;
-/// Most plaintext one run's blobs may hold (they are kept while the run's items are written).
-const MAX_RUN_RAW: u64 = 24 * 1024 * 1024;
+/// Sealed bytes all threads' runs may hold at once; one run (adjacent blobs fetched with one read)
+/// gets its share, between 1 and 8 MiB, and three times that in plaintext (kept while the run's
+/// items are written). Two threads: 8 MiB runs; sixteen readers on an object store: 1 MiB.
+const RUN_BUDGET: u64 = 16 * 1024 * 1024;
 
 /// One place a chunk goes: item `item`, at byte `at` of it.
 #[derive(Clone, Copy)]
@@ -237,7 +237,9 @@ pub fn extract(
         finish(i);
     }
 
-    // Runs of uses: one read each (adjacent blobs of one pack, at most MAX_RUN bytes).
+    // Runs of uses: one read each (adjacent blobs of one pack, at most `max_run` bytes).
+    let max_run = (RUN_BUDGET / opts.threads.max(1) as u64).clamp(1 << 20, 8 << 20);
+    let max_raw = 3 * max_run;
     let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut s = 0;
     while s < uses.len() {
@@ -249,8 +251,8 @@ pub fn extract(
             let off = uses[e].entry.offset as u64;
             let new_blob = off != uses[e - 1].entry.offset as u64;
             if off > prev_end
-                || off + uses[e].entry.length as u64 - start > MAX_RUN
-                || (new_blob && raw + uses[e].entry.raw_length as u64 > MAX_RUN_RAW)
+                || off + uses[e].entry.length as u64 - start > max_run
+                || (new_blob && raw + uses[e].entry.raw_length as u64 > max_raw)
             {
                 break;
             }
