@@ -199,9 +199,13 @@ pub fn extract(
                 return Ok(false);
             }
             if !item.chunks.is_empty() && !pending[i].verified.load(Ordering::Acquire) {
-                // Read back what the runs wrote, in order: the whole item against its BLAKE3.
-                let data = fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
-                if data.len() as u64 != item.size.to_native() || *blake3::hash(&data).as_bytes() != item.blob_hash {
+                // Read back what the runs wrote, in order and streamed (an item may be larger
+                // than memory): the whole item against its BLAKE3 and size.
+                let f = fs::File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                let mut hasher = blake3::Hasher::new();
+                let n = std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, f), &mut hasher)
+                    .map_err(|e| Error::io(&tmp, e))?;
+                if n != item.size.to_native() || *hasher.finalize().as_bytes() != item.blob_hash {
                     return Err(mismatch(format!("item {}", text(&item.source_id))));
                 }
             }
