@@ -15,6 +15,7 @@ use crate::index::IndexTable;
 use crate::manifest::{text, ArchivedManifest};
 use crate::pack::{open_blob_checked, PackEntry};
 use crate::repository::Repository;
+use crate::restore::mismatch;
 use crate::storage::FileKind;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -135,6 +136,8 @@ pub fn extract(
         .map(|_| Pending { left: AtomicU32::new(0), failed: AtomicBool::new(false), verified: AtomicBool::new(false) })
         .collect();
     let mut empty = Vec::new();
+    // Folders that will receive an item: their directories are made once, before any writer.
+    let mut folders_used = std::collections::BTreeSet::new();
     'items: for (i, item) in manifest.items.iter().enumerate() {
         let path = match final_path(i) {
             Ok(p) => p,
@@ -174,18 +177,12 @@ pub fn extract(
         if first == uses.len() {
             empty.push(i);
         }
+        folders_used.insert(item.folder.to_native());
     }
     uses.sort_unstable_by_key(|u| (u.pack, u.entry.offset, u.item, u.at));
-    // Directories of the items that will be written, made once.
-    let mut made = std::collections::HashSet::new();
-    for (i, item) in manifest.items.iter().enumerate() {
-        if pending[i].left.load(Ordering::Relaxed) > 0 || empty.contains(&i) {
-            let f = item.folder.to_native();
-            if made.insert(f) {
-                let dir = &folder_dirs[f as usize];
-                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            }
-        }
+    for f in folders_used {
+        let dir = &folder_dirs[f as usize];
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
 
     let items_done = AtomicU64::new(0);
@@ -357,10 +354,6 @@ pub fn extract(
         renamed,
     };
     Ok((stats, failures))
-}
-
-fn mismatch(what: String) -> Error {
-    Error::damaged(what, "reassembled bytes do not match the item's recorded hash and size")
 }
 
 /// The same error again, for each use of a blob that failed (I/O errors keep only their text).

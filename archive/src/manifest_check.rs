@@ -80,7 +80,7 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn u32_at(&self, at: usize) -> u32 {
-        u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes"))
+        u32_at(self.buf, at)
     }
 
     /// Claims an object of `size` bytes at `pos`, runs `inner` for what it points to (which must

@@ -178,6 +178,27 @@ pub fn read_header_at(storage: &dyn Storage, keys: &Keys, pack: &Id, size: u64) 
     }
     let tail_len = size.min(TAIL_GUESS);
     let tail = storage.get_range(FileKind::Pack, &name, size - tail_len, tail_len as usize)?;
+    header_from_tail(keys, pack, size, &tail, |at, len| storage.get_range(FileKind::Pack, &name, at, len))
+}
+
+/// The header of a pack held whole in memory (verify has just read it to check its name).
+pub fn header_of(keys: &Keys, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    if bytes.len() < TRAILER_LEN {
+        return Err(Error::damaged(format!("pack {pack}"), "shorter than its trailer"));
+    }
+    header_from_tail(keys, pack, bytes.len() as u64, bytes, |_, _| unreachable!("the whole pack is the tail"))
+}
+
+/// Finds, opens and decodes the header from the last bytes of a pack of `size` bytes; `fetch(at,
+/// len)` reads the header when it begins before `tail`.
+fn header_from_tail(
+    keys: &Keys,
+    pack: &Id,
+    size: u64,
+    tail: &[u8],
+    fetch: impl FnOnce(u64, usize) -> Result<Vec<u8>>,
+) -> Result<Vec<PackEntry>> {
+    let tail_len = tail.len() as u64;
     let trailer = &tail[tail.len() - TRAILER_LEN..];
     if &trailer[4..] != PACK_MAGIC {
         return Err(Error::damaged(format!("pack {pack}"), "trailer magic missing (truncated?)"));
@@ -191,7 +212,7 @@ pub fn read_header_at(storage: &dyn Storage, keys: &Keys, pack: &Id, size: u64) 
         let start = (tail_len - TRAILER_LEN as u64 - hlen) as usize;
         tail[start..start + hlen as usize].to_vec()
     } else {
-        storage.get_range(FileKind::Pack, &name, body_len, hlen as usize)?
+        fetch(body_len, hlen as usize)?
     };
     let header = keys
         .open(PACK_MAGIC, &sealed)
@@ -221,6 +242,9 @@ mod tests {
         s.put(FileKind::Pack, &id.to_hex(), &bytes).unwrap();
         let read = read_header(&s, &keys, &id).unwrap();
         assert_eq!(read, entries);
+        assert_eq!(header_of(&keys, &id, &bytes).unwrap(), entries);
+        assert!(header_of(&keys, &id, &bytes[..bytes.len() - 3]).is_err());
+        assert!(header_of(&keys, &id, &bytes[..5]).is_err());
         for (c, en) in chunks.iter().zip(&entries) {
             let sealed = &bytes[en.offset as usize..(en.offset + en.length) as usize];
             assert_eq!(&open_blob(&keys, &id, en, sealed).unwrap(), c);

@@ -91,13 +91,15 @@ impl<'r> ItemReader<'r> {
             i += run.len();
         }
         if *hasher.finalize().as_bytes() != item.blob_hash || n != item.size.to_native() {
-            return Err(Error::damaged(
-                format!("item {}", text(&item.source_id)),
-                "reassembled bytes do not match the item's recorded hash and size",
-            ));
+            return Err(mismatch(format!("item {}", text(&item.source_id))));
         }
         Ok(n)
     }
+}
+
+/// An item whose reassembled bytes are not what its manifest entry records.
+pub(crate) fn mismatch(what: String) -> Error {
+    Error::damaged(what, "reassembled bytes do not match the item's recorded hash and size")
 }
 
 /// Longest run of adjacent blobs fetched with one read.

@@ -91,10 +91,10 @@ fn open_summary(keys: &Keys, head: &[u8], name: &str) -> Result<(Summary, usize)
     }
     let slen = u32::from_le_bytes(head[8..12].try_into().expect("4")) as usize;
     let sealed = head.get(12..12 + slen).ok_or_else(|| Error::damaged(&what, "truncated summary"))?;
-    let body = open_section(keys, &aad(SECTION_SUMMARY), sealed, &format!("{what} (summary)"))?;
-    crate::manifest_check::check_summary(&aligned(&body))
+    let body = aligned(&open_section(keys, &aad(SECTION_SUMMARY), sealed, &format!("{what} (summary)"))?);
+    crate::manifest_check::check_summary(&body)
         .map_err(|e| Error::damaged(format!("{what} (summary)"), e.to_string()))?;
-    let summary = rkyv::from_bytes::<Summary, rancor::Error>(&aligned(&body))
+    let summary = rkyv::from_bytes::<Summary, rancor::Error>(&body)
         .map_err(|e| Error::damaged(format!("{what} (summary)"), format!("invalid structure: {e}")))?;
     if summary.version != MANIFEST_VERSION {
         return Err(Error::UnsupportedVersion {

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::index::read_index_file;
 use crate::manifest::text;
-use crate::pack::{open_blob, read_header_at, PackEntry};
+use crate::pack::{header_of, open_blob, read_header_at, PackEntry};
 use crate::repository::Repository;
 use crate::restore::ItemReader;
 use crate::snapshot::read_summary;
@@ -264,7 +264,7 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
         if !name_ok {
             report.problem("pack", &name, NAME_MISMATCH);
         }
-        let entries = match read_header_at(storage, keys, pack, pack_sizes[pack]) {
+        let entries = match header_of(keys, pack, &bytes) {
             Ok(e) => e,
             Err(e) => {
                 if name_ok {
