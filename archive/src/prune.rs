@@ -16,7 +16,9 @@
 //!
 //! Nothing is deleted (snapshot, pack or index file) before `usage::prove` has established, from
 //! metadata that authenticated, what every snapshot references; a damaged or missing index file,
-//! a damaged snapshot, an unindexed pack or a damaged cache makes prune refuse (exit 4) instead.
+//! a damaged snapshot, an unindexed pack or a damaged cache makes prune refuse (exit 4) instead. An
+//! unindexed pack is accepted only when its authenticated header shows that every blob in it is
+//! indexed in another existing pack (a repack killed before its index file): it is marked.
 //! Retention looks at intact snapshots only and never removes a mailbox's last snapshot unless
 //! told to (`allow_empty`). When prune stops with an error part-way, `Stopped` still carries the
 //! report of what it did delete.
@@ -132,6 +134,9 @@ pub struct PruneReport {
     pub packs_rescued: u64,
     /// Packs in no index file left alone because a backup is running that may still index them.
     pub packs_in_flight: u64,
+    /// Packs in no index file whose every blob is indexed in another pack (what a repack that was
+    /// interrupted before writing its index file leaves); marked with the dead ones.
+    pub packs_redundant: u64,
     /// Marks not finished yet, and why.
     pub marks_waiting: Vec<String>,
 }
@@ -254,6 +259,9 @@ fn prune_into(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) 
             _ => {}
         }
     }
+    // Debris of an interrupted repack: nothing in it is needed (every blob is indexed elsewhere).
+    report.packs_redundant = usage.redundant.len() as u64;
+    to_mark.extend(usage.redundant.iter().copied());
     for p in to_mark.iter().chain(&to_repack) {
         report.bytes_marked += storage.size(FileKind::Pack, &p.to_hex()).unwrap_or(0);
     }

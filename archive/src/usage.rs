@@ -4,14 +4,16 @@
 //! facts only when they are complete: every snapshot's summary and manifest opened, every index file
 //! authenticated, the local index table matched its checksum and covers exactly those files, every
 //! chunk a kept snapshot references was located in a pack that exists, and no pack lies outside the
-//! index (unless a backup that may still index it is running, or an authenticated mark of an
-//! interrupted prune lists it). Anything less is a refusal
+//! index (unless a backup that may still index it is running, an authenticated mark of an
+//! interrupted prune lists it, or its authenticated header shows every blob it holds indexed in
+//! another existing pack — what an interrupted repack leaves). Anything less is a refusal
 //! (`Error::Refused`, exit 4) that names each problem and the command that repairs it; nothing has
 //! been deleted at that point.
 
 use crate::error::{Error, ErrorClass, Result};
 use crate::id::Id;
 use crate::index::{read_index_file, BlobLocation, IndexTable};
+use crate::pack::read_header;
 use crate::repository::Repository;
 use crate::storage::FileKind;
 use std::collections::HashSet;
@@ -45,6 +47,9 @@ pub struct Usage {
     pub index_files: Vec<String>,
     /// Packs in no index file, left alone because a backup is running that may still index them.
     pub unindexed_in_flight: Vec<Id>,
+    /// Packs in no index file whose every blob is indexed in another existing pack (debris of an
+    /// interrupted repack): holding nothing needed, they are marked like dead packs.
+    pub redundant: Vec<Id>,
 }
 
 impl Usage {
@@ -106,17 +111,23 @@ pub fn prove(repo: &Repository, scope: &ProofScope<'_>) -> Result<Usage> {
     let mut unindexed: Vec<Id> = packs.difference(&indexed_packs).filter(|p| !marked.contains(p)).copied().collect();
     unindexed.sort();
     let mut unindexed_in_flight = Vec::new();
+    let mut redundant = Vec::new();
     if !unindexed.is_empty() {
         if scope.backups_running {
             unindexed_in_flight = unindexed;
         } else {
-            problems.push(format!(
-                "{} pack(s) are in no index file (first: {}): an index file was lost, or a backup stopped before \
-                 writing its index; their data may be needed",
-                unindexed.len(),
-                unindexed[0].short()
-            ));
-            remedies.push("exarch repair index");
+            let (copies, needed): (Vec<Id>, Vec<Id>) =
+                unindexed.into_iter().partition(|p| stored_elsewhere(repo, &index, &packs, p));
+            redundant = copies;
+            if !needed.is_empty() {
+                problems.push(format!(
+                    "{} pack(s) are in no index file (first: {}): an index file was lost, or a backup stopped \
+                     before writing its index; their data may be needed",
+                    needed.len(),
+                    needed[0].short()
+                ));
+                remedies.push("exarch repair index");
+            }
         }
     }
 
@@ -170,7 +181,25 @@ pub fn prove(repo: &Repository, scope: &ProofScope<'_>) -> Result<Usage> {
             remedies.join("; ")
         )));
     }
-    Ok(Usage { index, used, packs, indexed_packs, index_files, unindexed_in_flight })
+    Ok(Usage { index, used, packs, indexed_packs, index_files, unindexed_in_flight, redundant })
+}
+
+/// True if `pack`'s header authenticates and every blob it lists is located by the index in
+/// another pack that exists: the pack holds nothing that is not stored and indexed elsewhere.
+/// This is what a repack killed between writing its new packs and their index file leaves (the
+/// blobs were copied from packs that are still indexed). Asked only when no backup is running: a
+/// running backup may store again a chunk whose indexed copy sits in a marked pack, and its pack
+/// must then survive until it is indexed.
+fn stored_elsewhere(repo: &Repository, index: &IndexTable, packs: &HashSet<Id>, pack: &Id) -> bool {
+    let Ok(entries) = read_header(repo.storage().as_ref(), repo.keys(), pack) else {
+        return false;
+    };
+    entries.iter().all(|e| {
+        index.position(&e.id).is_some_and(|pos| {
+            let served = index.entry(pos).pack;
+            served != *pack && packs.contains(&served)
+        })
+    })
 }
 
 fn short(name: &str) -> &str {

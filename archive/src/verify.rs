@@ -85,8 +85,8 @@ pub struct Report {
     pub checked: Checked,
     pub problems: Vec<Problem>,
     pub affected: Vec<AffectedSnapshot>,
-    /// Packs that no index lists (a lost index file, or an interrupted backup): `repair index` indexes
-    /// them, after which prune can tell whether anything needs them.
+    /// Packs that no index lists and no mark (a lost index file, an interrupted backup or repack):
+    /// `repair index` indexes them, after which prune can tell whether anything needs them.
     pub unindexed_packs: Vec<String>,
 }
 
@@ -207,8 +207,13 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
     for p in missing_packs {
         report.problem("pack", &p.to_hex(), "missing, but listed by an index");
     }
-    let mut unindexed: Vec<String> =
-        pack_sizes.keys().filter(|p| !indexed_packs.contains(p)).map(|p| p.to_hex()).collect();
+    // A marked pack in no index is one a prune has proven unneeded and will delete.
+    let marked = crate::prune::marked_packs(repo)?;
+    let mut unindexed: Vec<String> = pack_sizes
+        .keys()
+        .filter(|p| !indexed_packs.contains(p) && !marked.contains(p))
+        .map(|p| p.to_hex())
+        .collect();
     unindexed.sort();
     report.unindexed_packs = unindexed;
 

@@ -98,6 +98,14 @@ fn print_report(r: &exarch_archive::prune::PruneReport) {
             crate::logging::out(&format!("  {verb} {} {}", &s.id[..8], s.time));
         }
     }
+    if r.packs_redundant > 0 {
+        crate::logging::out(&format!(
+            "{} pack(s) in no index file hold only blobs stored in other packs (an interrupted repack's copies); {} \
+             among the marked",
+            r.packs_redundant,
+            if r.dry_run { "they would be" } else { "they are" }
+        ));
+    }
     if r.dry_run {
         crate::logging::out(&format!(
             "would mark {} pack(s) ({}) for deletion, {} of them after copying {} of live data out",

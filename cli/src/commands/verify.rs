@@ -77,8 +77,9 @@ pub fn print_report(r: &Report, no_key: bool) {
     ));
     if !r.unindexed_packs.is_empty() {
         crate::logging::out(&format!(
-            "note: {} pack(s) not in any index (an index file was lost, or a backup was interrupted); prune will \
-             not delete anything until `exarch repair index` has indexed them",
+            "note: {} pack(s) not in any index (an index file was lost, or a backup or repack was interrupted); \
+             prune deletes nothing until `exarch repair index` has indexed them, unless each blob in them is \
+             indexed in another pack",
             r.unindexed_packs.len()
         ));
     }
