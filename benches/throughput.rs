@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
             || tempfile::tempdir().unwrap(),
             |out| {
                 let opts = exarch_archive::restore::ExtractOptions { overwrite: false, threads: 2 };
-                exarch_archive::restore::extract(&repo, &index, snap.manifest(), out.path(), &opts, &|_| {}).unwrap();
+                exarch_archive::restore::extract(&repo, &index, &snap, out.path(), &opts, &|_| {}).unwrap();
                 out
             },
         )
@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("read-verify", "mailbox-corpus"), |b| {
         let reader = ItemReader::new(&repo, &index);
         b.iter(|| {
-            for it in snap.manifest().items.iter() {
+            for it in snap.items() {
                 reader.read_item(it, &mut std::io::sink()).unwrap();
             }
         })

@@ -227,7 +227,7 @@ fn generate2(dir: &Path) {
     let (id, _) = b.finish().unwrap();
     // A foreign writer's name that is not UTF-8 (exarch's own sources never write one).
     let snap = repo.load_snapshot(&id).unwrap();
-    let mut manifest: Manifest = rkyv::deserialize::<Manifest, rkyv::rancor::Error>(snap.manifest()).unwrap();
+    let mut manifest: Manifest = snap.to_manifest().unwrap();
     for it in manifest.items.iter_mut().filter(|it| it.name == NOT_UTF8_PLACEHOLDER.as_bytes()) {
         it.name = NOT_UTF8.to_vec();
         it.subject = NOT_UTF8.to_vec();
@@ -238,6 +238,7 @@ fn generate2(dir: &Path) {
         repo.config().zstd_level,
         snap.summary.clone(),
         manifest,
+        exarch_archive::manifest_pages::PAGE_ITEMS,
     )
     .unwrap();
     repo.storage().put(exarch_archive::FileKind::Snapshot, &new_id.to_hex(), &bytes).unwrap();

@@ -165,6 +165,8 @@ pub struct Backup<'r> {
     read_items: Vec<usize>,
     folder_names: HashMap<(u32, String), u32>,
     stats: BackupStats,
+    /// Items per manifest page (SPEC §10.4); more items than this make a paged manifest.
+    page_items: usize,
 }
 
 /// Streams larger than this are chunked from a reader instead of being held whole.
@@ -238,6 +240,7 @@ impl<'r> Backup<'r> {
             read_items: Vec::new(),
             folder_names: HashMap::new(),
             stats: BackupStats::default(),
+            page_items: crate::manifest_pages::PAGE_ITEMS,
         })
     }
 
@@ -394,6 +397,12 @@ impl<'r> Backup<'r> {
         Ok(items)
     }
 
+    /// Items per manifest page for this snapshot (default `manifest_pages::PAGE_ITEMS`); test
+    /// vectors use small pages to exercise a paged manifest with a few items.
+    pub fn set_page_items(&mut self, n: usize) {
+        self.page_items = n.max(1);
+    }
+
     /// Drains the pipeline, stores the last pack and index, and writes the snapshot.
     pub fn finish(mut self) -> Result<(Id, BackupStats)> {
         self.jobs = None;
@@ -434,7 +443,7 @@ impl<'r> Backup<'r> {
         };
         let manifest = std::mem::take(&mut self.manifest);
         let (id, bytes) =
-            snapshot::encode(self.repo.keys(), &ctx.entropy, self.repo.config().zstd_level, summary, manifest)?;
+            snapshot::encode(self.repo.keys(), &ctx.entropy, self.repo.config().zstd_level, summary, manifest, self.page_items)?;
         self.opts.lock.check()?;
         self.repo.storage().put(FileKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok((id, self.stats.clone()))

@@ -37,7 +37,7 @@ pub enum Error {
     NoKeySlot,
     #[error("{what}: damaged ({detail})")]
     Damaged { what: String, detail: String },
-    #[error("unsupported {what} version {version}; this exarch reads version {supported}: upgrade exarch")]
+    #[error("unsupported {what} version {version}; this exarch reads up to version {supported}: upgrade exarch")]
     UnsupportedVersion { what: String, version: u32, supported: u32 },
     #[error("repository is locked: {0}")]
     Locked(String),

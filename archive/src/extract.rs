@@ -12,7 +12,8 @@
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::IndexTable;
-use crate::manifest::{text, ArchivedManifest};
+use crate::manifest::text;
+use crate::snapshot::Snapshot;
 use crate::pack::{open_blob_checked, PackEntry};
 use crate::repository::Repository;
 use crate::restore::mismatch;
@@ -74,19 +75,19 @@ struct Pending {
 pub fn extract(
     repo: &Repository,
     index: &IndexTable,
-    manifest: &ArchivedManifest,
+    manifest: &Snapshot,
     to: &Path,
     opts: &ExtractOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(ExtractStats, Vec<ExtractFailure>)> {
     fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     // Every item's path, decided up front (SPEC.md §13.1): unique, so parallel writers never meet.
-    let folder_names: Vec<std::borrow::Cow<str>> = manifest.folders.iter().map(|f| text(&f.name)).collect();
+    let folder_names: Vec<std::borrow::Cow<str>> = manifest.folders().iter().map(|f| text(&f.name)).collect();
     let folders: Vec<(u32, &str)> =
-        manifest.folders.iter().zip(&folder_names).map(|(f, n)| (f.parent.to_native(), n.as_ref())).collect();
-    let item_names: Vec<std::borrow::Cow<str>> = manifest.items.iter().map(|i| text(&i.name)).collect();
+        manifest.folders().iter().zip(&folder_names).map(|(f, n)| (f.parent.to_native(), n.as_ref())).collect();
+    let item_names: Vec<std::borrow::Cow<str>> = manifest.items().map(|i| text(&i.name)).collect();
     let items_in: Vec<(u32, &str)> =
-        manifest.items.iter().zip(&item_names).map(|(i, n)| (i.folder.to_native(), n.as_ref())).collect();
+        manifest.items().zip(&item_names).map(|(i, n)| (i.folder.to_native(), n.as_ref())).collect();
     let plan = crate::extract_names::plan(&folders, &items_in);
     let folder_dirs: Vec<PathBuf> =
         plan.folder_dirs.iter().map(|parts| parts.iter().fold(to.to_path_buf(), |p, c| p.join(c))).collect();
@@ -116,13 +117,13 @@ pub fn extract(
     };
     let final_path = |i: usize| -> Result<PathBuf> {
         let dir = folder_dirs
-            .get(manifest.items[i].folder.to_native() as usize)
+            .get(manifest.item(i).folder.to_native() as usize)
             .ok_or_else(|| Error::damaged("manifest", "item names a folder that does not exist"))?;
         Ok(dir.join(&plan.item_names[i]))
     };
     // A partial file waits beside its final name (the rename stays in one directory).
     let tmp_of = |i: usize| {
-        let dir = folder_dirs.get(manifest.items[i].folder.to_native() as usize).map_or(to, PathBuf::as_path);
+        let dir = folder_dirs.get(manifest.item(i).folder.to_native() as usize).map_or(to, PathBuf::as_path);
         dir.join(crate::extract_names::temp_name(i))
     };
 
@@ -131,14 +132,13 @@ pub fn extract(
     let mut pack_no: HashMap<Id, u32> = HashMap::new();
     let mut uses: Vec<Use> = Vec::new();
     let pending: Vec<Pending> = manifest
-        .items
-        .iter()
+        .items()
         .map(|_| Pending { left: AtomicU32::new(0), failed: AtomicBool::new(false), verified: AtomicBool::new(false) })
         .collect();
     let mut empty = Vec::new();
     // Folders that will receive an item: their directories are made once, before any writer.
     let mut folders_used = std::collections::BTreeSet::new();
-    'items: for (i, item) in manifest.items.iter().enumerate() {
+    'items: for (i, item) in manifest.items().enumerate() {
         let path = match final_path(i) {
             Ok(p) => p,
             Err(e) => {
@@ -189,7 +189,7 @@ pub fn extract(
     let bytes_done = AtomicU64::new(0);
     // An item whose last chunk was written: checked whole, then renamed into place.
     let finish = |i: usize| {
-        let item = &manifest.items[i];
+        let item = manifest.item(i);
         let tmp = tmp_of(i);
         let result = (|| {
             if pending[i].failed.load(Ordering::Acquire) {
@@ -300,7 +300,7 @@ pub fn extract(
                     order.sort_unstable_by_key(|&k| (run[k].item, run[k].at));
                     for group in order.chunk_by(|&a, &b| run[a].item == run[b].item) {
                         let i = run[group[0]].item as usize;
-                        let item = &manifest.items[i];
+                        let item = manifest.item(i);
                         let what = || format!("item {}", text(&item.source_id));
                         let written = (|| -> Result<u64> {
                             if pending[i].failed.load(Ordering::Relaxed) {

@@ -15,6 +15,7 @@ pub mod index;
 pub mod keyslot;
 pub mod manifest;
 pub mod manifest_check;
+pub mod manifest_pages;
 pub mod pack;
 mod pack_writer;
 pub mod passphrase;

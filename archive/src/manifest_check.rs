@@ -30,6 +30,12 @@ pub enum Rule {
     FolderIndex,
     /// T4: the summary's counts are the manifest's.
     Counts,
+    /// P1: a paged manifest's head page (page 0) holds no items.
+    HeadPage,
+    /// P2: an item page holds at least one item and no folders, skipped items or source state.
+    ItemPage,
+    /// P3: the page table is well formed and its item counts are the pages'.
+    PageTable,
 }
 
 impl Rule {
@@ -44,6 +50,9 @@ impl Rule {
             Rule::FolderChain => "T2",
             Rule::FolderIndex => "T3",
             Rule::Counts => "T4",
+            Rule::HeadPage => "P1",
+            Rule::ItemPage => "P2",
+            Rule::PageTable => "P3",
         }
     }
 }
@@ -59,6 +68,7 @@ impl fmt::Display for Broken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let section = match self.rule {
             Rule::Root | Rule::Bounds | Rule::Alignment | Rule::Nesting | Rule::Order => "10.1",
+            Rule::HeadPage | Rule::ItemPage | Rule::PageTable => "10.4",
             _ => "10.3",
         };
         write!(f, "breaks SPEC §{section} rule {}: {}", self.rule.code(), self.detail)
@@ -67,7 +77,7 @@ impl fmt::Display for Broken {
 
 type Check = Result<(), Broken>;
 
-fn broken(rule: Rule, detail: String) -> Broken {
+pub(crate) fn broken(rule: Rule, detail: String) -> Broken {
     Broken { rule, detail }
 }
 
@@ -237,10 +247,7 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
 /// §10.3's table rules, on a buffer whose layout passed.
 fn check_tables(buf: &[u8]) -> Result<(u64, u64, u64), Broken> {
     let r = buf.len() - MANIFEST_SIZE;
-    let table = |field: usize| -> (usize, usize) {
-        let pos = (field as i64 + u32_at(buf, field) as i32 as i64) as usize;
-        (pos, u32_at(buf, field + 4) as usize)
-    };
+    let table = |field: usize| table_at(buf, field);
     let (folders, nf) = table(r);
     let parent = |i: usize| u32_at(buf, folders + i * FOLDER_SIZE as usize);
     const ROOT: u32 = u32::MAX;
@@ -274,7 +281,30 @@ fn check_tables(buf: &[u8]) -> Result<(u64, u64, u64), Broken> {
             reaches_root[f as usize] = true;
         }
     }
-    let (items, ni) = table(r + 8);
+    let (ni, bytes) = item_folders(buf, nf)?;
+    let (skipped, ns) = table(r + 16);
+    for k in 0..ns {
+        let folder = u32_at(buf, skipped + k * SKIPPED_SIZE as usize);
+        if folder as usize >= nf {
+            return Err(broken(
+                Rule::FolderIndex,
+                format!("skipped[{k}].folder is {folder}, but there are {nf} folders"),
+            ));
+        }
+    }
+    Ok((ni as u64, bytes, ns as u64))
+}
+
+/// `(pointer target, length)` of the vector field at `field`, in a buffer whose layout passed.
+fn table_at(buf: &[u8], field: usize) -> (usize, usize) {
+    let pos = (field as i64 + u32_at(buf, field) as i32 as i64) as usize;
+    (pos, u32_at(buf, field + 4) as usize)
+}
+
+/// T3 for the items of a manifest or page whose layout passed, against `nf` folders.
+/// Returns (items, sum of their sizes).
+fn item_folders(buf: &[u8], nf: usize) -> Result<(u64, u64), Broken> {
+    let (items, ni) = table_at(buf, buf.len() - MANIFEST_SIZE + 8);
     let mut bytes = 0u64;
     for k in 0..ni {
         let at = items + k * ITEM_SIZE as usize;
@@ -287,17 +317,34 @@ fn check_tables(buf: &[u8]) -> Result<(u64, u64, u64), Broken> {
         }
         bytes = bytes.saturating_add(u64::from_le_bytes(buf[at + 8..at + 16].try_into().expect("8 bytes")));
     }
-    let (skipped, ns) = table(r + 16);
-    for k in 0..ns {
-        let folder = u32_at(buf, skipped + k * SKIPPED_SIZE as usize);
-        if folder as usize >= nf {
-            return Err(broken(
-                Rule::FolderIndex,
-                format!("skipped[{k}].folder is {folder}, but there are {nf} folders"),
-            ));
+    Ok((ni as u64, bytes))
+}
+
+/// A paged manifest's head page (§10.4): §10.1, T1–T3, and P1. Returns (folders, skipped).
+pub fn check_head_page(buf: &[u8]) -> Result<(usize, u64), Broken> {
+    let (items, _, skipped) = check_manifest(buf)?;
+    if items != 0 {
+        return Err(broken(Rule::HeadPage, format!("the head page holds {items} item(s)")));
+    }
+    Ok((table_at(buf, buf.len() - MANIFEST_SIZE).1, skipped))
+}
+
+/// An item page (§10.4) of a manifest whose head has `nf` folders: §10.1, P2 and T3.
+/// Returns (items, sum of their sizes).
+pub fn check_item_page(buf: &[u8], nf: usize) -> Result<(u64, u64), Broken> {
+    manifest_layout(buf)?;
+    let r = buf.len() - MANIFEST_SIZE;
+    for (off, name) in [(0, "folders"), (16, "skipped"), (24, "source_state")] {
+        let n = table_at(buf, r + off).1;
+        if n != 0 {
+            return Err(broken(Rule::ItemPage, format!("an item page holds {n} {name} element(s)")));
         }
     }
-    Ok((ni as u64, bytes, ns as u64))
+    let counts = item_folders(buf, nf)?;
+    if counts.0 == 0 {
+        return Err(broken(Rule::ItemPage, "an item page holds no item".into()));
+    }
+    Ok(counts)
 }
 
 /// T4: a summary's `items`, `bytes` and `skipped` against the manifest's `(items, bytes, skipped)`.

@@ -401,6 +401,11 @@ impl Repository {
         Snapshot::load(self.storage.as_ref(), &self.keys, id)
     }
 
+    /// Opens a snapshot's summary and manifest head only; item pages follow on demand (listing).
+    pub fn page_reader(&self, id: &Id) -> Result<crate::snapshot::PageReader<'_>> {
+        crate::snapshot::PageReader::open(self.storage.as_ref(), &self.keys, id)
+    }
+
     /// All key slots with their names.
     pub fn key_slots(&self) -> Result<Vec<(String, std::result::Result<KeySlot, String>)>> {
         Ok(self

@@ -11,7 +11,9 @@ use crate::crypto::{Entropy, Keys};
 use crate::envelope::{open_section, open_section_into, seal_section};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::manifest::{ArchivedManifest, Manifest, Summary, MANIFEST_VERSION};
+use crate::manifest::{ArchivedFolder, ArchivedItem, ArchivedManifest, ArchivedSkipped, Manifest, Summary, MANIFEST_VERSION};
+use crate::manifest_check::{check_head_page, check_item_page, check_manifest, Broken};
+use crate::manifest_pages::{self as pages, PageTable};
 use crate::storage::{FileKind, Storage};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -27,11 +29,33 @@ fn aad(section: u8) -> [u8; 9] {
     a
 }
 
-/// Serialises and seals a snapshot; returns its id and bytes. `summary.manifest_hash` is filled in.
-/// The manifest is taken by value and dropped as soon as it is serialised, so its many small
-/// allocations are gone before compression and sealing make their copies (a 100,000-item
-/// manifest is most of a backup's peak memory).
+/// Serialises and seals a snapshot; returns its id and bytes. `summary.manifest_hash` and
+/// `summary.version` are filled in: version 1 (one manifest section) when the manifest has at most
+/// `page_items` items, else version 2 (a page table and pages of `page_items` items, §10.4).
+/// The manifest is taken by value and dropped as it is serialised, so its many small allocations
+/// are gone before compression and sealing make their copies (a 100,000-item manifest is most of
+/// a backup's peak memory).
 pub fn encode(
+    keys: &Keys,
+    entropy: &Entropy,
+    level: i32,
+    summary: Summary,
+    manifest: Manifest,
+    page_items: usize,
+) -> Result<(Id, Vec<u8>)> {
+    if manifest.items.len() > page_items.max(1) {
+        return encode_paged(keys, entropy, level, summary, manifest, page_items.max(1));
+    }
+    encode_v1(keys, entropy, level, summary, manifest)
+}
+
+fn serialise(manifest: &Manifest) -> Result<AlignedVec> {
+    let buf = AlignedVec::<16>::with_capacity(serialized_size_estimate(manifest));
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(manifest, buf)
+        .map_err(|e| Error::Other(format!("serialising manifest: {e}")))
+}
+
+fn encode_v1(
     keys: &Keys,
     entropy: &Entropy,
     level: i32,
@@ -39,21 +63,57 @@ pub fn encode(
     mut manifest: Manifest,
 ) -> Result<(Id, Vec<u8>)> {
     manifest.items.shrink_to_fit();
-    let buf = AlignedVec::<16>::with_capacity(serialized_size_estimate(&manifest));
-    let m = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&manifest, buf)
-        .map_err(|e| Error::Other(format!("serialising manifest: {e}")))?;
+    let m = serialise(&manifest)?;
     drop(manifest);
     let sealed_manifest = seal_section(keys, entropy, &aad(SECTION_MANIFEST), level, &m);
     drop(m);
     summary.manifest_hash = *blake3::hash(&sealed_manifest).as_bytes();
     summary.version = MANIFEST_VERSION;
-    let s = rkyv::to_bytes::<rancor::Error>(&summary).map_err(|e| Error::Other(format!("serialising summary: {e}")))?;
+    let mut out = head_of(keys, entropy, level, &summary)?;
+    out.extend_from_slice(&sealed_manifest);
+    Ok((Id::of_content(&out), out))
+}
+
+/// `"EXRSNAP1" || summary length || sealed summary`.
+fn head_of(keys: &Keys, entropy: &Entropy, level: i32, summary: &Summary) -> Result<Vec<u8>> {
+    let s = rkyv::to_bytes::<rancor::Error>(summary).map_err(|e| Error::Other(format!("serialising summary: {e}")))?;
     let sealed_summary = seal_section(keys, entropy, &aad(SECTION_SUMMARY), level, &s);
-    let mut out = Vec::with_capacity(12 + sealed_summary.len() + sealed_manifest.len());
+    let mut out = Vec::with_capacity(12 + sealed_summary.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&(sealed_summary.len() as u32).to_le_bytes());
     out.extend_from_slice(&sealed_summary);
-    out.extend_from_slice(&sealed_manifest);
+    Ok(out)
+}
+
+fn encode_paged(
+    keys: &Keys,
+    entropy: &Entropy,
+    level: i32,
+    mut summary: Summary,
+    manifest: Manifest,
+    page_items: usize,
+) -> Result<(Id, Vec<u8>)> {
+    let (head, pages) = pages::split(manifest, page_items);
+    let mut sealed: Vec<Vec<u8>> = Vec::new();
+    let mut table = pages::PageTable { pages: Vec::new() };
+    for (k, page) in std::iter::once(head).chain(pages).enumerate() {
+        let body = serialise(&page)?;
+        let items = page.items.len() as u32;
+        drop(page);
+        let s = seal_section(keys, entropy, &pages::page_aad(k as u32), level, &body);
+        table.pages.push(pages::PageEntry { sealed_len: s.len() as u32, items, hash: *blake3::hash(&s).as_bytes() });
+        sealed.push(s);
+    }
+    let sealed_table = seal_section(keys, entropy, &pages::table_aad(), level, &table.to_bytes());
+    summary.manifest_hash = *blake3::hash(&sealed_table).as_bytes();
+    summary.version = pages::VERSION_PAGED;
+    let mut out = head_of(keys, entropy, level, &summary)?;
+    out.reserve(4 + sealed_table.len() + sealed.iter().map(Vec::len).sum::<usize>());
+    out.extend_from_slice(&(sealed_table.len() as u32).to_le_bytes());
+    out.extend_from_slice(&sealed_table);
+    for s in sealed {
+        out.extend_from_slice(&s);
+    }
     Ok((Id::of_content(&out), out))
 }
 
@@ -96,11 +156,11 @@ fn open_summary(keys: &Keys, head: &[u8], name: &str) -> Result<(Summary, usize)
         .map_err(|e| Error::damaged(format!("{what} (summary)"), e.to_string()))?;
     let summary = rkyv::from_bytes::<Summary, rancor::Error>(&body)
         .map_err(|e| Error::damaged(format!("{what} (summary)"), format!("invalid structure: {e}")))?;
-    if summary.version != MANIFEST_VERSION {
+    if summary.version != MANIFEST_VERSION && summary.version != pages::VERSION_PAGED {
         return Err(Error::UnsupportedVersion {
             what: "snapshot manifest".into(),
             version: summary.version,
-            supported: MANIFEST_VERSION,
+            supported: pages::VERSION_PAGED,
         });
     }
     Ok((summary, 12 + slen))
@@ -140,11 +200,43 @@ pub fn open_cached_summary(keys: &Keys, head: &[u8], id: &Id) -> Result<Summary>
     Ok(open_summary(keys, head, &id.to_hex())?.0)
 }
 
-/// An opened snapshot: its summary plus a validated manifest read in place.
+/// One validated manifest page (version 1: the whole manifest), read in place.
+pub struct Page(AlignedVec);
+
+impl Page {
+    /// Opens sealed page bytes, checks them with `check` (§10.1 and the table or page rules), then
+    /// with rkyv's validator.
+    fn open<T>(
+        keys: &Keys,
+        aad: &[u8],
+        sealed: &[u8],
+        what: &str,
+        check: impl FnOnce(&[u8]) -> std::result::Result<T, Broken>,
+    ) -> Result<(Page, T)> {
+        let mut buf = AlignedVec::new();
+        open_section_into(keys, aad, sealed, what, &mut buf)?;
+        let checked = check(&buf).map_err(|e| Error::damaged(what, e.to_string()))?;
+        rkyv::access::<ArchivedManifest, rancor::Error>(&buf)
+            .map_err(|e| Error::damaged(what, format!("invalid structure: {e}")))?;
+        Ok((Page(buf), checked))
+    }
+
+    /// The page, read in place.
+    pub fn manifest(&self) -> &ArchivedManifest {
+        // SAFETY: `Page::open` validated exactly these bytes with bytecheck; they are never mutated.
+        unsafe { rkyv::access_unchecked::<ArchivedManifest>(&self.0) }
+    }
+}
+
+/// An opened snapshot: its summary plus its validated manifest, read in place (version 1: one
+/// page holding everything; version 2: a head page and item pages, §10.4).
 pub struct Snapshot {
     pub id: Id,
     pub summary: Summary,
-    manifest: AlignedVec,
+    head: Page,
+    /// Version 2 only: the item pages, and the index of each one's first item.
+    pages: Vec<Page>,
+    starts: Vec<usize>,
 }
 
 impl Snapshot {
@@ -156,26 +248,254 @@ impl Snapshot {
             return Err(Error::damaged(&what, "content does not match its name"));
         }
         let (summary, end) = open_summary(keys, &raw, &name)?;
-        let sealed_manifest = &raw[end..];
-        if *blake3::hash(sealed_manifest).as_bytes() != summary.manifest_hash {
-            return Err(Error::damaged(format!("{what} (manifest)"), "does not belong to its summary"));
-        }
-        let mut manifest = AlignedVec::new();
-        open_section_into(keys, &aad(SECTION_MANIFEST), sealed_manifest, &format!("{what} (manifest)"), &mut manifest)?;
+        let what_m = format!("{what} (manifest)");
+        let counts;
+        let (head, pages) = if summary.version == pages::VERSION_PAGED {
+            let (table, mut at) = open_table(keys, &summary, &raw[end..], |_| unreachable!("whole file"), &what_m)?;
+            at += end;
+            let (head, (nf, skipped)) = open_head(keys, &table, raw.get(at..).unwrap_or_default(), &what_m)?;
+            at += table.pages[0].sealed_len as usize;
+            let mut pages = Vec::with_capacity(table.pages.len() - 1);
+            let (mut items, mut bytes) = (0u64, 0u64);
+            for k in 1..table.pages.len() {
+                let (page, (n, b)) = open_item_page(keys, &table, k, raw.get(at..).unwrap_or_default(), nf, &what_m)?;
+                at += table.pages[k].sealed_len as usize;
+                items += n;
+                bytes = bytes.saturating_add(b);
+                pages.push(page);
+            }
+            if at != raw.len() {
+                return Err(Error::damaged(&what_m, format!("{} byte(s) after the last page", raw.len() - at)));
+            }
+            counts = (items, bytes, skipped);
+            (head, pages)
+        } else {
+            let sealed_manifest = &raw[end..];
+            if *blake3::hash(sealed_manifest).as_bytes() != summary.manifest_hash {
+                return Err(Error::damaged(&what_m, "does not belong to its summary"));
+            }
+            let (page, c) = Page::open(keys, &aad(SECTION_MANIFEST), sealed_manifest, &what_m, check_manifest)?;
+            counts = c;
+            (page, Vec::new())
+        };
         drop(raw);
-        let damaged = |e: String| Error::damaged(format!("{what} (manifest)"), e);
-        let counts = crate::manifest_check::check_manifest(&manifest).map_err(|e| damaged(e.to_string()))?;
-        rkyv::access::<ArchivedManifest, rancor::Error>(&manifest)
-            .map_err(|e| damaged(format!("invalid structure: {e}")))?;
         crate::manifest_check::check_counts((summary.items, summary.bytes, summary.skipped), counts)
             .map_err(|e| Error::damaged(&what, e.to_string()))?;
-        Ok(Snapshot { id: *id, summary, manifest })
+        let mut starts = Vec::with_capacity(pages.len());
+        let mut n = 0;
+        for p in &pages {
+            starts.push(n);
+            n += p.manifest().items.len();
+        }
+        Ok(Snapshot { id: *id, summary, head, pages, starts })
     }
 
-    /// The manifest, read in place.
-    pub fn manifest(&self) -> &ArchivedManifest {
-        // SAFETY: `load` validated exactly these bytes with bytecheck, and they are never mutated.
-        unsafe { rkyv::access_unchecked::<ArchivedManifest>(&self.manifest) }
+    fn root(&self) -> &ArchivedManifest {
+        self.head.manifest()
+    }
+
+    /// The folder table; folder 0 is the root.
+    pub fn folders(&self) -> &rkyv::vec::ArchivedVec<ArchivedFolder> {
+        &self.root().folders
+    }
+
+    pub fn skipped(&self) -> &rkyv::vec::ArchivedVec<ArchivedSkipped> {
+        &self.root().skipped
+    }
+
+    pub fn source_state(&self) -> &[u8] {
+        &self.root().source_state
+    }
+
+    /// The manifest pages that hold items, in order.
+    pub fn item_pages(&self) -> impl Iterator<Item = &ArchivedManifest> {
+        let v1 = self.pages.is_empty().then_some(&self.head);
+        v1.into_iter().chain(&self.pages).map(Page::manifest)
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.item_pages().map(|p| p.items.len()).sum()
+    }
+
+    /// Every item, in manifest order.
+    pub fn items(&self) -> impl Iterator<Item = &ArchivedItem> {
+        self.item_pages().flat_map(|p| p.items.iter())
+    }
+
+    /// Item `i` in manifest order. Panics if `i >= item_count()`, like a slice.
+    pub fn item(&self, i: usize) -> &ArchivedItem {
+        if self.pages.is_empty() {
+            return &self.root().items[i];
+        }
+        let k = self.starts.partition_point(|&s| s <= i) - 1;
+        &self.pages[k].manifest().items[i - self.starts[k]]
+    }
+
+    /// The whole manifest as owned values (tests and tools; readers use it in place).
+    pub fn to_manifest(&self) -> Result<Manifest> {
+        let de = |m: &ArchivedManifest| {
+            rkyv::deserialize::<Manifest, rancor::Error>(m).map_err(|e| Error::Other(format!("reading manifest: {e}")))
+        };
+        let mut m = de(self.root())?;
+        for p in &self.pages {
+            m.items.extend(de(p.manifest())?.items);
+        }
+        Ok(m)
+    }
+
+    /// The folders from below the root down to folder `idx`, as indexes (see `ArchivedManifest`).
+    pub fn ancestors(&self, idx: u32) -> Vec<u32> {
+        self.root().ancestors(idx)
+    }
+
+    /// The folder path of folder `idx` as its components (root excluded).
+    pub fn folder_path(&self, idx: u32) -> Vec<String> {
+        self.root().folder_path(idx)
+    }
+}
+
+/// Opens a version 2 page table from `rest` (the bytes after the summary, or a prefix of them;
+/// `more(n)` must then return at least the first `n` bytes). Returns the table and the offset in
+/// `rest` where page 0 starts.
+fn open_table<'b>(
+    keys: &Keys,
+    summary: &Summary,
+    rest: &'b [u8],
+    more: impl FnOnce(usize) -> Result<Vec<u8>>,
+    what: &str,
+) -> Result<(PageTable, usize)> {
+    let len = rest.get(..4).ok_or_else(|| Error::damaged(what, "truncated before its page table"))?;
+    let tlen = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    let fetched;
+    let rest: &[u8] = if rest.len() < 4 + tlen {
+        fetched = more(4 + tlen)?;
+        &fetched
+    } else {
+        rest
+    };
+    let sealed = rest.get(4..4 + tlen).ok_or_else(|| Error::damaged(what, "truncated page table"))?;
+    if *blake3::hash(sealed).as_bytes() != summary.manifest_hash {
+        return Err(Error::damaged(what, "page table does not belong to its summary"));
+    }
+    let body = crate::envelope::open_section(keys, &pages::table_aad(), sealed, &format!("{what} page table"))?;
+    let table = PageTable::parse(&body).map_err(|e| {
+        Error::damaged(what, crate::manifest_check::broken(crate::manifest_check::Rule::PageTable, e).to_string())
+    })?;
+    Ok((table, 4 + tlen))
+}
+
+/// The sealed bytes of page `k` at the start of `at`, checked against the table's hash.
+fn sealed_page<'b>(table: &PageTable, k: usize, at: &'b [u8], what: &str) -> Result<&'b [u8]> {
+    let e = &table.pages[k];
+    let sealed = at.get(..e.sealed_len as usize).ok_or_else(|| Error::damaged(what, format!("page {k} is truncated")))?;
+    if *blake3::hash(sealed).as_bytes() != e.hash {
+        return Err(Error::damaged(what, format!("page {k} does not match its page table entry")));
+    }
+    Ok(sealed)
+}
+
+/// Opens the head page (page 0); returns it with (folders, skipped).
+fn open_head(keys: &Keys, table: &PageTable, at: &[u8], what: &str) -> Result<(Page, (usize, u64))> {
+    let sealed = sealed_page(table, 0, at, what)?;
+    Page::open(keys, &pages::page_aad(0), sealed, &format!("{what} page 0"), check_head_page)
+}
+
+/// Opens item page `k` of a manifest with `nf` folders; returns it with (items, bytes).
+fn open_item_page(
+    keys: &Keys,
+    table: &PageTable,
+    k: usize,
+    at: &[u8],
+    nf: usize,
+    what: &str,
+) -> Result<(Page, (u64, u64))> {
+    let sealed = sealed_page(table, k, at, what)?;
+    let what = format!("{what} page {k}");
+    let (page, counts) = Page::open(keys, &pages::page_aad(k as u32), sealed, &what, |b| check_item_page(b, nf))?;
+    if counts.0 != table.pages[k].items as u64 {
+        let e = format!("the page table says {} item(s), the page holds {}", table.pages[k].items, counts.0);
+        return Err(Error::damaged(what, crate::manifest_check::broken(crate::manifest_check::Rule::PageTable, e).to_string()));
+    }
+    Ok((page, counts))
+}
+
+/// A snapshot read page by page (for listing): the head opens with a few small reads, whatever
+/// the manifest's size, and item pages are read one at a time. Each page is authenticated by its
+/// seal and the page table's hash; the file's name against its whole content is what `load` and
+/// `verify` check. Items are those of `head()` (version 1 keeps them all there; a version 2 head
+/// holds none), then those of each page `next_page` returns.
+pub struct PageReader<'a> {
+    storage: &'a dyn Storage,
+    keys: &'a Keys,
+    name: String,
+    pub summary: Summary,
+    head: Page,
+    /// Version 2: the table, the next page's number and offset in the file.
+    paged: Option<(PageTable, usize, u64)>,
+    folders: usize,
+    /// Items and bytes of the pages read so far.
+    seen: (u64, u64),
+}
+
+impl<'a> PageReader<'a> {
+    pub fn open(storage: &'a dyn Storage, keys: &'a Keys, id: &Id) -> Result<PageReader<'a>> {
+        let name = id.to_hex();
+        let size = storage.size(FileKind::Snapshot, &name)?;
+        let (summary, head) = read_summary_sized(storage, keys, id, size)?;
+        if summary.version != pages::VERSION_PAGED {
+            let snap = Snapshot::load(storage, keys, id)?;
+            let (summary, head, folders) = (snap.summary, snap.head, 0);
+            return Ok(PageReader { storage, keys, name, summary, head, paged: None, folders, seen: (0, 0) });
+        }
+        let end = head.len() as u64;
+        let what = format!("snapshot {name} (manifest)");
+        // One read for the table and, usually, the head page.
+        let first = storage.get_range(FileKind::Snapshot, &name, end, (size - end).min(256 * 1024) as usize)?;
+        let more = |n| storage.get_range(FileKind::Snapshot, &name, end, n);
+        let (table, at) = open_table(keys, &summary, &first, more, &what)?;
+        let hlen = table.pages[0].sealed_len as usize;
+        let sealed_head = match first.get(at..at + hlen) {
+            Some(b) => b.to_vec(),
+            None => storage.get_range(FileKind::Snapshot, &name, end + at as u64, hlen)?,
+        };
+        let (head, (folders, _)) = open_head(keys, &table, &sealed_head, &what)?;
+        let paged = Some((table, 1, end + (at + hlen) as u64));
+        Ok(PageReader { storage, keys, name, summary, head, paged, folders, seen: (0, 0) })
+    }
+
+    /// The head: folders, skipped items, source state (and, for version 1, every item).
+    pub fn head(&self) -> &ArchivedManifest {
+        self.head.manifest()
+    }
+
+    /// The next item page (version 2), or `None` after the last one, when the items and bytes of
+    /// all pages have also been checked against the summary (T4).
+    pub fn next_page(&mut self) -> Option<Result<Page>> {
+        let what = format!("snapshot {} (manifest)", self.name);
+        let (table, k, at) = self.paged.as_mut()?;
+        if *k == table.pages.len() {
+            self.paged = None;
+            let s = &self.summary;
+            let check = crate::manifest_check::check_counts((s.items, s.bytes, 0), (self.seen.0, self.seen.1, 0));
+            return check.err().map(|e| Err(Error::damaged(what, e.to_string())));
+        }
+        let len = table.pages[*k].sealed_len as usize;
+        let page = self
+            .storage
+            .get_range(FileKind::Snapshot, &self.name, *at, len)
+            .and_then(|sealed| open_item_page(self.keys, table, *k, &sealed, self.folders, &what));
+        match page {
+            Ok((page, (n, b))) => {
+                *k += 1;
+                *at += len as u64;
+                self.seen = (self.seen.0 + n, self.seen.1.saturating_add(b));
+                Some(Ok(page))
+            }
+            Err(e) => {
+                self.paged = None;
+                Some(Err(e))
+            }
+        }
     }
 }
 
@@ -229,14 +549,14 @@ mod tests {
         let s = LocalStorage::new(t.path());
         s.create_layout().unwrap();
         let (summary, manifest) = sample();
-        let (id, bytes) = encode(&keys, &Entropy::os(), 3, summary.clone(), manifest).unwrap();
+        let (id, bytes) = encode(&keys, &Entropy::os(), 3, summary.clone(), manifest, 1).unwrap();
         s.put(FileKind::Snapshot, &id.to_hex(), &bytes).unwrap();
         let snap = Snapshot::load(&s, &keys, &id).unwrap();
         assert_eq!(snap.summary.mailbox, summary.mailbox);
         assert_eq!(read_summary(&s, &keys, &id).unwrap(), snap.summary);
-        let m = snap.manifest();
-        assert_eq!(m.items.len(), 1);
-        assert_eq!(crate::manifest::text(&m.items[0].subject), "Grüße");
+        assert_eq!(snap.summary.version, 1);
+        assert_eq!(snap.item_count(), 1);
+        assert_eq!(crate::manifest::text(&snap.item(0).subject), "Grüße");
         // flip a byte in the manifest section: the summary still lists, the manifest is damage
         let mut bad = bytes.clone();
         let n = bad.len();
@@ -247,5 +567,86 @@ mod tests {
         let err = Snapshot::load(&s, &keys, &bad_id).err().unwrap();
         assert_eq!(err.class(), crate::ErrorClass::Damage);
         assert!(err.to_string().contains("manifest"));
+    }
+
+    /// A manifest of `n` items (item k named `k`) over two folders, with a skipped item.
+    fn numbered(n: usize) -> (Summary, Manifest) {
+        let (mut summary, mut m) = sample();
+        m.folders.push(Folder { parent: 0, name: b"Inbox".to_vec(), source_id: vec![], folder_class: vec![] });
+        let proto = m.items.pop().unwrap();
+        m.items = (0..n)
+            .map(|k| Item { name: k.to_string().into_bytes(), folder: (k % 2) as u32, size: k as u64, ..proto.clone() })
+            .collect();
+        m.skipped = vec![crate::manifest::Skipped { folder: 1, source_id: b"x".to_vec(), error: b"gone".to_vec() }];
+        m.source_state = b"state".to_vec();
+        (summary.items, summary.bytes, summary.skipped) = (n as u64, (0..n as u64).sum(), 1);
+        (summary, m)
+    }
+
+    #[test]
+    fn a_paged_manifest_reads_as_one_and_damage_is_named() {
+        let keys = Keys::derive(MasterKey([4; 32]));
+        let t = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(t.path());
+        s.create_layout().unwrap();
+        let (summary, manifest) = numbered(10);
+        let (id, bytes) = encode(&keys, &Entropy::os(), 3, summary.clone(), manifest.clone(), 3).unwrap();
+        s.put(FileKind::Snapshot, &id.to_hex(), &bytes).unwrap();
+        let snap = Snapshot::load(&s, &keys, &id).unwrap();
+        assert_eq!(snap.summary.version, pages::VERSION_PAGED);
+        assert_eq!(snap.item_count(), 10);
+        let names = |it: &ArchivedItem| String::from_utf8(it.name.to_vec()).unwrap();
+        assert_eq!((0..10).map(|k| names(snap.item(k))).collect::<Vec<_>>(), snap.items().map(names).collect::<Vec<_>>());
+        assert_eq!(names(snap.item(9)), "9");
+        assert_eq!((snap.folders().len(), snap.skipped().len(), snap.source_state()), (2, 1, &b"state"[..]));
+        assert_eq!(snap.to_manifest().unwrap(), manifest);
+        assert_eq!(snap.folder_path(1), vec!["Inbox".to_string()]);
+        // page by page: an empty head, then pages of 3, 3, 3 and 1
+        let mut r = PageReader::open(&s, &keys, &id).unwrap();
+        assert!(r.head().items.is_empty());
+        let mut sizes = Vec::new();
+        while let Some(p) = r.next_page() {
+            sizes.push(p.unwrap().manifest().items.len());
+        }
+        assert_eq!(sizes, vec![3, 3, 3, 1]);
+        // one page's worth stays version 1
+        let (summary1, manifest1) = numbered(3);
+        assert_eq!(encode(&keys, &Entropy::os(), 3, summary1, manifest1, 3).unwrap().1[..8], bytes[..8]);
+        // any byte changed after the summary, or a byte added: damage, for load and page by page
+        let head_len = 12 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        for at in (head_len..bytes.len()).step_by(7).chain([bytes.len()]) {
+            let mut bad = bytes.clone();
+            if at == bytes.len() {
+                bad.push(0);
+            } else {
+                bad[at] ^= 0x10;
+            }
+            let bad_id = Id::of_content(&bad);
+            s.put(FileKind::Snapshot, &bad_id.to_hex(), &bad).unwrap();
+            let err = Snapshot::load(&s, &keys, &bad_id).err().unwrap();
+            assert_eq!(err.class(), crate::ErrorClass::Damage, "byte {at}: {err}");
+            let streamed = PageReader::open(&s, &keys, &bad_id).and_then(|mut r| {
+                while let Some(p) = r.next_page() {
+                    p?;
+                }
+                Ok(())
+            });
+            if at < bytes.len() {
+                assert_eq!(streamed.err().unwrap().class(), crate::ErrorClass::Damage, "byte {at}");
+            }
+            s.delete(FileKind::Snapshot, &bad_id.to_hex()).unwrap();
+        }
+        // a summary that counts one item more than the pages hold
+        let (mut summary, manifest) = numbered(10);
+        summary.items = 11;
+        let (id, bytes) = encode(&keys, &Entropy::os(), 3, summary, manifest, 3).unwrap();
+        s.put(FileKind::Snapshot, &id.to_hex(), &bytes).unwrap();
+        assert!(Snapshot::load(&s, &keys, &id).err().unwrap().to_string().contains("T4"));
+        let mut r = PageReader::open(&s, &keys, &id).unwrap();
+        let mut last = None;
+        while let Some(p) = r.next_page() {
+            last = Some(p);
+        }
+        assert!(last.unwrap().err().unwrap().to_string().contains("T4"));
     }
 }

@@ -147,7 +147,7 @@ pub fn prove(repo: &Repository, scope: &ProofScope<'_>) -> Result<Usage> {
             continue;
         }
         let (mut missing, mut lost_pack) = (0u64, None);
-        for item in snap.manifest().items.iter() {
+        for item in snap.items() {
             for c in item.chunks.iter() {
                 match index.position(&Id(*c)) {
                     Some(pos) => {

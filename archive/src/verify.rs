@@ -327,9 +327,8 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
                 continue;
             }
         };
-        let m = snap.manifest();
         let mut items = Vec::new();
-        for it in m.items.iter() {
+        for it in snap.items() {
             let mut bad = it.chunks.iter().find_map(|c| {
                 let c = Id(*c);
                 if let Some(d) = damaged.get(&c) {
@@ -357,7 +356,7 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
                 }
             }
             if let Some(_why) = bad {
-                let mut path = m.folder_path(it.folder.to_native());
+                let mut path = snap.folder_path(it.folder.to_native());
                 path.push(text(&it.name).into_owned());
                 wanted.insert((mailbox.clone().unwrap_or_default(), it.source_id.to_vec()));
                 items.push(AffectedItem {
@@ -446,7 +445,7 @@ fn find_intact_versions(
     for id in snapshot_ids {
         let Ok(snap) = repo.load_snapshot(id) else { continue };
         let mailbox = text(&snap.summary.mailbox).into_owned();
-        for it in snap.manifest().items.iter() {
+        for it in snap.items() {
             let key = (mailbox.clone(), it.source_id.to_vec());
             if !wanted.contains(&key) || intact.contains_key(&key) || hashed_bad.contains(&it.blob_hash) {
                 continue;

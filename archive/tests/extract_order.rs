@@ -94,7 +94,7 @@ fn shared_repeated_and_damaged_chunks() {
     for threads in [1, 3] {
         let out = t.path().join(format!("out-{threads}"));
         let (stats, failures) =
-            extract(&repo, &index, snap.manifest(), &out, &ExtractOptions { overwrite: false, threads }, &|_| {})
+            extract(&repo, &index, &snap, &out, &ExtractOptions { overwrite: false, threads }, &|_| {})
                 .unwrap();
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(stats.items, 7);
@@ -104,11 +104,9 @@ fn shared_repeated_and_damaged_chunks() {
     // Damage the blob of `a`'s second chunk. The items holding that chunk (a, its identical copy,
     // `twice`, and the edited copy when the edit did not reach past the first chunk: cut points
     // depend on the repository's seed) fail; the others are written; nothing partial is left.
-    let m = snap.manifest();
-    let first_chunk = exarch_archive::Id(m.items[0].chunks[1]);
-    let holders: Vec<String> = m
-        .items
-        .iter()
+    let first_chunk = exarch_archive::Id(snap.item(0).chunks[1]);
+    let holders: Vec<String> = snap
+        .items()
         .filter(|it| it.chunks.iter().any(|c| *c == first_chunk.0))
         .map(|it| format!("Inbox/{}", String::from_utf8_lossy(&it.name)))
         .collect();
@@ -119,7 +117,7 @@ fn shared_repeated_and_damaged_chunks() {
     std::fs::write(&pack_path, bytes).unwrap();
     let out = t.path().join("out-damaged");
     let (stats, failures) =
-        extract(&repo, &index, snap.manifest(), &out, &ExtractOptions { overwrite: false, threads: 2 }, &|_| {})
+        extract(&repo, &index, &snap, &out, &ExtractOptions { overwrite: false, threads: 2 }, &|_| {})
             .unwrap();
     let mut failed: Vec<String> = failures.iter().map(|f| f.path.clone()).collect();
     failed.sort();

@@ -190,7 +190,7 @@ pub fn backup_store(
         None => (None, None),
     };
     let mut prev: SourceState =
-        parent.as_ref().and_then(|p| serde_json::from_slice(&p.manifest().source_state).ok()).unwrap_or_default();
+        parent.as_ref().and_then(|p| serde_json::from_slice(p.source_state()).ok()).unwrap_or_default();
     // Sync states of another protocol mean nothing here (a mailbox moved to Exchange Online and
     // now backed up through Graph): every folder is listed in full once.
     if prev.protocol.as_deref().unwrap_or("ews") != source.protocol() {
@@ -225,12 +225,11 @@ pub fn backup_store(
     let mut parent_items: HashMap<String, Vec<usize>> = HashMap::new();
     let mut parent_skipped: HashMap<String, Vec<String>> = HashMap::new();
     if let Some(p) = &parent {
-        let m = p.manifest();
-        let fid = |f: u32| m.folders.get(f as usize).map(|f| text(&f.source_id).into_owned()).unwrap_or_default();
-        for (i, it) in m.items.iter().enumerate() {
+        let fid = |f: u32| p.folders().get(f as usize).map(|f| text(&f.source_id).into_owned()).unwrap_or_default();
+        for (i, it) in p.items().enumerate() {
             parent_items.entry(fid(it.folder.to_native())).or_default().push(i);
         }
-        for s in m.skipped.iter() {
+        for s in p.skipped().iter() {
             parent_skipped.entry(fid(s.folder.to_native())).or_default().push(text(&s.source_id).into_owned());
         }
     }
@@ -258,7 +257,7 @@ pub fn backup_store(
         let mut carried: HashMap<String, usize> = match (&parent, base) {
             (Some(p), true) => parent_items
                 .get(fid)
-                .map(|v| v.iter().map(|&i| (text(&p.manifest().items[i].source_id).into_owned(), i)).collect())
+                .map(|v| v.iter().map(|&i| (text(&p.item(i).source_id).into_owned(), i)).collect())
                 .unwrap_or_default(),
             _ => HashMap::new(),
         };
@@ -267,11 +266,11 @@ pub fn backup_store(
             Listing::Full(listed) => {
                 // Everything in the folder now; what the parent holds with the same change key is
                 // carried, the rest exported, and what is gone is left out.
-                let m = parent.as_ref().map(|p| p.manifest());
+                let m = parent.as_ref();
                 let unchanged: HashSet<&str> = listed
                     .iter()
                     .filter(|c| {
-                        carried.get(&c.id).zip(m).is_some_and(|(&i, m)| text(&m.items[i].change_key) == c.change_key)
+                        carried.get(&c.id).zip(m).is_some_and(|(&i, m)| text(&m.item(i).change_key) == c.change_key)
                     })
                     .map(|c| c.id.as_str())
                     .collect();
@@ -306,11 +305,10 @@ pub fn backup_store(
 
         // Unchanged items come from the parent without being exported again.
         if let Some(p) = &parent {
-            let m = p.manifest();
             let mut keys: Vec<(&String, &usize)> = carried.iter().collect();
             keys.sort();
             for (id, &i) in keys {
-                let it = &m.items[i];
+                let it = p.item(i);
                 let meta = ItemMeta {
                     folder,
                     name: text(&it.name).into_owned(),

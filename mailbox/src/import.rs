@@ -23,7 +23,7 @@ pub(crate) fn import_all(
 ) -> Result<()> {
     let m = p.m;
     let weights: Vec<u64> =
-        jobs.iter().map(|j| p.source.import_weight(m.items[j.key as usize].size.to_native())).collect();
+        jobs.iter().map(|j| p.source.import_weight(m.item(j.key as usize).size.to_native())).collect();
     let batches = p.source.import_batches(&weights, p.limit);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u32>, Vec<ToImport>)>(p.requests.max(1));
     let rx = Mutex::new(rx);
@@ -47,7 +47,7 @@ pub(crate) fn import_all(
             let mut keys = Vec::new();
             let mut items = Vec::new();
             for j in &jobs[range] {
-                let it = &m.items[j.key as usize];
+                let it = m.item(j.key as usize);
                 if p.too_large(j.key) {
                     results.lock().expect("results").too_large.push(j.key);
                     progress(it.size.to_native());
@@ -96,7 +96,7 @@ fn send_batch(
         let mut res = results.lock().expect("results");
         for (i, o) in outcomes {
             let Some(&k) = keys.get(i) else { continue };
-            let size = p.m.items[k as usize].size.to_native();
+            let size = p.m.item(k as usize).size.to_native();
             match o {
                 Imported::Ok { id } => {
                     res.uploaded += 1;

@@ -17,7 +17,8 @@ use crate::journal::{Journal, Recovered};
 pub use crate::select::{select, Selection};
 use crate::source::{CreateFolderError, ImportAction, ItemInfo, Source};
 use crate::store::{Part, Store};
-use exarch_archive::manifest::{text, ArchivedItem, ArchivedManifest};
+use exarch_archive::manifest::{text, ArchivedItem};
+use exarch_archive::snapshot::Snapshot;
 use exarch_archive::restore::ItemReader;
 use exarch_archive::Id;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -199,7 +200,7 @@ pub struct Results {
 /// A replay, planned: what goes where.
 pub struct Plan<'a> {
     pub source: &'a dyn Source,
-    pub m: &'a ArchivedManifest,
+    pub m: &'a Snapshot,
     pub snapshot: Id,
     /// The store the snapshot came from, and the one items go into.
     pub from: String,
@@ -221,8 +222,8 @@ pub struct Plan<'a> {
 }
 
 /// The folder classes along the path of folder `idx` (root excluded).
-fn folder_classes(m: &ArchivedManifest, idx: u32) -> Vec<String> {
-    m.ancestors(idx).into_iter().map(|i| text(&m.folders[i as usize].folder_class).into_owned()).collect()
+fn folder_classes(m: &Snapshot, idx: u32) -> Vec<String> {
+    m.ancestors(idx).into_iter().map(|i| text(&m.folders()[i as usize].folder_class).into_owned()).collect()
 }
 
 /// What to do with items that are still in the target (found by id or by class, subject and time).
@@ -240,7 +241,7 @@ pub enum Mode {
 
 /// What replay is asked to do.
 pub struct Request<'a> {
-    pub m: &'a ArchivedManifest,
+    pub m: &'a Snapshot,
     pub snapshot: Id,
     pub snapshot_time_ms: i64,
     pub from: String,
@@ -287,15 +288,15 @@ pub fn plan<'a>(source: &'a dyn Source, r: Request<'a>) -> Result<Plan<'a>> {
         other,
         base,
         renamed,
-        paths: (0..m.folders.len() as u32).map(|i| m.folder_path(i)).collect(),
-        classes: (0..m.folders.len() as u32).map(|i| folder_classes(m, i)).collect(),
+        paths: (0..m.folders().len() as u32).map(|i| m.folder_path(i)).collect(),
+        classes: (0..m.folders().len() as u32).map(|i| folder_classes(m, i)).collect(),
     })
 }
 
 /// For the snapshot's top-level default folders (by the roles the backup recorded), the name the
 /// folder with the same role has in the target store, where that differs. Best effort.
-fn default_folder_names(source: &dyn Source, target: &str, tree: &Tree, m: &ArchivedManifest) -> HashMap<u32, String> {
-    let roles: BTreeMap<String, String> = serde_json::from_slice::<serde_json::Value>(&m.source_state)
+fn default_folder_names(source: &dyn Source, target: &str, tree: &Tree, m: &Snapshot) -> HashMap<u32, String> {
+    let roles: BTreeMap<String, String> = serde_json::from_slice::<serde_json::Value>(m.source_state())
         .ok()
         .and_then(|v| serde_json::from_value(v.get("default_folders")?.clone()).ok())
         .unwrap_or_default();
@@ -311,7 +312,7 @@ fn default_folder_names(source: &dyn Source, target: &str, tree: &Tree, m: &Arch
         })
         .collect();
     let mut out = HashMap::new();
-    for (i, f) in m.folders.iter().enumerate() {
+    for (i, f) in m.folders().iter().enumerate() {
         let Some(role) = roles.get(text(&f.source_id).as_ref()) else { continue };
         if let Some(name) = name_of_role.get(role.as_str()) {
             if !name.eq_ignore_ascii_case(&text(&f.name)) {
@@ -325,7 +326,7 @@ fn default_folder_names(source: &dyn Source, target: &str, tree: &Tree, m: &Arch
 impl Plan<'_> {
     /// Where item `k` goes: its target folder path and the classes of the folders along it.
     pub fn target_path(&self, k: u32) -> (Vec<String>, Vec<String>) {
-        let folder = self.m.items[k as usize].folder.to_native();
+        let folder = self.m.item(k as usize).folder.to_native();
         let mut p = self.base.clone();
         p.extend(self.paths.get(folder as usize).cloned().unwrap_or_default());
         // (the first ancestor is the top-level folder)
@@ -341,7 +342,7 @@ impl Plan<'_> {
 
     /// True if item `k` is larger than one import request may carry.
     pub fn too_large(&self, k: u32) -> bool {
-        self.source.import_weight(self.m.items[k as usize].size.to_native()) > self.limit
+        self.source.import_weight(self.m.item(k as usize).size.to_native()) > self.limit
     }
 
     /// What earlier, interrupted runs left (without changing anything).
@@ -393,7 +394,7 @@ fn assign(
     listing: Option<&Listing>,
     claimed: &mut HashSet<String>,
 ) -> Option<Job> {
-    let it = &p.m.items[k as usize];
+    let it = &p.m.item(k as usize);
     let archived_key = text(&it.change_key);
     // What to do with the item found as `id` (with its change key, when the folder was listed).
     let found = |id: String, key: Option<&String>| -> Option<Job> {
@@ -447,7 +448,7 @@ fn reconcile(
     for (folder, keys) in by_folder {
         let listing = Listing::new(p.source.list_folder(&p.target, folder)?);
         for k in keys {
-            match listing.claim(&p.m.items[k as usize], &mut claimed) {
+            match listing.claim(&p.m.item(k as usize), &mut claimed) {
                 Some(id) => found.push((k, id)),
                 None => missing.push((k, folder.to_string())),
             }

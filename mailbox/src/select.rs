@@ -1,7 +1,8 @@
 //! Which items of a snapshot a replay puts back: by folder path, item id or file name, and
 //! received time.
 
-use exarch_archive::manifest::{text, ArchivedItem, ArchivedManifest, NO_TIME};
+use exarch_archive::manifest::{text, ArchivedItem, NO_TIME};
+use exarch_archive::snapshot::Snapshot;
 
 /// Which items of a snapshot go back.
 #[derive(Debug, Clone, Default)]
@@ -29,12 +30,12 @@ fn item_matches(it: &ArchivedItem, id: &str) -> bool {
 }
 
 /// The manifest indexes of the items `sel` picks.
-pub fn select(m: &ArchivedManifest, sel: &Selection) -> Vec<u32> {
-    let paths: Vec<Vec<String>> = (0..m.folders.len() as u32).map(|i| m.folder_path(i)).collect();
+pub fn select(m: &Snapshot, sel: &Selection) -> Vec<u32> {
+    let paths: Vec<Vec<String>> = (0..m.folders().len() as u32).map(|i| m.folder_path(i)).collect();
     let filters: Vec<Vec<String>> = sel.folders.iter().map(|f| split_path(f)).collect();
-    (0..m.items.len() as u32)
+    (0..m.item_count() as u32)
         .filter(|&k| {
-            let it = &m.items[k as usize];
+            let it = &m.item(k as usize);
             let path = paths.get(it.folder.to_native() as usize).map(Vec::as_slice).unwrap_or(&[]);
             let received = it.received_ms.to_native();
             (filters.is_empty() || filters.iter().any(|f| starts_with_ci(path, f)))

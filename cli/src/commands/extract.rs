@@ -113,7 +113,7 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
             }
         };
         let pb = progress(snap.summary.bytes, g.quiet, "extract");
-        let (stats, failures) = extract(&repo, &index, snap.manifest(), &t.to, &opts, &|n| pb.inc(n))?;
+        let (stats, failures) = extract(&repo, &index, &snap, &t.to, &opts, &|n| pb.inc(n))?;
         pb.finish_and_clear();
         let mailbox = exarch_archive::manifest::text(&snap.summary.mailbox).into_owned();
         done.push(Done { target: t, mailbox, stats, failures });

@@ -75,9 +75,9 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
                 continue;
             }
         };
-        let m = snap.manifest();
+        let m = &snap;
         // Folder paths, worked out once per folder.
-        let paths: Vec<String> = (0..m.folders.len() as u32).map(|f| m.folder_path(f).join("/")).collect();
+        let paths: Vec<String> = (0..m.folders().len() as u32).map(|f| m.folder_path(f).join("/")).collect();
         let folder_ok: Vec<bool> = paths
             .iter()
             .map(|p| {
@@ -87,7 +87,7 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
                 })
             })
             .collect();
-        for it in m.items.iter() {
+        for it in m.items() {
             let f = it.folder.to_native() as usize;
             let received = it.received_ms.to_native();
             let hit = folder_ok.get(f).copied().unwrap_or(false)

@@ -1,8 +1,11 @@
 //! `exarch ls SNAPSHOT`: the items of a snapshot, with their searchable properties.
+//!
+//! The manifest is read page by page (SPEC §10.4): the first items print after the head and one
+//! page have opened, whatever the snapshot's size, and only one page is held at a time.
 
 use crate::args::{Global, LsArgs};
 use anyhow::Result;
-use exarch_archive::manifest::{text, NO_TIME};
+use exarch_archive::manifest::{text, ArchivedItem, NO_TIME};
 use exarch_archive::time::format_unix_ms;
 use serde_json::json;
 use std::io::Write;
@@ -10,81 +13,78 @@ use std::io::Write;
 pub fn run(g: &Global, a: LsArgs) -> Result<()> {
     let repo = super::open(g)?;
     let id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
-    let snap = repo.load_snapshot(&id)?;
-    let m = snap.manifest();
-    let folders: Vec<String> = (0..m.folders.len() as u32).map(|i| m.folder_path(i).join("/")).collect();
-    let path_of = |folder: u32, name: &str| {
-        let f = folders.get(folder as usize).map(String::as_str).unwrap_or("?");
-        if f.is_empty() {
-            name.to_string()
-        } else {
-            format!("{f}/{name}")
-        }
-    };
-    let short_time = |ms: i64| {
-        if ms == NO_TIME {
-            String::new()
-        } else {
-            exarch_archive::time::format_unix(ms.div_euclid(1000))
-        }
-    };
-    let time = |ms: i64| {
-        if ms == NO_TIME {
-            String::new()
-        } else {
-            format_unix_ms(ms)
-        }
-    };
+    let mut reader = repo.page_reader(&id)?;
+    let head = reader.head();
+    let folders: Vec<String> = (0..head.folders.len() as u32).map(|i| head.folder_path(i).join("/")).collect();
+    let folder_of = |i: &ArchivedItem| folders.get(i.folder.to_native() as usize).map(String::as_str).unwrap_or("?");
+    let skipped: Vec<(String, String, String)> = head
+        .skipped
+        .iter()
+        .map(|s| {
+            let f = folders.get(s.folder.to_native() as usize).map(String::as_str).unwrap_or("?");
+            (f.to_string(), text(&s.source_id).into_owned(), text(&s.error).into_owned())
+        })
+        .collect();
+    let head_items: Vec<&ArchivedItem> = head.items.iter().collect();
     if g.json {
-        let items: Vec<_> = m
-            .items
-            .iter()
-            .map(|i| {
-                json!({
-                    "path": path_of(i.folder.to_native(), &text(&i.name)),
-                    "folder": folders.get(i.folder.to_native() as usize),
-                    "name": text(&i.name),
-                    "size": i.size.to_native(),
-                    "received": time(i.received_ms.to_native()),
-                    "item_class": text(&i.item_class),
-                    "subject": text(&i.subject),
-                    "sender": text(&i.sender),
-                    "source_id": text(&i.source_id),
-                    "change_key": text(&i.change_key),
-                    "blob_hash": hex::encode(i.blob_hash),
-                    "chunks": i.chunks.len(),
-                })
+        let time = |ms: i64| if ms == NO_TIME { String::new() } else { format_unix_ms(ms) };
+        let item_json = |i: &ArchivedItem| {
+            let folder = folder_of(i);
+            let name = text(&i.name);
+            json!({
+                "path": if folder.is_empty() { name.to_string() } else { format!("{folder}/{name}") },
+                "folder": folder,
+                "name": name,
+                "size": i.size.to_native(),
+                "received": time(i.received_ms.to_native()),
+                "item_class": text(&i.item_class),
+                "subject": text(&i.subject),
+                "sender": text(&i.sender),
+                "source_id": text(&i.source_id),
+                "change_key": text(&i.change_key),
+                "blob_hash": hex::encode(i.blob_hash),
+                "chunks": i.chunks.len(),
             })
-            .collect();
-        let skipped: Vec<_> = m
-            .skipped
-            .iter()
-            .map(|s| json!({"folder": folders.get(s.folder.to_native() as usize), "source_id": text(&s.source_id), "error": text(&s.error)}))
-            .collect();
-        return super::print_json(
-            &json!({"id": id.to_hex(), "mailbox": text(&snap.summary.mailbox), "items": items, "skipped": skipped}),
-        );
+        };
+        let mut items: Vec<_> = head_items.iter().map(|i| item_json(i)).collect();
+        let mailbox = text(&reader.summary.mailbox).into_owned();
+        while let Some(page) = reader.next_page() {
+            items.extend(page?.manifest().items.iter().map(item_json));
+        }
+        let skipped: Vec<_> =
+            skipped.iter().map(|(f, id, e)| json!({"folder": f, "source_id": id, "error": e})).collect();
+        return super::print_json(&json!({"id": id.to_hex(), "mailbox": mailbox, "items": items, "skipped": skipped}));
     }
-    let mut out = std::io::stdout().lock();
-    for i in m.items.iter() {
+    // Buffered: standard output is line-buffered, and a million items would be a million writes.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let line = |out: &mut dyn Write, i: &ArchivedItem| -> std::io::Result<()> {
+        let ms = i.received_ms.to_native();
+        let when = if ms == NO_TIME { String::new() } else { exarch_archive::time::format_unix(ms.div_euclid(1000)) };
+        let folder = folder_of(i);
         writeln!(
             out,
-            "{:>10}  {:<20}  {:<16}  {}  {}",
+            "{:>10}  {:<20}  {:<16}  {}{}{}  {}",
             i.size.to_native(),
-            short_time(i.received_ms.to_native()),
+            when,
             text(&i.item_class),
-            path_of(i.folder.to_native(), &text(&i.name)),
+            folder,
+            if folder.is_empty() { "" } else { "/" },
+            text(&i.name),
             text(&i.subject)
-        )?;
+        )
+    };
+    for i in head_items {
+        line(&mut out, i)?;
     }
-    for s in m.skipped.iter() {
-        writeln!(
-            out,
-            "SKIPPED  {}  {}: {}",
-            folders.get(s.folder.to_native() as usize).map(String::as_str).unwrap_or("?"),
-            text(&s.source_id),
-            text(&s.error)
-        )?;
+    while let Some(page) = reader.next_page() {
+        let page = page?;
+        for i in page.manifest().items.iter() {
+            line(&mut out, i)?;
+        }
     }
+    for (folder, source_id, error) in &skipped {
+        writeln!(out, "SKIPPED  {folder}  {source_id}: {error}")?;
+    }
+    out.flush()?;
     Ok(())
 }

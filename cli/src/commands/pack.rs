@@ -209,7 +209,7 @@ fn pack_one(
     };
     let previous: HashMap<&[u8], usize> = parent
         .as_ref()
-        .map(|p| p.manifest().items.iter().enumerate().map(|(i, it)| (&it.source_id[..], i)).collect())
+        .map(|p| p.items().enumerate().map(|(i, it)| (&it.source_id[..], i)).collect())
         .unwrap_or_default();
 
     let source = format!("dir:{}", fs::canonicalize(from_dir).unwrap_or(from_dir.to_path_buf()).display());
@@ -243,7 +243,7 @@ fn pack_one(
         };
         let carried = match (previous.get(source_id.as_bytes()), &parent) {
             (Some(&i), Some(p)) => {
-                let old = &p.manifest().items[i];
+                let old = p.item(i);
                 text(&old.change_key) == f.change_key.as_str()
                     && backup.carry_item(meta.clone(), old.size.to_native(), old.blob_hash, &old.chunks)
             }

@@ -19,7 +19,8 @@ use crate::output::bytes;
 use crate::status::{self, Reading, Unit};
 use crate::usage;
 use anyhow::{Context as _, Result};
-use exarch_archive::manifest::{text, ArchivedManifest};
+use exarch_archive::manifest::text;
+use exarch_archive::snapshot::Snapshot;
 use exarch_archive::restore::ItemReader;
 use exarch_archive::time::{format_unix_ms, now_ms};
 use exarch_mailbox::ews::EwsSource;
@@ -79,7 +80,7 @@ fn replay_into(
     let _lock = super::read_lock(g, &repo, exarch_archive::lock::LockPurpose::Replay)?;
     let snap_id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
     let snap = repo.load_snapshot(&snap_id)?;
-    let m = snap.manifest();
+    let m = &snap;
     let selection = Selection { folders: a.folder.clone(), items: a.item.clone(), since, until };
     let selected = select(m, &selection);
     if selected.is_empty() {
@@ -88,7 +89,7 @@ fn replay_into(
             format!(
                 "nothing to replay: no item of snapshot {} ({} items) matches --folder/--item/--since/--until",
                 snap_id.short(),
-                m.items.len()
+                m.item_count()
             ),
         )
         .into());
@@ -119,7 +120,7 @@ fn replay_into(
         return dry_run(g, &p, url, limit);
     }
     let started = std::time::Instant::now();
-    let total_bytes: u64 = p.selected.iter().map(|k| m.items[*k as usize].size.to_native()).sum();
+    let total_bytes: u64 = p.selected.iter().map(|k| m.item(*k as usize).size.to_native()).sum();
     let index = repo.index()?;
     super::warn_skipped_index(&index);
     let reader = ItemReader::new(&repo, &index);
@@ -140,8 +141,8 @@ fn replay_into(
     report(g, &p, url, limit, &traffic(), &outcome, started.elapsed().as_secs_f64())
 }
 
-fn item_path(m: &ArchivedManifest, k: u32) -> String {
-    let it = &m.items[k as usize];
+fn item_path(m: &Snapshot, k: u32) -> String {
+    let it = &m.item(k as usize);
     let mut p = m.folder_path(it.folder.to_native());
     p.push(text(&it.name).into_owned());
     p.join("/")
@@ -156,7 +157,7 @@ fn dry_run(g: &Global, p: &Plan, url: &str, limit: u64) -> Result<()> {
     for &k in selected {
         let e = per.entry(target_path(k).0).or_default();
         e.0 += 1;
-        e.1 += m.items[k as usize].size.to_native();
+        e.1 += m.item(k as usize).size.to_native();
     }
     let mut to_create: Vec<String> = Vec::new();
     for path in per.keys() {
@@ -213,7 +214,7 @@ fn report(g: &Global, p: &Plan, url: &str, limit: u64, t: &Traffic, o: &Outcome,
     let (m, snap_id, source, target) = (p.m, &p.snapshot, p.from.as_str(), p.target.as_str());
     let (r, created, already, left_alone) = (&o.results, &o.folders_created, o.already, o.left_alone);
     let describe = |k: u32, error: &str| {
-        let it = &m.items[k as usize];
+        let it = &m.item(k as usize);
         json!({
             "path": item_path(m, k),
             "source_id": text(&it.source_id),
