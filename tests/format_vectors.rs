@@ -2,8 +2,8 @@
 //!
 //! 1. `regenerated_repository_is_byte_identical`: the code, in its deterministic test mode, writes
 //!    exactly the committed repositories. `repo/` (v1) is frozen forever (SPEC §16); set
-//!    `EXARCH_REGENERATE_VECTORS=1` to rewrite `repo-2/`, its expected files and `vectors.json`
-//!    after a deliberate change, and say so in SPEC.md.
+//!    `EXARCH_REGENERATE_VECTORS=1` to rewrite `repo-2/`, `repo-3/`, their expected files and
+//!    `vectors.json` after a deliberate change, and say so in SPEC.md.
 //! 2. `cli_extracts_the_expected_files`: the real binary reads the committed repositories.
 //! 3. `independent_reader_follows_the_spec`: a reader written from SPEC.md alone, using only the
 //!    primitive crates and none of exarch's code, gets the same files, re-cuts every item into the
@@ -11,239 +11,17 @@
 
 mod util;
 
-use exarch_archive::backup::{Backup, BackupOptions, ItemMeta};
-use exarch_archive::config::{ChunkerParams, Config};
-use exarch_archive::crypto::Entropy;
-use exarch_archive::keyslot::KdfParams;
-use exarch_archive::{Context, InitOptions, LocalStorage, Repository};
+use exarch_archive::config::ChunkerParams;
+use generate::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-const PASSPHRASE: &str = "exarch test vector";
-const SEED: [u8; 32] = [0x42; 32];
-const MAILBOX: &str = "vector@example.com";
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/test-vectors")
 }
 
-/// The items of the two vector snapshots: (folder path, name, bytes).
-fn snapshot_items(n: usize) -> Vec<(Vec<&'static str>, &'static str, Vec<u8>)> {
-    let hello = b"From: alice@example.com\r\nTo: vector@example.com\r\nSubject: hello\r\n\r\n"
-        .iter()
-        .copied()
-        .chain(b"This message compresses well. ".repeat(60))
-        .collect::<Vec<u8>>();
-    let mut big = vec![0u8; 200 * 1024];
-    blake3::Hasher::new_derive_key("exarch test vector attachment").finalize_xof().fill(&mut big);
-    let mut items = vec![
-        (vec!["Inbox"], "hello.eml", hello.clone()),
-        (vec!["Inbox", "Projects"], "attachment.bin", big.clone()),
-        (vec!["Sent Items"], "hello copy.eml", hello),
-        (vec![], "tiny.txt", b"x".to_vec()),
-    ];
-    if n == 2 {
-        // the attachment with a changed first line: most chunks are shared with snapshot 1
-        let mut changed = b"X-Changed: yes\r\n".to_vec();
-        changed.extend_from_slice(&big);
-        items[1].2 = changed;
-        items.push((vec!["Inbox"], "empty.eml", Vec::new()));
-    }
-    items
-}
-
-fn generate(dir: &Path) {
-    let storage: Arc<dyn exarch_archive::Storage> = {
-        let s = LocalStorage::new(dir);
-        s.create_layout().unwrap();
-        Arc::new(s)
-    };
-    let ctx = || Context {
-        entropy: Entropy::deterministic_for_tests(SEED),
-        cache_root: dir.join("../vector-cache"),
-        host: "vector-host".into(),
-        lease_secs: 60,
-    };
-    let mut cfg = Config::new(String::new());
-    cfg.chunker = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
-    cfg.pack_size = 64 * 1024;
-    cfg.zstd_level = 3;
-    let opts = InitOptions {
-        kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 },
-        label: "vector key".into(),
-        config: Some(cfg),
-    };
-    let repo = Repository::init(storage, PASSPHRASE.as_bytes(), opts, ctx()).unwrap();
-    let mut parent = None;
-    for n in 1..=2 {
-        let index = repo.index().unwrap();
-        let mut run_id = [0u8; 16];
-        run_id[0] = n as u8;
-        let opts = BackupOptions {
-            mailbox: MAILBOX.into(),
-            source: "dir:/vectors".into(),
-            time_ms: 1_795_000_000_000 + n as i64 * 86_400_000,
-            parent,
-            run_id,
-            // one worker: blob order in packs, and so every byte, is a function of the input
-            workers: 1,
-            lock: exarch_archive::lock::LockWatch::unlocked(),
-        };
-        let mut b = Backup::start(&repo, Arc::new(index), opts).unwrap();
-        for (folders, name, data) in snapshot_items(n) {
-            let folder = b.folder_path(&folders);
-            let mut id = folders.join("/");
-            id.push('/');
-            id.push_str(name);
-            let meta = ItemMeta {
-                folder,
-                name: name.into(),
-                source_id: id,
-                change_key: format!("ck{n}"),
-                item_class: "IPM.Note".into(),
-                subject: name.into(),
-                sender: "alice@example.com".into(),
-                received_ms: 1_790_000_000_000,
-                flags: 0,
-            };
-            b.add_item(meta, data).unwrap();
-        }
-        b.skip(1, "AAMkADirtyItem=", "ErrorItemCorrupt: the item could not be exported");
-        let (id, _) = b.finish().unwrap();
-        parent = Some(id);
-    }
-    let _ = std::fs::remove_dir_all(dir.join("../vector-cache"));
-}
-
 fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     util::tree(dir)
-}
-
-/// The passphrase file of `repo-2`: decomposed (NFD) non-ASCII text and a Windows line ending.
-const PASSPHRASE_2_FILE: &str = "Gru\u{308}\u{df}e, cafe\u{301} na\u{ef}ve \u{2014} \u{20ac}5\r\n";
-/// The same passphrase as typed on most keyboards (NFC).
-const PASSPHRASE_2_TYPED: &str = "Gr\u{fc}\u{df}e, caf\u{e9} na\u{ef}ve \u{2014} \u{20ac}5";
-/// Stands for a name that is not UTF-8 until the manifest is rewritten (`generate2`).
-const NOT_UTF8_PLACEHOLDER: &str = "NOT-UTF8.eml";
-const NOT_UTF8: &[u8] = b"caf\xe9 \xff\xfe.eml";
-
-/// The items of `repo-2`: (root number, folder path, name, flags, bytes).
-fn repo2_items() -> Vec<(u32, Vec<&'static str>, String, u32, Vec<u8>)> {
-    let long_a = "x".repeat(246) + "a.eml";
-    let long_b = "x".repeat(246) + "b.eml";
-    let mut big = vec![0u8; 300 * 1024];
-    blake3::Hasher::new_derive_key("exarch test vector 2 big item").finalize_xof().fill(&mut big);
-    let mut v: Vec<(u32, Vec<&str>, String, u32, Vec<u8>)> = [
-        (0, vec!["Inbox"], "a:b.eml"),
-        (0, vec!["Inbox"], "a_b.eml"),
-        (0, vec!["Inbox"], "A_B.eml"),
-        (0, vec!["Inbox"], "CON"),
-        (0, vec!["Inbox"], "com1.txt"),
-        (0, vec!["Inbox"], "trailing."),
-        (0, vec!["Inbox"], "trailing_"),
-        (0, vec!["Inbox"], "tab\there"),
-        (0, vec!["Inbox"], ".."),
-        (0, vec!["Inbox"], ""),
-        (0, vec!["Inbox"], "\u{c9}clair.eml"),
-        (0, vec!["Inbox"], "\u{e9}clair.eml"),
-        (0, vec!["Inbox"], NOT_UTF8_PLACEHOLDER),
-        (0, vec!["In:box"], "same.eml"),
-        (0, vec!["In_box"], "same.eml"),
-        (0, vec![".exarch-tmp"], "0.partial"),
-        (0, vec!["nul.d", "deeper"], "x"),
-        (0, vec![], "tiny.txt"),
-        (1, vec![], "tiny.txt"),
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, (root, dirs, name))| (root, dirs, name.to_string(), 0, format!("item {i}: {name}\n").into_bytes()))
-    .collect();
-    v.push((0, vec!["Inbox"], long_a, 0, b"long a".to_vec()));
-    v.push((0, vec!["Inbox"], long_b, 0, b"long b".to_vec()));
-    v.push((0, vec!["Inbox"], "associated.cfg".into(), 1, b"<view settings/>".to_vec()));
-    v.push((0, vec!["Inbox"], "empty.eml".into(), 0, Vec::new()));
-    v.push((0, vec!["Attachments"], "big.bin".into(), 0, big));
-    v
-}
-
-/// `repo-2`: a slot from a non-ASCII passphrase file, one snapshot by the directory-source rules
-/// of SPEC §10.3 whose names exercise §13.1, with empty strings and vectors wherever a field can
-/// be empty, a second root folder and an associated item.
-fn generate2(dir: &Path) {
-    use exarch_archive::manifest::{Manifest, NO_PARENT};
-    let storage: Arc<dyn exarch_archive::Storage> = {
-        let s = LocalStorage::new(dir);
-        s.create_layout().unwrap();
-        Arc::new(s)
-    };
-    let ctx = Context {
-        entropy: Entropy::deterministic_for_tests(SEED),
-        cache_root: dir.join("../vector-cache-2"),
-        host: String::new(),
-        lease_secs: 60,
-    };
-    let mut cfg = Config::new(String::new());
-    cfg.chunker = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
-    cfg.pack_size = 64 * 1024;
-    cfg.zstd_level = 3;
-    let opts =
-        InitOptions { kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 }, label: String::new(), config: Some(cfg) };
-    let passphrase = exarch_archive::passphrase::first_line(PASSPHRASE_2_FILE);
-    let repo = Repository::init(storage, passphrase.as_bytes(), opts, ctx).unwrap();
-    let index = repo.index().unwrap();
-    let opts = BackupOptions {
-        mailbox: "names@example.com".into(),
-        source: "dir:/vectors/names".into(),
-        time_ms: 1_795_500_000_000,
-        parent: None,
-        run_id: [7; 16],
-        workers: 1,
-        lock: exarch_archive::lock::LockWatch::unlocked(),
-    };
-    let mut b = Backup::start(&repo, Arc::new(index), opts).unwrap();
-    let second_root = b.folder(NO_PARENT, "", "", "");
-    for (n, (root, dirs, name, flags, data)) in repo2_items().into_iter().enumerate() {
-        let folder = if root == 0 { b.folder_path(&dirs) } else { second_root };
-        let mut rel = dirs.join("/");
-        if !rel.is_empty() {
-            rel.push('/');
-        }
-        rel.push_str(&name);
-        let mtime_ns = 1_790_000_000_123_456_789i64 + n as i64 * 1_000_000_007;
-        let meta = ItemMeta {
-            folder,
-            name: name.clone(),
-            source_id: rel,
-            change_key: format!("{}:{mtime_ns}:{}:{}", data.len(), mtime_ns + 5, 1000 + n),
-            item_class: "file".into(),
-            subject: name,
-            sender: String::new(),
-            received_ms: mtime_ns / 1_000_000,
-            flags,
-        };
-        b.add_item(meta, data).unwrap();
-    }
-    let (id, _) = b.finish().unwrap();
-    // A foreign writer's name that is not UTF-8 (exarch's own sources never write one).
-    let snap = repo.load_snapshot(&id).unwrap();
-    let mut manifest: Manifest = snap.to_manifest().unwrap();
-    for it in manifest.items.iter_mut().filter(|it| it.name == NOT_UTF8_PLACEHOLDER.as_bytes()) {
-        it.name = NOT_UTF8.to_vec();
-        it.subject = NOT_UTF8.to_vec();
-    }
-    let (new_id, bytes) = exarch_archive::snapshot::encode(
-        repo.keys(),
-        &repo.context().entropy,
-        repo.config().zstd_level,
-        snap.summary.clone(),
-        manifest,
-        exarch_archive::manifest_pages::PAGE_ITEMS,
-    )
-    .unwrap();
-    repo.storage().put(exarch_archive::FileKind::Snapshot, &new_id.to_hex(), &bytes).unwrap();
-    repo.storage().delete(exarch_archive::FileKind::Snapshot, &id.to_hex()).unwrap();
-    let _ = std::fs::remove_dir_all(dir.join("../vector-cache-2"));
 }
 
 fn assert_same_files(fresh: &Path, committed: &Path) {
@@ -290,6 +68,22 @@ fn regenerated_repository_is_byte_identical() {
         }
     }
     assert_same_files(&fresh2, &committed2);
+    let fresh3 = t.path().join("repo-3");
+    generate3(&fresh3);
+    let committed3 = vectors().join("repo-3");
+    if regenerate() {
+        let _ = std::fs::remove_dir_all(&committed3);
+        generate3(&committed3);
+        let expected = vectors().join("expected/repo-3");
+        let _ = std::fs::remove_dir_all(&expected);
+        let (snaps, _) = independent::read_snaps(&committed3, PASSPHRASE);
+        for (path, data) in independent::extract_paths(&snaps[0].1) {
+            let p = expected.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+    }
+    assert_same_files(&fresh3, &committed3);
 }
 
 fn snapshot_ids_by_time(env: &util::Env, repo: &str, passphrase: &str) -> Vec<String> {
@@ -339,8 +133,29 @@ fn cli_extracts_the_expected_files() {
     let r = with_file(&["extract", "--repo", rs, "latest", "--to", out.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     util::assert_same_tree(&vectors().join("expected/repo-2"), &out);
+    // repo-3: a paged manifest (version 2) verifies, lists and extracts
+    let repo = copy_of(&env, "repo-3");
+    let rs = repo.to_str().unwrap();
+    let run = |args: &[&str]| env.cmd(args).env("EXARCH_PASSWORD", PASSPHRASE).output().unwrap();
+    let r = run(&["verify", "--repo", rs, "--read-data"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = run(&["ls", "--repo", rs, "latest"]);
+    let listed = String::from_utf8_lossy(&r.stdout);
+    let names: Vec<&str> = listed.lines().filter_map(|l| l.split("  ").find(|f| f.contains(".eml"))).collect();
+    assert_eq!(names.len(), 7, "{listed}");
+    assert!(listed.contains("SKIPPED  Inbox  AAMkPagedSkipped="), "{listed}");
+    let r = run(&["ls", "--repo", rs, "latest", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let json_names: Vec<&str> = v["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(json_names, (0..7).map(|k| format!("item-{k}.eml")).collect::<Vec<_>>());
+    let out = env.path("out-3");
+    let r = run(&["extract", "--repo", rs, "latest", "--to", out.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    util::assert_same_tree(&vectors().join("expected/repo-3"), &out);
 }
 
+#[path = "format_vectors/generate.rs"]
+mod generate;
 #[path = "format_vectors/independent.rs"]
 mod independent;
 
@@ -349,6 +164,15 @@ fn independent_reader_follows_the_spec() {
     let (snaps, trace1) = independent::read(&vectors().join("repo"), PASSPHRASE);
     let passphrase2 = independent::passphrase_from_file(PASSPHRASE_2_FILE.as_bytes());
     let (snaps2, trace2) = independent::read_snaps(&vectors().join("repo-2"), &passphrase2);
+    let (snaps3, trace3) = independent::read_snaps(&vectors().join("repo-3"), PASSPHRASE);
+    assert_eq!(trace3["snapshots"][0]["manifest_version"], 2, "repo-3 holds a paged manifest");
+    let pages: Vec<u64> = trace3["snapshots"][0]["paged_manifest"]["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["items"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pages, vec![0, 3, 3, 1]);
     // §7's gear table and the cuts of a 1 MiB stream under repo's seed and sizes
     let mut stream = vec![0u8; 1 << 20];
     blake3::Hasher::new_derive_key("exarch test vector chunker stream").finalize_xof().fill(&mut stream);
@@ -367,9 +191,11 @@ fn independent_reader_follows_the_spec() {
         expected_dirs.insert(s["id"].as_str().unwrap().into(), format!("expected/snapshot-{}", n + 1).into());
     }
     expected_dirs.insert(snaps2[0].1.id.clone(), "expected/repo-2".into());
+    expected_dirs.insert(snaps3[0].1.id.clone(), "expected/repo-3".into());
     let trace = serde_json::json!({
         "repo": trace1,
         "repo-2": trace2,
+        "repo-3": trace3,
         "expected_dirs": expected_dirs,
         "passphrase_nfc": {
             "file_bytes_hex": hex::encode(PASSPHRASE_2_FILE.as_bytes()),
@@ -404,6 +230,12 @@ fn independent_reader_follows_the_spec() {
     let expected = util::tree(&vectors().join("expected/repo-2"));
     assert_eq!(written.len(), repo2_items().len());
     assert_eq!(written.len(), expected.len());
+    for (k, v) in &expected {
+        assert_eq!(written.get(k), Some(v), "{k}");
+    }
+    let written = independent::extract_paths(&snaps3[0].1);
+    let expected = util::tree(&vectors().join("expected/repo-3"));
+    assert_eq!((written.len(), expected.len()), (7, 7));
     for (k, v) in &expected {
         assert_eq!(written.get(k), Some(v), "{k}");
     }

@@ -442,8 +442,14 @@ impl<'r> Backup<'r> {
             host: ctx.host.as_bytes().to_vec(),
         };
         let manifest = std::mem::take(&mut self.manifest);
-        let (id, bytes) =
-            snapshot::encode(self.repo.keys(), &ctx.entropy, self.repo.config().zstd_level, summary, manifest, self.page_items)?;
+        let (id, bytes) = snapshot::encode(
+            self.repo.keys(),
+            &ctx.entropy,
+            self.repo.config().zstd_level,
+            summary,
+            manifest,
+            self.page_items,
+        )?;
         self.opts.lock.check()?;
         self.repo.storage().put(FileKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok((id, self.stats.clone()))

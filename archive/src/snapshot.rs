@@ -11,7 +11,9 @@ use crate::crypto::{Entropy, Keys};
 use crate::envelope::{open_section, open_section_into, seal_section};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::manifest::{ArchivedFolder, ArchivedItem, ArchivedManifest, ArchivedSkipped, Manifest, Summary, MANIFEST_VERSION};
+use crate::manifest::{
+    ArchivedFolder, ArchivedItem, ArchivedManifest, ArchivedSkipped, Manifest, Summary, MANIFEST_VERSION,
+};
 use crate::manifest_check::{check_head_page, check_item_page, check_manifest, Broken};
 use crate::manifest_pages::{self as pages, PageTable};
 use crate::storage::{FileKind, Storage};
@@ -387,7 +389,8 @@ fn open_table<'b>(
 /// The sealed bytes of page `k` at the start of `at`, checked against the table's hash.
 fn sealed_page<'b>(table: &PageTable, k: usize, at: &'b [u8], what: &str) -> Result<&'b [u8]> {
     let e = &table.pages[k];
-    let sealed = at.get(..e.sealed_len as usize).ok_or_else(|| Error::damaged(what, format!("page {k} is truncated")))?;
+    let sealed =
+        at.get(..e.sealed_len as usize).ok_or_else(|| Error::damaged(what, format!("page {k} is truncated")))?;
     if *blake3::hash(sealed).as_bytes() != e.hash {
         return Err(Error::damaged(what, format!("page {k} does not match its page table entry")));
     }
@@ -414,7 +417,10 @@ fn open_item_page(
     let (page, counts) = Page::open(keys, &pages::page_aad(k as u32), sealed, &what, |b| check_item_page(b, nf))?;
     if counts.0 != table.pages[k].items as u64 {
         let e = format!("the page table says {} item(s), the page holds {}", table.pages[k].items, counts.0);
-        return Err(Error::damaged(what, crate::manifest_check::broken(crate::manifest_check::Rule::PageTable, e).to_string()));
+        return Err(Error::damaged(
+            what,
+            crate::manifest_check::broken(crate::manifest_check::Rule::PageTable, e).to_string(),
+        ));
     }
     Ok((page, counts))
 }
@@ -596,7 +602,10 @@ mod tests {
         assert_eq!(snap.summary.version, pages::VERSION_PAGED);
         assert_eq!(snap.item_count(), 10);
         let names = |it: &ArchivedItem| String::from_utf8(it.name.to_vec()).unwrap();
-        assert_eq!((0..10).map(|k| names(snap.item(k))).collect::<Vec<_>>(), snap.items().map(names).collect::<Vec<_>>());
+        assert_eq!(
+            (0..10).map(|k| names(snap.item(k))).collect::<Vec<_>>(),
+            snap.items().map(names).collect::<Vec<_>>()
+        );
         assert_eq!(names(snap.item(9)), "9");
         assert_eq!((snap.folders().len(), snap.skipped().len(), snap.source_state()), (2, 1, &b"state"[..]));
         assert_eq!(snap.to_manifest().unwrap(), manifest);

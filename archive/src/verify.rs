@@ -209,11 +209,8 @@ pub fn verify(repo: &Repository, read_data: ReadData) -> Result<Report> {
     }
     // A marked pack in no index is one a prune has proven unneeded and will delete.
     let marked = crate::prune::marked_packs(repo)?;
-    let mut unindexed: Vec<String> = pack_sizes
-        .keys()
-        .filter(|p| !indexed_packs.contains(p) && !marked.contains(p))
-        .map(|p| p.to_hex())
-        .collect();
+    let mut unindexed: Vec<String> =
+        pack_sizes.keys().filter(|p| !indexed_packs.contains(p) && !marked.contains(p)).map(|p| p.to_hex()).collect();
     unindexed.sort();
     report.unindexed_packs = unindexed;
 

@@ -94,8 +94,7 @@ fn shared_repeated_and_damaged_chunks() {
     for threads in [1, 3] {
         let out = t.path().join(format!("out-{threads}"));
         let (stats, failures) =
-            extract(&repo, &index, &snap, &out, &ExtractOptions { overwrite: false, threads }, &|_| {})
-                .unwrap();
+            extract(&repo, &index, &snap, &out, &ExtractOptions { overwrite: false, threads }, &|_| {}).unwrap();
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(stats.items, 7);
         assert_eq!(files(&out), want);
@@ -117,8 +116,7 @@ fn shared_repeated_and_damaged_chunks() {
     std::fs::write(&pack_path, bytes).unwrap();
     let out = t.path().join("out-damaged");
     let (stats, failures) =
-        extract(&repo, &index, &snap, &out, &ExtractOptions { overwrite: false, threads: 2 }, &|_| {})
-            .unwrap();
+        extract(&repo, &index, &snap, &out, &ExtractOptions { overwrite: false, threads: 2 }, &|_| {}).unwrap();
     let mut failed: Vec<String> = failures.iter().map(|f| f.path.clone()).collect();
     failed.sort();
     let mut holders = holders;

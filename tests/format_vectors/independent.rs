@@ -296,15 +296,62 @@ pub fn read_snaps(repo: &Path, passphrase: &str) -> (Vec<(HashMap<String, Vec<u8
         let counts: Vec<u64> = (0..3)
             .map(|k| u64::from_le_bytes(summary[root + 8 + 8 * k..root + 16 + 8 * k].try_into().unwrap()))
             .collect();
-        assert_eq!(&summary[root + 52..root + 84], blake3::hash(sealed_manifest).as_bytes());
+        let version = u32le(&summary, root + 32);
         let mailbox = text(&bytes_at(&summary, root + 92));
-        let m = unflag(&open(&enc, b"EXRSNAP1\x02", sealed_manifest));
-        check_manifest(&m);
+        // The head (folders, skipped) and the buffers holding items: version 1 has one manifest
+        // section for everything; version 2 a page table, a head page and item pages (§10.4).
+        let (head, item_pages, paged_trace) = match version {
+            1 => {
+                assert_eq!(&summary[root + 52..root + 84], blake3::hash(sealed_manifest).as_bytes());
+                let m = unflag(&open(&enc, b"EXRSNAP1\x02", sealed_manifest));
+                check_manifest(&m);
+                (m.clone(), vec![m], None)
+            }
+            2 => {
+                let tlen = u32le(sealed_manifest, 0) as usize;
+                let sealed_table = &sealed_manifest[4..4 + tlen];
+                assert_eq!(&summary[root + 52..root + 84], blake3::hash(sealed_table).as_bytes());
+                let table = unflag(&open(&enc, b"EXRSNAP1\x03", sealed_table));
+                let count = u32le(&table, 0) as usize;
+                assert!(count >= 2 && table.len() == 4 + 40 * count, "P3");
+                let mut at = 4 + tlen;
+                let mut pages = Vec::new();
+                let mut page_trace = Vec::new();
+                for k in 0..count {
+                    let e = &table[4 + 40 * k..4 + 40 * (k + 1)];
+                    let (len, items) = (u32le(e, 0) as usize, u32le(e, 4) as usize);
+                    let sealed = &sealed_manifest[at..at + len];
+                    assert_eq!(blake3::hash(sealed).as_bytes(), &e[8..40]);
+                    let mut aad = b"EXRSNAP1\x04".to_vec();
+                    aad.extend_from_slice(&(k as u32).to_le_bytes());
+                    let page = unflag(&open(&enc, &aad, sealed));
+                    check_manifest(&page);
+                    let r = page.len() - 32;
+                    let n = [0, 8, 16, 24].map(|o| vec_at(&page, r + o, 1).1);
+                    if k == 0 {
+                        assert_eq!((n[1], items), (0, 0), "P1");
+                    } else {
+                        assert!(n[0] == 0 && n[2] == 0 && n[3] == 0 && n[1] >= 1 && n[1] == items, "P2, P3");
+                    }
+                    page_trace.push(serde_json::json!({"items": items, "section_blake3": hex::encode(&e[8..40]),
+                        "nonce": hex::encode(&sealed[..24])}));
+                    pages.push(page);
+                    at += len;
+                }
+                assert_eq!(at, sealed_manifest.len(), "the file ends after the last page");
+                let head = pages.remove(0);
+                let t = serde_json::json!({"table_section_blake3": blake3::hash(sealed_table).to_hex().to_string(),
+                    "table_nonce": hex::encode(&sealed_table[..24]), "pages": page_trace});
+                (head, pages, Some(t))
+            }
+            v => panic!("manifest version {v} is not in the spec"),
+        };
+        let m = &head;
         let root = m.len() - 32;
-        let (fs, nf) = vec_at(&m, root, 28);
+        let (fs, nf) = vec_at(m, root, 28);
         let folder = |i: usize| -> (u32, String) {
             let at = fs + 28 * i;
-            (u32le(&m, at), text(&bytes_at(&m, at + 4)))
+            (u32le(m, at), text(&bytes_at(m, at + 4)))
         };
         // T1, T2: folder 0 is a root; every chain of parents reaches a root
         assert!(nf >= 1 && folder(0).0 == u32::MAX);
@@ -321,14 +368,23 @@ pub fn read_snaps(repo: &Path, passphrase: &str) -> (Vec<(HashMap<String, Vec<u8
             parts.reverse();
             parts
         };
-        let (is, ni) = vec_at(&m, root + 8, 112);
+        // every item, across pages in order: (page, offset of the item)
+        let slots: Vec<(usize, usize)> = item_pages
+            .iter()
+            .enumerate()
+            .flat_map(|(p, page)| {
+                let (is, ni) = vec_at(page, page.len() - 32 + 8, 112);
+                (0..ni).map(move |k| (p, is + 112 * k))
+            })
+            .collect();
+        let ni = slots.len();
         let id = name_of(&f);
         let mut files = HashMap::new();
         let mut snap = Snap { id: id.clone(), mailbox, folders: (0..nf).map(folder).collect(), items: Vec::new() };
         let mut items_trace = Vec::new();
         let mut total = 0u64;
-        for k in 0..ni {
-            let at = is + 112 * k;
+        for &(p, at) in &slots {
+            let m = &item_pages[p][..];
             let size = u64::from_le_bytes(m[at + 8..at + 16].try_into().unwrap()) as usize;
             total += size as u64;
             let mut path = path_of(u32le(&m, at + 16));
@@ -384,19 +440,25 @@ pub fn read_snaps(repo: &Path, passphrase: &str) -> (Vec<(HashMap<String, Vec<u8
             files.insert(path.join("/"), data);
         }
         // T4: the summary's counts are the manifest's
-        let (_, nskipped) = vec_at(&m, root + 16, 20);
+        let (_, nskipped) = vec_at(m, root + 16, 20);
         assert_eq!(counts, vec![ni as u64, total, nskipped as u64], "T4");
-        snap_trace.push((
-            time,
-            serde_json::json!({
-                "id": id, "time_ms": time,
-                "summary_section_blake3": blake3::hash(sealed_summary).to_hex().to_string(),
-                "manifest_section_blake3": blake3::hash(sealed_manifest).to_hex().to_string(),
-                "summary_nonce": hex::encode(&sealed_summary[..24]),
-                "manifest_nonce": hex::encode(&sealed_manifest[..24]),
-                "items": items_trace,
-            }),
-        ));
+        let mut t = serde_json::json!({
+            "id": id, "time_ms": time,
+            "summary_section_blake3": blake3::hash(sealed_summary).to_hex().to_string(),
+            "summary_nonce": hex::encode(&sealed_summary[..24]),
+            "items": items_trace,
+        });
+        match paged_trace {
+            None => {
+                t["manifest_section_blake3"] = blake3::hash(sealed_manifest).to_hex().to_string().into();
+                t["manifest_nonce"] = hex::encode(&sealed_manifest[..24]).into();
+            }
+            Some(p) => {
+                t["manifest_version"] = 2.into();
+                t["paged_manifest"] = p;
+            }
+        }
+        snap_trace.push((time, t));
         snaps.push((time, files, snap));
     }
     snaps.sort_by_key(|s| s.0);
