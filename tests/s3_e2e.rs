@@ -246,7 +246,7 @@ fn logged_requests(log: &std::path::Path) -> serde_json::Value {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["message"] == "object store requests")
-        .last();
+        .next_back();
     last.unwrap_or_else(|| panic!("no request counts logged: {text}"))
 }
 

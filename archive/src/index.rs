@@ -46,7 +46,7 @@ pub struct BlobLocation {
 
 /// Encodes one repository index file's body (before sealing). Sorts `locs` by id.
 pub fn encode_index(locs: &mut [BlobLocation]) -> Vec<u8> {
-    locs.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
+    locs.sort_by_key(|a| a.entry.id);
     let mut packs: Vec<Id> = locs.iter().map(|l| l.pack).collect();
     packs.sort();
     packs.dedup();
@@ -391,7 +391,7 @@ struct RunFile {
 
 impl RunFile {
     fn write(dir: &Path, batch: &mut Vec<BlobLocation>) -> Result<RunFile> {
-        batch.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
+        batch.sort_by_key(|a| a.entry.id);
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd).expect("randomness");
         let path = dir.join(format!("run.{}.{}.tmp", std::process::id(), hex::encode(rnd)));
@@ -477,6 +477,10 @@ fn write_merged(tmp: &Path, base: Option<&IndexTable>, runs: &[RunFile], covers:
     f.write_all(&sum).map_err(io)?;
     f.sync_all().map_err(io)?;
     Ok(())
+}
+
+fn at(s: &[u8], i: usize) -> Option<&[u8]> {
+    s.get(i * TABLE_ENTRY..(i + 1) * TABLE_ENTRY)
 }
 
 #[cfg(test)]
@@ -569,8 +573,4 @@ mod tests {
         let err = read_index_file(&s, &keys, &id.to_hex()).unwrap_err();
         assert_eq!(err.class(), crate::ErrorClass::Damage);
     }
-}
-
-fn at(s: &[u8], i: usize) -> Option<&[u8]> {
-    s.get(i * TABLE_ENTRY..(i + 1) * TABLE_ENTRY)
 }

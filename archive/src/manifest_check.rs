@@ -171,7 +171,7 @@ impl Walk<'_> {
     }
 
     fn root(buf: &[u8], size: usize, align: usize, what: &str, inner: impl FnOnce(&mut Walk) -> Check) -> Check {
-        if buf.len() < size || (buf.len() - size) % align != 0 {
+        if buf.len() < size || !(buf.len() - size).is_multiple_of(align) {
             return Err(broken(
                 Rule::Root,
                 format!(
@@ -292,7 +292,7 @@ fn check_tables(buf: &[u8]) -> Result<(u64, u64, u64), Broken> {
             ));
         }
     }
-    Ok((ni as u64, bytes, ns as u64))
+    Ok((ni, bytes, ns as u64))
 }
 
 /// `(pointer target, length)` of the vector field at `field`, in a buffer whose layout passed.

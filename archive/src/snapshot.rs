@@ -359,10 +359,10 @@ impl Snapshot {
 /// Opens a version 2 page table from `rest` (the bytes after the summary, or a prefix of them;
 /// `more(n)` must then return at least the first `n` bytes). Returns the table and the offset in
 /// `rest` where page 0 starts.
-fn open_table<'b>(
+fn open_table(
     keys: &Keys,
     summary: &Summary,
-    rest: &'b [u8],
+    rest: &[u8],
     more: impl FnOnce(usize) -> Result<Vec<u8>>,
     what: &str,
 ) -> Result<(PageTable, usize)> {

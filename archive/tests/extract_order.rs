@@ -106,7 +106,7 @@ fn shared_repeated_and_damaged_chunks() {
     let first_chunk = exarch_archive::Id(snap.item(0).chunks[1]);
     let holders: Vec<String> = snap
         .items()
-        .filter(|it| it.chunks.iter().any(|c| *c == first_chunk.0))
+        .filter(|it| it.chunks.contains(&first_chunk.0))
         .map(|it| format!("Inbox/{}", String::from_utf8_lossy(&it.name)))
         .collect();
     let loc = index.get(&first_chunk).unwrap();

@@ -223,7 +223,7 @@ impl Simulator {
                                 let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
                                 msgs.push_str(&ok_message("ExportItems", &format!("<m:ItemId Id=\"{}\" ChangeKey=\"{}\"/><m:Data>{data}</m:Data>", escape(&it.id), escape(&it.change_key))));
                             }
-                            Err(e) => msgs.push_str(&format!("<m:ExportItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>{}</m:MessageText><m:ResponseCode>ErrorInternalServerError</m:ResponseCode></m:ExportItemsResponseMessage>", escape(&e.to_string()))),
+                            Err(e) => msgs.push_str(&format!("<m:ExportItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>{}</m:MessageText><m:ResponseCode>ErrorInternalServerError</m:ResponseCode></m:ExportItemsResponseMessage>", escape(e.to_string()))),
                         },
                         None => msgs.push_str(&format!("<m:ExportItemsResponseMessage ResponseClass=\"Error\"><m:MessageText>The specified object was not found in the store. ({})</m:MessageText><m:ResponseCode>ErrorItemNotFound</m:ResponseCode></m:ExportItemsResponseMessage>", escape(*id))),
                     }

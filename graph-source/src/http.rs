@@ -388,6 +388,22 @@ fn error_reply(ep: Endpoint, resp: reqwest::blocking::Response) -> GraphError {
     }
 }
 
+/// One debug line per request: endpoint, mailbox, HTTP status (or the failure) and time to the
+/// reply's headers. Never a URL's query, a header or a body: they carry tokens and mail.
+fn log_request(
+    ep: Endpoint,
+    mailbox: &str,
+    sent: &Result<reqwest::blocking::Response, reqwest::Error>,
+    started: Instant,
+) {
+    let ms = started.elapsed().as_millis() as u64;
+    let op = ep.name();
+    match sent {
+        Ok(r) => tracing::debug!(op, mailbox, status = r.status().as_u16(), ms, "Graph request"),
+        Err(e) => tracing::debug!(op, mailbox, error = %plain(e), ms, "Graph request failed"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,21 +471,5 @@ mod tests {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
-    }
-}
-
-/// One debug line per request: endpoint, mailbox, HTTP status (or the failure) and time to the
-/// reply's headers. Never a URL's query, a header or a body: they carry tokens and mail.
-fn log_request(
-    ep: Endpoint,
-    mailbox: &str,
-    sent: &Result<reqwest::blocking::Response, reqwest::Error>,
-    started: Instant,
-) {
-    let ms = started.elapsed().as_millis() as u64;
-    let op = ep.name();
-    match sent {
-        Ok(r) => tracing::debug!(op, mailbox, status = r.status().as_u16(), ms, "Graph request"),
-        Err(e) => tracing::debug!(op, mailbox, error = %plain(e), ms, "Graph request failed"),
     }
 }

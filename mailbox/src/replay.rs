@@ -448,7 +448,7 @@ fn reconcile(
     for (folder, keys) in by_folder {
         let listing = Listing::new(p.source.list_folder(&p.target, folder)?);
         for k in keys {
-            match listing.claim(&p.m.item(k as usize), &mut claimed) {
+            match listing.claim(p.m.item(k as usize), &mut claimed) {
                 Some(id) => found.push((k, id)),
                 None => missing.push((k, folder.to_string())),
             }

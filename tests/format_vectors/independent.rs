@@ -159,7 +159,7 @@ impl Walk<'_> {
 }
 
 fn check_layout(b: &[u8], root_size: usize, root_align: usize, fields: &dyn Fn(&mut Walk, usize)) {
-    assert!(b.len() >= root_size && (b.len() - root_size) % root_align == 0, "L1");
+    assert!(b.len() >= root_size && (b.len() - root_size).is_multiple_of(root_align), "L1");
     let mut w = Walk { b, lo: 0, hi: b.len() };
     let r = b.len() - root_size;
     w.claim(r as i64, root_size, root_align, |w| fields(w, r));
@@ -387,9 +387,9 @@ pub fn read_snaps(repo: &Path, passphrase: &str) -> (Vec<(HashMap<String, Vec<u8
             let m = &item_pages[p][..];
             let size = u64::from_le_bytes(m[at + 8..at + 16].try_into().unwrap()) as usize;
             total += size as u64;
-            let mut path = path_of(u32le(&m, at + 16));
-            path.push(text(&bytes_at(&m, at + 56)));
-            let (cs, nc) = vec_at(&m, at + 104, 32);
+            let mut path = path_of(u32le(m, at + 16));
+            path.push(text(&bytes_at(m, at + 56)));
+            let (cs, nc) = vec_at(m, at + 104, 32);
             let mut data = Vec::new();
             let mut ids = Vec::new();
             for c in 0..nc {
@@ -435,7 +435,7 @@ pub fn read_snaps(repo: &Path, passphrase: &str) -> (Vec<(HashMap<String, Vec<u8
             items_trace
                 .push(serde_json::json!({"path": path.join("/"), "blob_hash": hex::encode(&m[at + 24..at + 56])}));
             let name = path.pop().unwrap();
-            snap.items.push((u32le(&m, at + 16), name.clone(), data.clone()));
+            snap.items.push((u32le(m, at + 16), name.clone(), data.clone()));
             path.push(name);
             files.insert(path.join("/"), data);
         }

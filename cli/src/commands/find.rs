@@ -8,7 +8,7 @@ use super::when::parse_date;
 use crate::args::{FindArgs, Global};
 use crate::usage;
 use anyhow::Result;
-use exarch_archive::manifest::{text, NO_TIME};
+use exarch_archive::manifest::{text, ArchivedItem, NO_TIME};
 use exarch_archive::time::format_unix_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -64,20 +64,22 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
         if a.mailbox.as_ref().is_some_and(|m| *m != mailbox) {
             continue;
         }
-        let snap = match repo.load_snapshot(&info.id) {
-            Ok(s) => s,
+        // Page by page (SPEC §10.4): one page of a large snapshot in memory at a time.
+        let warn = |e: &dyn std::fmt::Display| {
+            let msg = format!("warning: snapshot {} cannot be read ({e}); `exarch verify` says more", info.id.short());
+            crate::logging::warn(true, &msg);
+        };
+        let mut reader = match repo.page_reader(&info.id) {
+            Ok(r) => r,
             Err(e) => {
-                crate::logging::warn(
-                    true,
-                    &format!("warning: snapshot {} cannot be read ({e}); `exarch verify` says more", info.id.short()),
-                );
+                warn(&e);
                 damaged += 1;
                 continue;
             }
         };
-        let m = &snap;
+        let head = reader.head();
         // Folder paths, worked out once per folder.
-        let paths: Vec<String> = (0..m.folders().len() as u32).map(|f| m.folder_path(f).join("/")).collect();
+        let paths: Vec<String> = (0..head.folders.len() as u32).map(|f| head.folder_path(f).join("/")).collect();
         let folder_ok: Vec<bool> = paths
             .iter()
             .map(|p| {
@@ -87,7 +89,7 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
                 })
             })
             .collect();
-        for it in m.items() {
+        let mut visit = |it: &ArchivedItem| {
             let f = it.folder.to_native() as usize;
             let received = it.received_ms.to_native();
             let hit = folder_ok.get(f).copied().unwrap_or(false)
@@ -99,7 +101,7 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
                 && since.is_none_or(|t| received != NO_TIME && received >= t)
                 && until.is_none_or(|t| received != NO_TIME && received < t);
             if !hit {
-                continue;
+                return;
             }
             let key = (mailbox.clone(), paths.get(f).cloned().unwrap_or_default(), text(&it.name).into_owned());
             let (id, t) = (info.id.to_hex(), summary.time_ms);
@@ -125,6 +127,16 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
             }
             if t < e.first_ms {
                 (e.first_ms, e.first_snapshot, e.first_time) = (t, id, format_unix_ms(t));
+            }
+        };
+        head.items.iter().for_each(&mut visit);
+        while let Some(page) = reader.next_page() {
+            match page {
+                Ok(page) => page.manifest().items.iter().for_each(&mut visit),
+                Err(e) => {
+                    warn(&e);
+                    damaged += 1;
+                }
             }
         }
     }

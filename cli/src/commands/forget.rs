@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: ForgetArgs) -> Result<()> {
             crate::logging::out(&format!("{verb} snapshot {} {} {}", &r.id[..8], r.mailbox, r.time));
         }
         if !a.dry_run {
-            crate::logging::out(&format!("their data is freed by the next `exarch prune`"));
+            crate::logging::out("their data is freed by the next `exarch prune`");
         }
     }
     Ok(())

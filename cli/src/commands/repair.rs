@@ -71,7 +71,7 @@ fn snapshots(g: &Global, dry_run: bool) -> Result<()> {
     }
     if !g.quiet {
         if removed.is_empty() {
-            crate::logging::out(&format!("every snapshot opens; nothing to remove"));
+            crate::logging::out("every snapshot opens; nothing to remove");
         }
         let verb = if dry_run { "would remove" } else { "removed" };
         for (id, why) in &damaged {

@@ -84,10 +84,10 @@ pub fn print_report(r: &Report, no_key: bool) {
         ));
     }
     if r.is_clean() {
-        crate::logging::out(&format!("no damage found"));
+        crate::logging::out("no damage found");
         return;
     }
-    crate::logging::out(&format!("DAMAGE:"));
+    crate::logging::out("DAMAGE:");
     for p in &r.problems {
         crate::logging::out(&format!("  {} {}: {}", p.kind, p.id, p.detail));
     }
