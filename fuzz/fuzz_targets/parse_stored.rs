@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
-    match which % 7 {
+    match which % 9 {
         0 => {
             let _ = exarch_archive::index::decode_index(rest, "fuzz");
         }
@@ -42,6 +42,23 @@ fuzz_target!(|data: &[u8]| {
         }
         5 => {
             let _ = exarch_archive::envelope::decompress(1, rest, None);
+        }
+        7 => {
+            // SPEC §10.4's page table: whatever parses keeps P3's promises
+            if let Ok(t) = exarch_archive::manifest_pages::PageTable::parse(rest) {
+                assert!(t.pages.len() >= 2 && t.pages[0].items == 0 && t.pages[1..].iter().all(|p| p.items > 0));
+                assert_eq!(exarch_archive::manifest_pages::PageTable::parse(&t.to_bytes()).as_ref(), Ok(&t));
+            }
+        }
+        8 => {
+            // an item page (P2, T3) against a folder count taken from the input
+            let Some((&nf, page)) = rest.split_first() else { return };
+            let mut v = rkyv::util::AlignedVec::<16>::new();
+            v.extend_from_slice(page);
+            let ours = exarch_archive::manifest_check::check_item_page(&v, nf as usize);
+            let head = exarch_archive::manifest_check::check_head_page(&v);
+            let rkyv_ok = rkyv::access::<ArchivedManifest, rkyv::rancor::Error>(&v).is_ok();
+            assert!((ours.is_err() && head.is_err()) || rkyv_ok, "the spec's rules accepted what rkyv refuses");
         }
         _ => {
             let n = rest.first().map_or(0, |b| *b as usize * 97);

@@ -87,9 +87,11 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
         None if repo.storage().is_remote() => super::threads(None).max(REMOTE_READERS),
         n => super::threads(n),
     };
-    let opts = ExtractOptions { overwrite: a.overwrite, threads };
     let many = a.run.is_some() || a.all_mailboxes || targets.len() > 1;
-    let mut done = Vec::new();
+    // Several snapshots: two at a time, each with half the readers, so that one snapshot's serial
+    // steps (opening its manifest, planning, its last run) overlap the other's reading and writing.
+    let lanes = if targets.len() > 1 && threads > 1 { 2 } else { 1 };
+    let opts = ExtractOptions { overwrite: a.overwrite, threads: (threads / lanes).max(1) };
     let mut unopened: Vec<ExtractFailure> = unreadable
         .iter()
         .map(|id| ExtractFailure {
@@ -98,25 +100,31 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
             damage: true,
         })
         .collect();
-    for t in targets {
-        let snap = match repo.load_snapshot(&t.id) {
-            Ok(s) => s,
-            // one snapshot in the command: its damage is the answer; several: the others go on
-            Err(e) if !many => return Err(e.into()),
-            Err(e) => {
-                unopened.push(ExtractFailure {
-                    path: format!("snapshot {}", t.id.to_hex()),
-                    damage: e.class() == exarch_archive::ErrorClass::Damage,
-                    error: e.to_string(),
-                });
-                continue;
-            }
-        };
-        let pb = progress(snap.summary.bytes, g.quiet, "extract");
-        let (stats, failures) = extract(&repo, &index, &snap, &t.to, &opts, &|n| pb.inc(n))?;
-        pb.finish_and_clear();
-        let mailbox = exarch_archive::manifest::text(&snap.summary.mailbox).into_owned();
-        done.push(Done { target: t, mailbox, stats, failures });
+    let sizes: std::collections::HashMap<Id, u64> =
+        repo.snapshots()?.into_iter().filter_map(|s| s.summary.ok().map(|m| (s.id, m.bytes))).collect();
+    let pb = progress(targets.iter().filter_map(|t| sizes.get(&t.id)).sum(), g.quiet, "extract");
+    let n = targets.len();
+    let queue = std::sync::Mutex::new(targets.into_iter().enumerate());
+    let outcomes: std::sync::Mutex<Vec<(usize, Outcome)>> = std::sync::Mutex::new(Vec::with_capacity(n));
+    std::thread::scope(|scope| {
+        for _ in 0..lanes {
+            scope.spawn(|| loop {
+                let Some((i, t)) = queue.lock().expect("queue").next() else { break };
+                let outcome = extract_one(&repo, &index, t, &opts, many, &|n| pb.inc(n));
+                outcomes.lock().expect("outcomes").push((i, outcome));
+            });
+        }
+    });
+    pb.finish_and_clear();
+    let mut outcomes = outcomes.into_inner().expect("outcomes");
+    outcomes.sort_by_key(|o| o.0);
+    let mut done = Vec::new();
+    for (_, o) in outcomes {
+        match o {
+            Outcome::Done(d) => done.push(d),
+            Outcome::Unopened(f) => unopened.push(f),
+            Outcome::Fatal(e) => return Err(e),
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     report(g, many, &a.to, &done, &unopened, secs)?;
@@ -135,6 +143,44 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
         }
     );
     Err(crate::Exit(if damage { crate::EXIT_DAMAGE } else { crate::EXIT_ERROR }, msg).into())
+}
+
+/// What became of one snapshot of the command.
+enum Outcome {
+    Done(Done),
+    /// It did not open; the other snapshots go on.
+    Unopened(ExtractFailure),
+    /// The command stops (the only snapshot did not open, or extraction itself failed).
+    Fatal(anyhow::Error),
+}
+
+fn extract_one(
+    repo: &Repository,
+    index: &exarch_archive::index::IndexTable,
+    t: Target,
+    opts: &ExtractOptions,
+    many: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Outcome {
+    let snap = match repo.load_snapshot(&t.id) {
+        Ok(s) => s,
+        // one snapshot in the command: its damage is the answer; several: the others go on
+        Err(e) if !many => return Outcome::Fatal(e.into()),
+        Err(e) => {
+            return Outcome::Unopened(ExtractFailure {
+                path: format!("snapshot {}", t.id.to_hex()),
+                damage: e.class() == exarch_archive::ErrorClass::Damage,
+                error: e.to_string(),
+            })
+        }
+    };
+    match extract(repo, index, &snap, &t.to, opts, progress) {
+        Ok((stats, failures)) => {
+            let mailbox = exarch_archive::manifest::text(&snap.summary.mailbox).into_owned();
+            Outcome::Done(Done { target: t, mailbox, stats, failures })
+        }
+        Err(e) => Outcome::Fatal(e.into()),
+    }
 }
 
 fn snapshot_json(d: &Done) -> serde_json::Value {
