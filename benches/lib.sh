@@ -26,7 +26,7 @@ col() { cut -d' ' -f"$1" "$work/$2" | median; }
 bench_fs() {
   local base=$1 gib=$2
   if [ "${EXARCH_BENCH_FS:-ext4}" = ext4 ] && [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null &&
-    fallocate -l "${gib}G" "$base/fs.img" && mkfs.ext4 -q -F "$base/fs.img" && mkdir -p "$base/fs" &&
+    fallocate -l "${gib}G" "$base/fs.img" && mkfs.ext4 -q -F -i 4096 "$base/fs.img" && mkdir -p "$base/fs" &&
     local dev && dev=$(losetup -f --show --direct-io=on "$base/fs.img") && mount "$dev" "$base/fs"; then
     echo "$base/fs"
   else

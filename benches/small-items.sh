@@ -33,14 +33,17 @@ for i in $(seq "$runs"); do
   measure r-ls restic -r "$work/r" ls latest
   cold
   measure x-extract "$exarch" extract --repo "$work/x" latest --to "$work/out/x" -q
+  rm -rf "$work/out"
   cold
   measure r-restore restic -r "$work/r" restore latest --target "$work/out/r" -q
+  rm -rf "$work/out"
   if [ "$have_borg" = 1 ]; then
     borg init -e repokey "$work/b" >/dev/null 2>&1
     warm "$work/corpus"
     measure b-create borg create "$work/b::one" "$work/corpus"
     cold
-    (cd "$work/out" && mkdir -p b && cd b && measure b-extract borg extract "$work/b::one")
+    mkdir -p "$work/out/b"
+    (cd "$work/out/b" && measure b-extract borg extract "$work/b::one")
   fi
   rm -rf "$work/out"
   # Let the file system finish freeing what was deleted before the next run's first measurement.

@@ -52,38 +52,26 @@ fn regenerated_repository_is_byte_identical() {
         let want = snapshot_items(n).len();
         assert_eq!(util::tree(&expected).len(), want);
     }
-    let fresh2 = t.path().join("repo-2");
-    generate2(&fresh2);
-    let committed2 = vectors().join("repo-2");
-    if regenerate() {
-        let _ = std::fs::remove_dir_all(&committed2);
-        generate2(&committed2);
-        let expected = vectors().join("expected/repo-2");
-        let _ = std::fs::remove_dir_all(&expected);
-        let (snaps, _) = independent::read_snaps(&committed2, PASSPHRASE_2_TYPED);
-        for (path, data) in independent::extract_paths(&snaps[0].1) {
-            let p = expected.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, data).unwrap();
+    for (name, generate, passphrase) in
+        [("repo-2", generate2 as fn(&Path), PASSPHRASE_2_TYPED), ("repo-3", generate3 as fn(&Path), PASSPHRASE)]
+    {
+        let fresh = t.path().join(name);
+        generate(&fresh);
+        let committed = vectors().join(name);
+        if regenerate() {
+            let _ = std::fs::remove_dir_all(&committed);
+            generate(&committed);
+            let expected = vectors().join("expected").join(name);
+            let _ = std::fs::remove_dir_all(&expected);
+            let (snaps, _) = independent::read_snaps(&committed, passphrase);
+            for (path, data) in independent::extract_paths(&snaps[0].1) {
+                let p = expected.join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, data).unwrap();
+            }
         }
+        assert_same_files(&fresh, &committed);
     }
-    assert_same_files(&fresh2, &committed2);
-    let fresh3 = t.path().join("repo-3");
-    generate3(&fresh3);
-    let committed3 = vectors().join("repo-3");
-    if regenerate() {
-        let _ = std::fs::remove_dir_all(&committed3);
-        generate3(&committed3);
-        let expected = vectors().join("expected/repo-3");
-        let _ = std::fs::remove_dir_all(&expected);
-        let (snaps, _) = independent::read_snaps(&committed3, PASSPHRASE);
-        for (path, data) in independent::extract_paths(&snaps[0].1) {
-            let p = expected.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, data).unwrap();
-        }
-    }
-    assert_same_files(&fresh3, &committed3);
 }
 
 fn snapshot_ids_by_time(env: &util::Env, repo: &str, passphrase: &str) -> Vec<String> {

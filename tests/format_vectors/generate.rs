@@ -153,25 +153,8 @@ pub fn repo2_items() -> Vec<(u32, Vec<&'static str>, String, u32, Vec<u8>)> {
 /// be empty, a second root folder and an associated item.
 pub fn generate2(dir: &Path) {
     use exarch_archive::manifest::{Manifest, NO_PARENT};
-    let storage: Arc<dyn exarch_archive::Storage> = {
-        let s = LocalStorage::new(dir);
-        s.create_layout().unwrap();
-        Arc::new(s)
-    };
-    let ctx = Context {
-        entropy: Entropy::deterministic_for_tests(SEED),
-        cache_root: dir.join("../vector-cache-2"),
-        host: String::new(),
-        lease_secs: 60,
-    };
-    let mut cfg = Config::new(String::new());
-    cfg.chunker = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
-    cfg.pack_size = 64 * 1024;
-    cfg.zstd_level = 3;
-    let opts =
-        InitOptions { kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 }, label: String::new(), config: Some(cfg) };
     let passphrase = exarch_archive::passphrase::first_line(PASSPHRASE_2_FILE);
-    let repo = Repository::init(storage, passphrase.as_bytes(), opts, ctx).unwrap();
+    let repo = small_repo(dir, "vector-cache-2", "", &passphrase);
     let index = repo.index().unwrap();
     let opts = BackupOptions {
         mailbox: "names@example.com".into(),
@@ -231,24 +214,7 @@ pub fn generate2(dir: &Path) {
 /// them empty), a skipped item and a source state, written with pages of three items: a head page,
 /// then item pages of 3, 3 and 1 items. Written through the library, like `repo/`.
 pub fn generate3(dir: &Path) {
-    let storage: Arc<dyn exarch_archive::Storage> = {
-        let s = LocalStorage::new(dir);
-        s.create_layout().unwrap();
-        Arc::new(s)
-    };
-    let ctx = Context {
-        entropy: Entropy::deterministic_for_tests(SEED),
-        cache_root: dir.join("../vector-cache-3"),
-        host: "vector-host".into(),
-        lease_secs: 60,
-    };
-    let mut cfg = Config::new(String::new());
-    cfg.chunker = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
-    cfg.pack_size = 64 * 1024;
-    cfg.zstd_level = 3;
-    let opts =
-        InitOptions { kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 }, label: String::new(), config: Some(cfg) };
-    let repo = Repository::init(storage, PASSPHRASE.as_bytes(), opts, ctx).unwrap();
+    let repo = small_repo(dir, "vector-cache-3", "vector-host", PASSPHRASE);
     let index = repo.index().unwrap();
     let opts = BackupOptions {
         mailbox: "paged@example.com".into(),
@@ -286,4 +252,27 @@ pub fn generate3(dir: &Path) {
     b.set_source_state(br#"{"version": 1, "protocol": "ews", "folders": {}}"#.to_vec());
     b.finish().unwrap();
     let _ = std::fs::remove_dir_all(dir.join("../vector-cache-3"));
+}
+
+/// A vector repository with the parameters of SPEC §15 (Argon2id 1,024 KiB, chunker
+/// 16/64/256 KiB, 64 KiB packs, zstd 3), in test mode with the cache `../CACHE` beside it.
+fn small_repo(dir: &Path, cache: &str, host: &str, passphrase: &str) -> Repository {
+    let storage: Arc<dyn exarch_archive::Storage> = {
+        let s = LocalStorage::new(dir);
+        s.create_layout().unwrap();
+        Arc::new(s)
+    };
+    let ctx = Context {
+        entropy: Entropy::deterministic_for_tests(SEED),
+        cache_root: dir.join("..").join(cache),
+        host: host.into(),
+        lease_secs: 60,
+    };
+    let mut cfg = Config::new(String::new());
+    cfg.chunker = ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 };
+    cfg.pack_size = 64 * 1024;
+    cfg.zstd_level = 3;
+    let opts =
+        InitOptions { kdf: KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 }, label: String::new(), config: Some(cfg) };
+    Repository::init(storage, passphrase.as_bytes(), opts, ctx).unwrap()
 }
