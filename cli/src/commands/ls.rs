@@ -46,14 +46,35 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
                 "chunks": i.chunks.len(),
             })
         };
-        let mut items: Vec<_> = head_items.iter().map(|i| item_json(i)).collect();
+        // Streamed, one item at a time: a million items are never held as JSON values at once.
         let mailbox = text(&reader.summary.mailbox).into_owned();
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        write!(out, "{{\"id\": {}, \"mailbox\": {}, \"items\": [", json!(id.to_hex()), json!(mailbox))?;
+        let mut n = 0u64;
+        let mut emit = |out: &mut dyn Write, i: &ArchivedItem| -> Result<()> {
+            out.write_all(if n == 0 { b"\n" } else { b",\n" })?;
+            serde_json::to_writer(&mut *out, &item_json(i))?;
+            n += 1;
+            Ok(())
+        };
+        for i in head_items {
+            emit(&mut out, i)?;
+        }
         while let Some(page) = reader.next_page() {
-            items.extend(page?.manifest().items.iter().map(item_json));
+            for i in page?.manifest().items.iter() {
+                emit(&mut out, i)?;
+            }
         }
         let skipped: Vec<_> =
             skipped.iter().map(|(f, id, e)| json!({"folder": f, "source_id": id, "error": e})).collect();
-        return super::print_json(&json!({"id": id.to_hex(), "mailbox": mailbox, "items": items, "skipped": skipped}));
+        write!(out, "\n], \"skipped\": {}", serde_json::to_string(&skipped)?)?;
+        let sent = exarch_archive::storage::request_counts();
+        if sent.total() > 0 {
+            write!(out, ", \"storage_requests\": {}", serde_json::to_string(&sent)?)?;
+        }
+        writeln!(out, "}}")?;
+        out.flush()?;
+        return Ok(());
     }
     // Buffered: standard output is line-buffered, and a million items would be a million writes.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
