@@ -253,7 +253,9 @@ impl Snapshot {
         let what_m = format!("{what} (manifest)");
         let counts;
         let (head, pages) = if summary.version == pages::VERSION_PAGED {
-            let (table, mut at) = open_table(keys, &summary, &raw[end..], |_| unreachable!("whole file"), &what_m)?;
+            // The whole file is here: a table said to run past its end is damage.
+            let past_end = |_| Err(Error::damaged(&what_m, "page table runs past the end of the file"));
+            let (table, mut at) = open_table(keys, &summary, &raw[end..], past_end, &what_m)?;
             at += end;
             let (head, (nf, skipped)) = open_head(keys, &table, raw.get(at..).unwrap_or_default(), &what_m)?;
             at += table.pages[0].sealed_len as usize;
@@ -623,7 +625,8 @@ mod tests {
         assert_eq!(encode(&keys, &Entropy::os(), 3, summary1, manifest1, 3).unwrap().1[..8], bytes[..8]);
         // any byte changed after the summary, or a byte added: damage, for load and page by page
         let head_len = 12 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        for at in (head_len..bytes.len()).step_by(7).chain([bytes.len()]) {
+        // every byte of the table length (a huge one must not be followed), then every 7th byte
+        for at in (head_len..head_len + 4).chain((head_len..bytes.len()).step_by(7)).chain([bytes.len()]) {
             let mut bad = bytes.clone();
             if at == bytes.len() {
                 bad.push(0);
