@@ -29,6 +29,7 @@ pub mod chunker;
 pub mod lock;
 pub mod repository;
 pub mod snapshot;
+mod snapshot_pages;
 pub mod time;
 
 pub use repository::{Context, InitOptions, Repository, SnapshotInfo};

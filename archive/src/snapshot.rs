@@ -14,8 +14,9 @@ use crate::id::Id;
 use crate::manifest::{
     ArchivedFolder, ArchivedItem, ArchivedManifest, ArchivedSkipped, Manifest, Summary, MANIFEST_VERSION,
 };
-use crate::manifest_check::{check_head_page, check_item_page, check_manifest, Broken};
-use crate::manifest_pages::{self as pages, PageTable};
+use crate::manifest_check::{check_manifest, Broken};
+use crate::manifest_pages as pages;
+pub use crate::snapshot_pages::PageReader;
 use crate::storage::{FileKind, Storage};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -46,12 +47,12 @@ pub fn encode(
     page_items: usize,
 ) -> Result<(Id, Vec<u8>)> {
     if manifest.items.len() > page_items.max(1) {
-        return encode_paged(keys, entropy, level, summary, manifest, page_items.max(1));
+        return crate::snapshot_pages::encode(keys, entropy, level, summary, manifest, page_items.max(1));
     }
     encode_v1(keys, entropy, level, summary, manifest)
 }
 
-fn serialise(manifest: &Manifest) -> Result<AlignedVec> {
+pub(crate) fn serialise(manifest: &Manifest) -> Result<AlignedVec> {
     let buf = AlignedVec::<16>::with_capacity(serialized_size_estimate(manifest));
     rkyv::api::high::to_bytes_in::<_, rancor::Error>(manifest, buf)
         .map_err(|e| Error::Other(format!("serialising manifest: {e}")))
@@ -77,7 +78,7 @@ fn encode_v1(
 }
 
 /// `"EXRSNAP1" || summary length || sealed summary`.
-fn head_of(keys: &Keys, entropy: &Entropy, level: i32, summary: &Summary) -> Result<Vec<u8>> {
+pub(crate) fn head_of(keys: &Keys, entropy: &Entropy, level: i32, summary: &Summary) -> Result<Vec<u8>> {
     let s = rkyv::to_bytes::<rancor::Error>(summary).map_err(|e| Error::Other(format!("serialising summary: {e}")))?;
     let sealed_summary = seal_section(keys, entropy, &aad(SECTION_SUMMARY), level, &s);
     let mut out = Vec::with_capacity(12 + sealed_summary.len());
@@ -85,38 +86,6 @@ fn head_of(keys: &Keys, entropy: &Entropy, level: i32, summary: &Summary) -> Res
     out.extend_from_slice(&(sealed_summary.len() as u32).to_le_bytes());
     out.extend_from_slice(&sealed_summary);
     Ok(out)
-}
-
-fn encode_paged(
-    keys: &Keys,
-    entropy: &Entropy,
-    level: i32,
-    mut summary: Summary,
-    manifest: Manifest,
-    page_items: usize,
-) -> Result<(Id, Vec<u8>)> {
-    let (head, pages) = pages::split(manifest, page_items);
-    let mut sealed: Vec<Vec<u8>> = Vec::new();
-    let mut table = pages::PageTable { pages: Vec::new() };
-    for (k, page) in std::iter::once(head).chain(pages).enumerate() {
-        let body = serialise(&page)?;
-        let items = page.items.len() as u32;
-        drop(page);
-        let s = seal_section(keys, entropy, &pages::page_aad(k as u32), level, &body);
-        table.pages.push(pages::PageEntry { sealed_len: s.len() as u32, items, hash: *blake3::hash(&s).as_bytes() });
-        sealed.push(s);
-    }
-    let sealed_table = seal_section(keys, entropy, &pages::table_aad(), level, &table.to_bytes());
-    summary.manifest_hash = *blake3::hash(&sealed_table).as_bytes();
-    summary.version = pages::VERSION_PAGED;
-    let mut out = head_of(keys, entropy, level, &summary)?;
-    out.reserve(4 + sealed_table.len() + sealed.iter().map(Vec::len).sum::<usize>());
-    out.extend_from_slice(&(sealed_table.len() as u32).to_le_bytes());
-    out.extend_from_slice(&sealed_table);
-    for s in sealed {
-        out.extend_from_slice(&s);
-    }
-    Ok((Id::of_content(&out), out))
 }
 
 /// An upper bound of a manifest's rkyv size, so its buffer is allocated once instead of doubling.
@@ -208,7 +177,7 @@ pub struct Page(AlignedVec);
 impl Page {
     /// Opens sealed page bytes, checks them with `check` (§10.1 and the table or page rules), then
     /// with rkyv's validator.
-    fn open<T>(
+    pub(crate) fn open<T>(
         keys: &Keys,
         aad: &[u8],
         sealed: &[u8],
@@ -235,7 +204,7 @@ impl Page {
 pub struct Snapshot {
     pub id: Id,
     pub summary: Summary,
-    head: Page,
+    pub(crate) head: Page,
     /// Version 2 only: the item pages, and the index of each one's first item.
     pages: Vec<Page>,
     starts: Vec<usize>,
@@ -253,26 +222,9 @@ impl Snapshot {
         let what_m = format!("{what} (manifest)");
         let counts;
         let (head, pages) = if summary.version == pages::VERSION_PAGED {
-            // The whole file is here: a table said to run past its end is damage.
-            let past_end = |_| Err(Error::damaged(&what_m, "page table runs past the end of the file"));
-            let (table, mut at) = open_table(keys, &summary, &raw[end..], past_end, &what_m)?;
-            at += end;
-            let (head, (nf, skipped)) = open_head(keys, &table, raw.get(at..).unwrap_or_default(), &what_m)?;
-            at += table.pages[0].sealed_len as usize;
-            let mut pages = Vec::with_capacity(table.pages.len() - 1);
-            let (mut items, mut bytes) = (0u64, 0u64);
-            for k in 1..table.pages.len() {
-                let (page, (n, b)) = open_item_page(keys, &table, k, raw.get(at..).unwrap_or_default(), nf, &what_m)?;
-                at += table.pages[k].sealed_len as usize;
-                items += n;
-                bytes = bytes.saturating_add(b);
-                pages.push(page);
-            }
-            if at != raw.len() {
-                return Err(Error::damaged(&what_m, format!("{} byte(s) after the last page", raw.len() - at)));
-            }
-            counts = (items, bytes, skipped);
-            (head, pages)
+            let all = crate::snapshot_pages::open_all(keys, &summary, &raw[end..], &what_m)?;
+            counts = all.counts;
+            (all.head, all.items)
         } else {
             let sealed_manifest = &raw[end..];
             if *blake3::hash(sealed_manifest).as_bytes() != summary.manifest_hash {
@@ -355,155 +307,6 @@ impl Snapshot {
     /// The folder path of folder `idx` as its components (root excluded).
     pub fn folder_path(&self, idx: u32) -> Vec<String> {
         self.root().folder_path(idx)
-    }
-}
-
-/// Opens a version 2 page table from `rest` (the bytes after the summary, or a prefix of them;
-/// `more(n)` must then return at least the first `n` bytes). Returns the table and the offset in
-/// `rest` where page 0 starts.
-fn open_table(
-    keys: &Keys,
-    summary: &Summary,
-    rest: &[u8],
-    more: impl FnOnce(usize) -> Result<Vec<u8>>,
-    what: &str,
-) -> Result<(PageTable, usize)> {
-    let len = rest.get(..4).ok_or_else(|| Error::damaged(what, "truncated before its page table"))?;
-    let tlen = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-    let fetched;
-    let rest: &[u8] = if rest.len() < 4 + tlen {
-        fetched = more(4 + tlen)?;
-        &fetched
-    } else {
-        rest
-    };
-    let sealed = rest.get(4..4 + tlen).ok_or_else(|| Error::damaged(what, "truncated page table"))?;
-    if *blake3::hash(sealed).as_bytes() != summary.manifest_hash {
-        return Err(Error::damaged(what, "page table does not belong to its summary"));
-    }
-    let body = crate::envelope::open_section(keys, &pages::table_aad(), sealed, &format!("{what} page table"))?;
-    let table = PageTable::parse(&body).map_err(|e| {
-        Error::damaged(what, crate::manifest_check::broken(crate::manifest_check::Rule::PageTable, e).to_string())
-    })?;
-    Ok((table, 4 + tlen))
-}
-
-/// The sealed bytes of page `k` at the start of `at`, checked against the table's hash.
-fn sealed_page<'b>(table: &PageTable, k: usize, at: &'b [u8], what: &str) -> Result<&'b [u8]> {
-    let e = &table.pages[k];
-    let sealed =
-        at.get(..e.sealed_len as usize).ok_or_else(|| Error::damaged(what, format!("page {k} is truncated")))?;
-    if *blake3::hash(sealed).as_bytes() != e.hash {
-        return Err(Error::damaged(what, format!("page {k} does not match its page table entry")));
-    }
-    Ok(sealed)
-}
-
-/// Opens the head page (page 0); returns it with (folders, skipped).
-fn open_head(keys: &Keys, table: &PageTable, at: &[u8], what: &str) -> Result<(Page, (usize, u64))> {
-    let sealed = sealed_page(table, 0, at, what)?;
-    Page::open(keys, &pages::page_aad(0), sealed, &format!("{what} page 0"), check_head_page)
-}
-
-/// Opens item page `k` of a manifest with `nf` folders; returns it with (items, bytes).
-fn open_item_page(
-    keys: &Keys,
-    table: &PageTable,
-    k: usize,
-    at: &[u8],
-    nf: usize,
-    what: &str,
-) -> Result<(Page, (u64, u64))> {
-    let sealed = sealed_page(table, k, at, what)?;
-    let what = format!("{what} page {k}");
-    let (page, counts) = Page::open(keys, &pages::page_aad(k as u32), sealed, &what, |b| check_item_page(b, nf))?;
-    if counts.0 != table.pages[k].items as u64 {
-        let e = format!("the page table says {} item(s), the page holds {}", table.pages[k].items, counts.0);
-        return Err(Error::damaged(
-            what,
-            crate::manifest_check::broken(crate::manifest_check::Rule::PageTable, e).to_string(),
-        ));
-    }
-    Ok((page, counts))
-}
-
-/// A snapshot read page by page (for listing): the head opens with a few small reads, whatever
-/// the manifest's size, and item pages are read one at a time. Each page is authenticated by its
-/// seal and the page table's hash; the file's name against its whole content is what `load` and
-/// `verify` check. Items are those of `head()` (version 1 keeps them all there; a version 2 head
-/// holds none), then those of each page `next_page` returns.
-pub struct PageReader<'a> {
-    storage: &'a dyn Storage,
-    keys: &'a Keys,
-    name: String,
-    pub summary: Summary,
-    head: Page,
-    /// Version 2: the table, the next page's number and offset in the file.
-    paged: Option<(PageTable, usize, u64)>,
-    folders: usize,
-    /// Items and bytes of the pages read so far.
-    seen: (u64, u64),
-}
-
-impl<'a> PageReader<'a> {
-    pub fn open(storage: &'a dyn Storage, keys: &'a Keys, id: &Id) -> Result<PageReader<'a>> {
-        let name = id.to_hex();
-        let size = storage.size(FileKind::Snapshot, &name)?;
-        let (summary, head) = read_summary_sized(storage, keys, id, size)?;
-        if summary.version != pages::VERSION_PAGED {
-            let snap = Snapshot::load(storage, keys, id)?;
-            let (summary, head, folders) = (snap.summary, snap.head, 0);
-            return Ok(PageReader { storage, keys, name, summary, head, paged: None, folders, seen: (0, 0) });
-        }
-        let end = head.len() as u64;
-        let what = format!("snapshot {name} (manifest)");
-        // One read for the table and, usually, the head page.
-        let first = storage.get_range(FileKind::Snapshot, &name, end, (size - end).min(256 * 1024) as usize)?;
-        let more = |n| storage.get_range(FileKind::Snapshot, &name, end, n);
-        let (table, at) = open_table(keys, &summary, &first, more, &what)?;
-        let hlen = table.pages[0].sealed_len as usize;
-        let sealed_head = match first.get(at..at + hlen) {
-            Some(b) => b.to_vec(),
-            None => storage.get_range(FileKind::Snapshot, &name, end + at as u64, hlen)?,
-        };
-        let (head, (folders, _)) = open_head(keys, &table, &sealed_head, &what)?;
-        let paged = Some((table, 1, end + (at + hlen) as u64));
-        Ok(PageReader { storage, keys, name, summary, head, paged, folders, seen: (0, 0) })
-    }
-
-    /// The head: folders, skipped items, source state (and, for version 1, every item).
-    pub fn head(&self) -> &ArchivedManifest {
-        self.head.manifest()
-    }
-
-    /// The next item page (version 2), or `None` after the last one, when the items and bytes of
-    /// all pages have also been checked against the summary (T4).
-    pub fn next_page(&mut self) -> Option<Result<Page>> {
-        let what = format!("snapshot {} (manifest)", self.name);
-        let (table, k, at) = self.paged.as_mut()?;
-        if *k == table.pages.len() {
-            self.paged = None;
-            let s = &self.summary;
-            let check = crate::manifest_check::check_counts((s.items, s.bytes, 0), (self.seen.0, self.seen.1, 0));
-            return check.err().map(|e| Err(Error::damaged(what, e.to_string())));
-        }
-        let len = table.pages[*k].sealed_len as usize;
-        let page = self
-            .storage
-            .get_range(FileKind::Snapshot, &self.name, *at, len)
-            .and_then(|sealed| open_item_page(self.keys, table, *k, &sealed, self.folders, &what));
-        match page {
-            Ok((page, (n, b))) => {
-                *k += 1;
-                *at += len as u64;
-                self.seen = (self.seen.0 + n, self.seen.1.saturating_add(b));
-                Some(Ok(page))
-            }
-            Err(e) => {
-                self.paged = None;
-                Some(Err(e))
-            }
-        }
     }
 }
 
