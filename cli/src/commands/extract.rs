@@ -111,6 +111,10 @@ pub fn run(g: &Global, a: ExtractArgs) -> Result<()> {
             scope.spawn(|| loop {
                 let Some((i, t)) = queue.lock().expect("queue").next() else { break };
                 let outcome = extract_one(&repo, &index, t, &opts, many, &|n| pb.inc(n));
+                if matches!(outcome, Outcome::Fatal(_)) {
+                    // the command stops: the other lane takes no further snapshot
+                    queue.lock().expect("queue").by_ref().for_each(drop);
+                }
                 outcomes.lock().expect("outcomes").push((i, outcome));
             });
         }
