@@ -92,12 +92,16 @@ impl WindowCache {
                 }
             }
         };
-        let got = cell.get_or_init(|| {
-            let slot = slot.expect("the thread that made the cell fills it");
-            let w = fetch(start, (end - start) as usize).map_err(|e| e.to_string())?;
-            write_at(file, &w, slot).map_err(|e| e.to_string())?;
-            Ok((slot, w.len() as u64))
-        });
+        // The thread that made the cell fills it; the others wait for it (another thread can
+        // reach the cell before its maker does, so it must not try to fill it).
+        let got = match slot {
+            Some(slot) => cell.get_or_init(|| {
+                let w = fetch(start, (end - start) as usize).map_err(|e| e.to_string())?;
+                write_at(file, &w, slot).map_err(|e| e.to_string())?;
+                Ok((slot, w.len() as u64))
+            }),
+            None => cell.wait(),
+        };
         match got {
             Ok((at, _)) => {
                 read_exact_at(file, buf, at + (offset - start))
