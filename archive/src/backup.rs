@@ -14,7 +14,7 @@ use crate::id::Id;
 use crate::index::IndexTable;
 use crate::lock::LockWatch;
 use crate::manifest::{Folder, Item, Manifest, Skipped, Summary, NO_PARENT};
-use crate::pack::{seal_blob, PackBuilder, SealedBlob};
+use crate::pack::{seal_blob, PackBuilder, SealedBlob, PACK_SLACK};
 use crate::pack_writer::{run_writer, WriterMsg};
 use crate::repository::Repository;
 use crate::snapshot;
@@ -480,11 +480,12 @@ fn run_packer(
     pack_size: usize,
 ) -> Result<PackerOutput> {
     let (wtx, wrx) = bounded::<WriterMsg>(1);
+    let to_fill = storage.clone();
     let writer = std::thread::Builder::new()
         .name("pack-writer".into())
         .spawn(move || run_writer(wrx, storage, keys, &ctx.entropy, &cache_dir))
         .map_err(|e| Error::Other(format!("starting pack writer: {e}")))?;
-    let result = fill_packs(rx, &wtx, pack_size);
+    let result = fill_packs(rx, &wtx, to_fill.as_ref(), pack_size);
     drop(wtx);
     let written = writer.join().map_err(|_| Error::Other("the pack writer panicked".into()))?;
     // When the writer failed (a full disk, a lost share), its error is the one to report, not
@@ -502,11 +503,13 @@ fn run_packer(
 fn fill_packs(
     rx: Receiver<PackerMsg>,
     writer: &Sender<WriterMsg>,
+    storage: &dyn Storage,
     pack_size: usize,
 ) -> Result<(PackerStats, Vec<Vec<[u8; 32]>>)> {
     let mut stats = PackerStats::default();
     let mut chunk_ids: Vec<Vec<[u8; 32]>> = Vec::new();
-    let mut builder = PackBuilder::new(0);
+    // The pack being filled; started with its first blob.
+    let mut builder: Option<PackBuilder> = None;
     let mut pending: BTreeMap<u64, (usize, Vec<Stored>)> = BTreeMap::new();
     let mut next = 0u64;
     let mut flushes: Vec<(u64, Sender<Result<Vec<Vec<[u8; 32]>>>>)> = Vec::new();
@@ -533,16 +536,22 @@ fn fill_packs(
                 let Some(blob) = blob else { continue };
                 stats.chunks_new += 1;
                 stats.bytes_new += blob.raw_length as u64;
-                builder.add(blob);
-                if builder.len() >= pack_size {
-                    writer.send(WriterMsg::Pack(std::mem::take(&mut builder))).map_err(|_| writer_gone())?;
+                let b = match &mut builder {
+                    Some(b) => b,
+                    None => {
+                        builder.insert(PackBuilder::new(storage.start_upload(FileKind::Pack, pack_size + PACK_SLACK)?))
+                    }
+                };
+                b.add(blob)?;
+                if b.len() >= pack_size as u64 {
+                    writer.send(WriterMsg::Pack(builder.take().expect("filled"))).map_err(|_| writer_gone())?;
                 }
             }
         }
         while flushes.first().is_some_and(|(upto, _)| *upto <= next) {
             let (_, reply) = flushes.remove(0);
-            if !builder.is_empty() {
-                writer.send(WriterMsg::Pack(std::mem::take(&mut builder))).map_err(|_| writer_gone())?;
+            if let Some(b) = builder.take() {
+                writer.send(WriterMsg::Pack(b)).map_err(|_| writer_gone())?;
             }
             let (tx, rx) = bounded(1);
             writer.send(WriterMsg::Flush(tx)).map_err(|_| writer_gone())?;
@@ -553,8 +562,8 @@ fn fill_packs(
     if !pending.is_empty() {
         return Err(Error::Other("backup pipeline lost chunks".into()));
     }
-    if !builder.is_empty() {
-        writer.send(WriterMsg::Pack(builder)).map_err(|_| writer_gone())?;
+    if let Some(b) = builder {
+        writer.send(WriterMsg::Pack(b)).map_err(|_| writer_gone())?;
     }
     Ok((stats, chunk_ids))
 }

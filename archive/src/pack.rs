@@ -11,12 +11,16 @@ use crate::crypto::{Entropy, Keys, SEAL_OVERHEAD};
 use crate::envelope::{compress, decompress};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::storage::{FileKind, Storage};
+use crate::storage::{FileKind, Storage, Upload};
 
 pub const PACK_MAGIC: &[u8; 8] = b"EXRPACK1";
 pub const PACK_HEADER_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 32 + 4 + 4 + 4 + 1;
 const TRAILER_LEN: usize = 4 + 8;
+
+/// Room reserved beyond the pack size where a pack is gathered in memory (an object store): the
+/// last blob passes the size, and the header and trailer follow.
+pub const PACK_SLACK: usize = 1024 * 1024;
 
 /// Where a blob lives inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,45 +79,62 @@ pub fn open_blob_checked(keys: &Keys, pack: &Id, entry: &PackEntry, sealed: &[u8
     Ok(data)
 }
 
-/// Accumulates blobs into one pack in memory.
-#[derive(Default)]
+/// Accumulates blobs into one pack, written to an [`Upload`] as they come (on a local repository
+/// straight to a temporary file: no pack is held in memory).
 pub struct PackBuilder {
-    buf: Vec<u8>,
+    upload: Upload,
+    hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
 }
 
+/// A pack written whole, not yet stored under its name.
+pub struct FinishedPack {
+    pub id: Id,
+    pub upload: Upload,
+    pub entries: Vec<PackEntry>,
+}
+
 impl PackBuilder {
-    pub fn new(capacity: usize) -> Self {
-        PackBuilder { buf: Vec::with_capacity(capacity), entries: Vec::new() }
+    pub fn new(upload: Upload) -> Self {
+        PackBuilder { upload, hasher: blake3::Hasher::new(), entries: Vec::new() }
     }
 
-    pub fn len(&self) -> usize {
-        self.buf.len()
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.upload.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn add(&mut self, blob: SealedBlob) {
+    pub fn add(&mut self, blob: SealedBlob) -> Result<()> {
+        let offset = u32::try_from(self.upload.len())
+            .map_err(|_| Error::Other("a pack grew past 4 GiB (the pack size is at most 1 GiB)".into()))?;
+        self.write(&blob.bytes)?;
         self.entries.push(PackEntry {
             id: blob.id,
-            offset: self.buf.len() as u32,
+            offset,
             length: blob.bytes.len() as u32,
             raw_length: blob.raw_length,
             compression: blob.compression,
         });
-        self.buf.extend_from_slice(&blob.bytes);
+        Ok(())
     }
 
-    /// Appends the sealed header and trailer; returns the pack's name, bytes and entries.
-    pub fn finish(mut self, keys: &Keys, entropy: &Entropy) -> (Id, Vec<u8>, Vec<PackEntry>) {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.upload.write(bytes)
+    }
+
+    /// Appends the sealed header and trailer; the pack's name is the hash of all its bytes.
+    pub fn finish(mut self, keys: &Keys, entropy: &Entropy) -> Result<FinishedPack> {
         let header = encode_header(&self.entries);
         let sealed = keys.seal(entropy, PACK_MAGIC, &header);
-        self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(PACK_MAGIC);
-        (Id::of_content(&self.buf), self.buf, self.entries)
+        self.write(&sealed)?;
+        self.write(&(sealed.len() as u32).to_le_bytes())?;
+        self.write(PACK_MAGIC)?;
+        Ok(FinishedPack { id: Id(*self.hasher.finalize().as_bytes()), upload: self.upload, entries: self.entries })
     }
 }
 
@@ -230,16 +251,23 @@ mod tests {
     fn build_read_and_detect_flips() {
         let keys = Keys::derive(MasterKey([5; 32]));
         let e = Entropy::os();
-        let mut b = PackBuilder::new(1024);
-        let chunks: Vec<Vec<u8>> = vec![b"alpha".repeat(100), vec![7u8; 10], b"gamma".to_vec()];
-        for c in &chunks {
-            b.add(seal_blob(&keys, &e, 3, keys.chunk_id(c), c));
-        }
-        let (id, bytes, entries) = b.finish(&keys, &e);
-        assert_eq!(id, Id::of_content(&bytes));
         let t = tempfile::tempdir().unwrap();
         let s = LocalStorage::new(t.path());
-        s.put(FileKind::Pack, &id.to_hex(), &bytes).unwrap();
+        s.create_layout().unwrap();
+        let mut b = PackBuilder::new(s.start_upload(FileKind::Pack, 0).unwrap());
+        let chunks: Vec<Vec<u8>> = vec![b"alpha".repeat(100), vec![7u8; 10], b"gamma".to_vec()];
+        for c in &chunks {
+            b.add(seal_blob(&keys, &e, 3, keys.chunk_id(c), c)).unwrap();
+        }
+        let FinishedPack { id, upload, entries } = b.finish(&keys, &e).unwrap();
+        let len = upload.len();
+        s.finish_upload(upload, &id.to_hex()).unwrap();
+        let bytes = s.get(FileKind::Pack, &id.to_hex()).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        assert_eq!(id, Id::of_content(&bytes));
+        let in_data: Vec<_> =
+            std::fs::read_dir(t.path().join("data")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(in_data, vec![std::ffi::OsString::from(&id.to_hex()[..2])], "no temporary file is left");
         let read = read_header(&s, &keys, &id).unwrap();
         assert_eq!(read, entries);
         assert_eq!(header_of(&keys, &id, &bytes).unwrap(), entries);

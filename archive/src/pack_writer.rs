@@ -1,5 +1,6 @@
 //! The pack writer of a backup: seals pack headers, stores packs and writes the index files naming
-//! them. A thread of its own, so that storing one pack overlaps with filling the next. On an object
+//! them. A thread of its own, so that storing one pack (on a local repository: syncing and renaming
+//! the file the packer has written it to) overlaps with filling the next. On an object
 //! store, where one PUT waits a round trip or more, several packs are uploaded at once
 //! ([`UPLOADS_REMOTE`]); an index file is written only once every pack it names is stored, so the
 //! order of SPEC.md §12 (packs, then their index, then the snapshot) holds however uploads finish.
@@ -9,8 +10,8 @@ use crate::crypto::{Entropy, Keys};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{write_index_file, BlobLocation, MAX_ENTRIES_PER_FILE};
-use crate::pack::{PackBuilder, PackEntry};
-use crate::storage::{FileKind, Storage};
+use crate::pack::{FinishedPack, PackBuilder, PackEntry};
+use crate::storage::{Storage, Upload};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::sync::Arc;
 
@@ -26,8 +27,21 @@ pub(crate) enum WriterMsg {
 /// A pack sealed and ready to store.
 struct Sealed {
     id: Id,
-    bytes: Vec<u8>,
+    upload: Upload,
     entries: Vec<PackEntry>,
+}
+
+/// What storing a pack leaves to note: its name, size and blobs.
+struct Stored {
+    id: Id,
+    len: u64,
+    entries: Vec<PackEntry>,
+}
+
+fn store(storage: &dyn Storage, sealed: Sealed) -> Result<Stored> {
+    let len = sealed.upload.len();
+    storage.finish_upload(sealed.upload, &sealed.id.to_hex())?;
+    Ok(Stored { id: sealed.id, len, entries: sealed.entries })
 }
 
 /// Stores packs; returns what was stored.
@@ -46,8 +60,7 @@ pub(crate) fn run_writer(
             match msg {
                 WriterMsg::Pack(builder) => {
                     let sealed = w.seal(builder, cache_dir)?;
-                    storage.put(FileKind::Pack, &sealed.id.to_hex(), &sealed.bytes)?;
-                    w.stored(sealed)?;
+                    w.stored(store(storage.as_ref(), sealed)?)?;
                 }
                 WriterMsg::Flush(reply) => w.flush(reply)?,
             }
@@ -56,14 +69,13 @@ pub(crate) fn run_writer(
         return Ok(w.stats);
     }
     let (up_tx, up_rx) = bounded::<Sealed>(0);
-    let (done_tx, done_rx) = bounded::<Result<Sealed>>(uploads);
+    let (done_tx, done_rx) = bounded::<Result<Stored>>(uploads);
     std::thread::scope(|s| {
         for _ in 0..uploads {
             let (up_rx, done_tx, storage) = (up_rx.clone(), done_tx.clone(), storage.as_ref());
             s.spawn(move || {
                 for sealed in up_rx {
-                    let r = storage.put(FileKind::Pack, &sealed.id.to_hex(), &sealed.bytes).map(|()| sealed);
-                    if done_tx.send(r).is_err() {
+                    if done_tx.send(store(storage, sealed)).is_err() {
                         return;
                     }
                 }
@@ -121,15 +133,15 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn seal(&mut self, builder: PackBuilder, cache_dir: &std::path::Path) -> Result<Sealed> {
-        let (id, bytes, entries) = builder.finish(self.keys, self.entropy);
+        let FinishedPack { id, upload, entries } = builder.finish(self.keys, self.entropy)?;
         // Noted first: a pack stored but not noted would never be read back.
         crate::readback::note_written(cache_dir, &id)?;
-        Ok(Sealed { id, bytes, entries })
+        Ok(Sealed { id, upload, entries })
     }
 
     /// A pack is stored: its blobs may go into an index file.
-    fn stored(&mut self, p: Sealed) -> Result<()> {
-        self.stats.bytes_stored += p.bytes.len() as u64;
+    fn stored(&mut self, p: Stored) -> Result<()> {
+        self.stats.bytes_stored += p.len;
         self.stats.packs += 1;
         self.locs.extend(p.entries.into_iter().map(|entry| BlobLocation { pack: p.id, entry }));
         if self.locs.len() >= MAX_ENTRIES_PER_FILE {

@@ -4,7 +4,8 @@
 //! On Unix, directories are created 0700 and files 0600; elsewhere the platform's defaults apply
 //! (on Windows a user's profile directories are already private). These are the only places that
 //! choose permissions, so a port changes them here. `write_atomic` is the one way files are
-//! written whole: repository files, the index cache's neighbours, resume files, the replay journal.
+//! written whole: repository files, the index cache's neighbours, resume files, the replay
+//! journal; `temp_path` and `place` do the same for files written in pieces (packs).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -66,19 +67,11 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 /// created (private). On error the temporary file is removed.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().ok_or_else(|| io::Error::other("a file path without a directory"))?;
-    let dir = or_here(dir);
-    if !dir.exists() {
-        create_dir_all(dir)?;
-        if let Some(up) = dir.parent() {
-            sync_dir(or_here(up))?;
-        }
-    }
-    let mut rnd = [0u8; 8];
-    getrandom::getrandom(&mut rnd).map_err(io::Error::other)?;
+    let dir = parent_of(path)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}-{}.tmp", std::process::id(), hex::encode(rnd)));
+    let tmp = temp_path(dir, name)?;
     let result = (|| {
+        ensure_dir(dir)?;
         let mut f = create_new(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
@@ -89,6 +82,42 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         return Err(e);
     }
     sync_dir(dir)
+}
+
+/// A fresh temporary name `.<name>.<pid>-<random>.tmp` in `dir` (no listing shows a name that
+/// starts with `.`).
+pub fn temp_path(dir: &Path, name: &str) -> io::Result<std::path::PathBuf> {
+    let mut rnd = [0u8; 8];
+    getrandom::getrandom(&mut rnd).map_err(io::Error::other)?;
+    Ok(dir.join(format!(".{name}.{}-{}.tmp", std::process::id(), hex::encode(rnd))))
+}
+
+/// Moves a written and synced temporary file to `path` durably: `path`'s directory is made if
+/// missing (private), the rename done, and the directories involved synced.
+pub fn place(tmp: &Path, path: &Path) -> io::Result<()> {
+    let dir = parent_of(path)?;
+    ensure_dir(dir)?;
+    std::fs::rename(tmp, path)?;
+    sync_dir(dir)?;
+    match tmp.parent().map(or_here) {
+        Some(from) if from != dir => sync_dir(from),
+        _ => Ok(()),
+    }
+}
+
+fn parent_of(path: &Path) -> io::Result<&Path> {
+    path.parent().map(or_here).ok_or_else(|| io::Error::other("a file path without a directory"))
+}
+
+/// Makes `dir` (private) if it is missing, and makes its entry durable.
+fn ensure_dir(dir: &Path) -> io::Result<()> {
+    if !dir.exists() {
+        create_dir_all(dir)?;
+        if let Some(up) = dir.parent() {
+            sync_dir(or_here(up))?;
+        }
+    }
+    Ok(())
 }
 
 /// A relative path's parent can be empty (`state.json`, or `st` for `st/state.json`): that is the

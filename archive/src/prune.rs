@@ -32,7 +32,7 @@ use crate::id::Id;
 use crate::index::{read_index_file, write_index_file, BlobLocation, MAX_ENTRIES_PER_FILE};
 use crate::lock::{live_locks, LockInfo};
 use crate::manifest::text;
-use crate::pack::{read_header, PackBuilder, SealedBlob};
+use crate::pack::{read_header, FinishedPack, PackBuilder, SealedBlob, PACK_SLACK};
 use crate::repository::Repository;
 use crate::retention::{self, Policy};
 use crate::storage::FileKind;
@@ -296,7 +296,7 @@ fn fresh_usage(repo: &Repository, opts: &PruneOptions) -> Result<Usage> {
 /// Copies the live blobs out of mostly-dead packs into new packs; returns the packs emptied so.
 fn repack(repo: &Repository, usage: &Usage, to_repack: &[Id], report: &mut PruneReport) -> Result<Vec<Id>> {
     let storage = repo.storage();
-    let mut builder = PackBuilder::new(0);
+    let mut builder: Option<PackBuilder> = None;
     let mut new_locs: Vec<BlobLocation> = Vec::new();
     let pack_size = repo.config().pack_size as usize;
     let mut repacked = Vec::new();
@@ -319,20 +319,24 @@ fn repack(repo: &Repository, usage: &Usage, to_repack: &[Id], report: &mut Prune
             else {
                 continue;
             };
-            builder.add(SealedBlob {
+            let b = match &mut builder {
+                Some(b) => b,
+                None => builder.insert(PackBuilder::new(storage.start_upload(FileKind::Pack, pack_size + PACK_SLACK)?)),
+            };
+            b.add(SealedBlob {
                 id: entry.id,
                 compression: entry.compression,
                 raw_length: entry.raw_length,
                 bytes: sealed.to_vec(),
-            });
-            if builder.len() >= pack_size {
-                store_pack(repo, std::mem::take(&mut builder), &mut new_locs, report)?;
+            })?;
+            if b.len() >= pack_size as u64 {
+                store_pack(repo, builder.take().expect("filled"), &mut new_locs, report)?;
             }
         }
         repacked.push(*pack);
     }
-    if !builder.is_empty() {
-        store_pack(repo, builder, &mut new_locs, report)?;
+    if let Some(b) = builder {
+        store_pack(repo, b, &mut new_locs, report)?;
     }
     for chunk in new_locs.chunks_mut(MAX_ENTRIES_PER_FILE) {
         write_index_file(storage.as_ref(), repo.keys(), &repo.context().entropy, chunk)?;
@@ -346,9 +350,9 @@ fn store_pack(
     locs: &mut Vec<BlobLocation>,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let (id, bytes, entries) = builder.finish(repo.keys(), &repo.context().entropy);
-    repo.storage().put(FileKind::Pack, &id.to_hex(), &bytes)?;
-    report.bytes_repacked += bytes.len() as u64;
+    let FinishedPack { id, upload, entries } = builder.finish(repo.keys(), &repo.context().entropy)?;
+    report.bytes_repacked += upload.len();
+    repo.storage().finish_upload(upload, &id.to_hex())?;
     locs.extend(entries.into_iter().map(|entry| BlobLocation { pack: id, entry }));
     Ok(())
 }

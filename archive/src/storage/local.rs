@@ -2,7 +2,8 @@
 //! write a temporary file (its name starts with `.`, so no listing shows it), fsync it, rename it
 //! into place, fsync the directory. A killed writer leaves at worst such a temporary file.
 
-use super::{listed_name, relative_path, FileKind, Storage};
+use super::upload::Body;
+use super::{listed_name, relative_path, FileKind, Storage, Upload};
 use crate::error::{Error, Result};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,19 @@ impl LocalStorage {
 impl Storage for LocalStorage {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.write_atomic(&self.path(kind, name), data)
+    }
+
+    /// Written to a temporary file in the kind's directory (`data/` for packs) as it comes.
+    fn start_upload(&self, kind: FileKind, _capacity: usize) -> Result<Upload> {
+        Upload::file(kind, &self.root.join(kind.dir()))
+    }
+
+    fn finish_upload(&self, upload: Upload, name: &str) -> Result<()> {
+        let path = self.path(upload.kind(), name);
+        match upload.into_body() {
+            Body::File(f) => f.place(&path),
+            Body::Memory(v) => self.write_atomic(&path, &v),
+        }
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {

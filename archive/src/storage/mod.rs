@@ -22,11 +22,13 @@ mod local;
 mod location;
 mod object;
 pub mod suite;
+mod upload;
 mod window_cache;
 
 pub use local::LocalStorage;
 pub use location::Location;
 pub use object::{request_counts, AzblobConfig, ObjectStorage, RequestCounts, S3Config};
+pub use upload::Upload;
 
 use crate::error::Result;
 
@@ -88,6 +90,16 @@ pub(crate) fn listed_name(kind: FileKind, name: &str) -> bool {
 pub trait Storage: Send + Sync {
     /// Stores a whole file atomically and durably; replaces an existing file of that name.
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Starts a file of `kind` written piece by piece and named once whole (a pack is named by the
+    /// hash of its bytes); `capacity` is the size expected. By default it is gathered in memory.
+    fn start_upload(&self, kind: FileKind, capacity: usize) -> Result<Upload> {
+        Ok(Upload::memory(kind, capacity))
+    }
+    /// Stores a finished upload under `name`, as `put` stores a file (atomically, durably).
+    fn finish_upload(&self, upload: Upload, name: &str) -> Result<()> {
+        let kind = upload.kind();
+        self.put(kind, name, &upload.into_bytes()?)
+    }
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset`; a short file is reported as damage, not padded.
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;

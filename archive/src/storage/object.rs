@@ -9,7 +9,7 @@
 //! counted for the `--json` summaries.
 
 use super::window_cache::WindowCache;
-use super::{listed_name, relative_path, FileKind, Storage};
+use super::{listed_name, relative_path, FileKind, Storage, Upload};
 use crate::error::{Error, Result};
 use opendal::{blocking, options, ErrorKind, Operator};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -287,6 +287,14 @@ impl Storage for ObjectStorage {
         let path = relative_path(kind, name);
         self.count(&REQUESTS.put);
         self.op.write(&path, data.to_vec()).map(|_| ()).map_err(|e| self.err(&path, e))
+    }
+
+    /// Gathered in memory and stored with one PUT, without a copy of the gathered bytes.
+    fn finish_upload(&self, upload: Upload, name: &str) -> Result<()> {
+        let path = relative_path(upload.kind(), name);
+        let bytes = upload.into_bytes()?;
+        self.count(&REQUESTS.put);
+        self.op.write(&path, bytes).map(|_| ()).map_err(|e| self.err(&path, e))
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {

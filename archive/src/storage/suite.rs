@@ -58,6 +58,23 @@ pub fn run(s: &dyn Storage) {
             assert!(sized.contains(&(n.clone(), i as u64 + 1)), "size of {n} in the listing");
         }
     }
+    // Uploads: written in pieces, visible only once finished, whole; an abandoned one leaves
+    // nothing listed.
+    let up = "aa23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let mut u = s.start_upload(FileKind::Pack, 1000).unwrap();
+    u.write(&body[..100]).unwrap();
+    u.write(&body[100..]).unwrap();
+    assert_eq!(u.len(), body.len() as u64);
+    assert!(!s.list(FileKind::Pack).unwrap().contains(&up.to_string()), "an unfinished upload is not listed");
+    s.finish_upload(u, up).unwrap();
+    assert_eq!(s.get(FileKind::Pack, up).unwrap(), body, "a finished upload holds every byte written");
+    let mut abandoned = s.start_upload(FileKind::Pack, 10).unwrap();
+    abandoned.write(b"never finished").unwrap();
+    drop(abandoned);
+    want.push(up.to_string());
+    want.sort();
+    assert_eq!(s.list(FileKind::Pack).unwrap(), want, "uploads add only their finished names");
+    s.delete(FileKind::Pack, up).unwrap();
     // Delete: gone from get, exists and list; deleting again is fine.
     for n in &names {
         s.delete(FileKind::Pack, n).unwrap();
