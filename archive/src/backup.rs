@@ -544,14 +544,16 @@ fn fill_packs(
                 };
                 b.add(blob)?;
                 if b.len() >= pack_size as u64 {
-                    writer.send(WriterMsg::Pack(builder.take().expect("filled"))).map_err(|_| writer_gone())?;
+                    writer
+                        .send(WriterMsg::Pack(Box::new(builder.take().expect("filled"))))
+                        .map_err(|_| writer_gone())?;
                 }
             }
         }
         while flushes.first().is_some_and(|(upto, _)| *upto <= next) {
             let (_, reply) = flushes.remove(0);
             if let Some(b) = builder.take() {
-                writer.send(WriterMsg::Pack(b)).map_err(|_| writer_gone())?;
+                writer.send(WriterMsg::Pack(Box::new(b))).map_err(|_| writer_gone())?;
             }
             let (tx, rx) = bounded(1);
             writer.send(WriterMsg::Flush(tx)).map_err(|_| writer_gone())?;
@@ -563,7 +565,7 @@ fn fill_packs(
         return Err(Error::Other("backup pipeline lost chunks".into()));
     }
     if let Some(b) = builder {
-        writer.send(WriterMsg::Pack(b)).map_err(|_| writer_gone())?;
+        writer.send(WriterMsg::Pack(Box::new(b))).map_err(|_| writer_gone())?;
     }
     Ok((stats, chunk_ids))
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub(crate) const UPLOADS_REMOTE: usize = 3;
 
 pub(crate) enum WriterMsg {
-    Pack(PackBuilder),
+    Pack(Box<PackBuilder>),
     /// Store the index for every pack sent so far, then reply.
     Flush(Sender<Result<()>>),
 }
@@ -132,8 +132,8 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn seal(&mut self, builder: PackBuilder, cache_dir: &std::path::Path) -> Result<Sealed> {
-        let FinishedPack { id, upload, entries } = builder.finish(self.keys, self.entropy)?;
+    fn seal(&mut self, builder: Box<PackBuilder>, cache_dir: &std::path::Path) -> Result<Sealed> {
+        let FinishedPack { id, upload, entries } = (*builder).finish(self.keys, self.entropy)?;
         // Noted first: a pack stored but not noted would never be read back.
         crate::readback::note_written(cache_dir, &id)?;
         Ok(Sealed { id, upload, entries })
