@@ -139,6 +139,12 @@ pub struct PruneReport {
     pub packs_redundant: u64,
     /// Marks not finished yet, and why.
     pub marks_waiting: Vec<String>,
+    /// Temporary files of killed writers removed (in a dry run: that would be removed), and bytes.
+    pub temporaries_removed: u64,
+    pub bytes_temporaries: u64,
+    /// Temporary files left alone: another process holds a lock (it may be writing them), or they
+    /// were written less than [`TEMPORARY_AGE`] ago.
+    pub temporaries_kept: u64,
 }
 
 /// A prune that stopped with an error, and what it had done by then.
@@ -151,10 +157,46 @@ pub struct Stopped {
 /// Runs retention and garbage collection. On error the report of what was done comes back too.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> std::result::Result<PruneReport, Box<Stopped>> {
     let mut report = PruneReport { dry_run: opts.dry_run, ..PruneReport::default() };
-    match prune_into(repo, opts, &mut report) {
+    match prune_into(repo, opts, &mut report).and_then(|()| sweep_temporaries(repo, opts, &mut report)) {
         Ok(()) => Ok(report),
         Err(error) => Err(Box::new(Stopped { report, error })),
     }
+}
+
+/// A temporary file untouched this long, with no other process holding a lock, is a dead writer's.
+pub const TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the temporary files of writers that were killed (a backup stopped with Ctrl-C leaves the
+/// pack it was filling, up to the pack size). They are not repository files (SPEC.md §4: readers
+/// ignore them), so no snapshot can need one; what is proven instead is that no writer can still
+/// own one: no other process holds a lock on the repository (any writer holds one while it
+/// writes), and each file is older than [`TEMPORARY_AGE`].
+fn sweep_temporaries(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
+    let storage = repo.storage();
+    let temporaries = storage.temporaries()?;
+    if temporaries.is_empty() {
+        return Ok(());
+    }
+    let locks = live_locks(storage.as_ref(), &repo.context().host)?;
+    if locks.iter().any(|(name, _)| Some(name) != opts.own_lock.as_ref()) {
+        report.temporaries_kept = temporaries.len() as u64;
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now();
+    for t in temporaries {
+        let age = t.modified.and_then(|m| now.duration_since(m).ok());
+        if !age.is_some_and(|a| a >= TEMPORARY_AGE) {
+            report.temporaries_kept += 1;
+            continue;
+        }
+        if !opts.dry_run {
+            tracing::info!(file = %t.path, bytes = t.bytes, "temporary file of an interrupted writer removed");
+            storage.delete_temporary(&t)?;
+        }
+        report.temporaries_removed += 1;
+        report.bytes_temporaries += t.bytes;
+    }
+    Ok(())
 }
 
 /// Locks of other processes that are still running, except prunes.

@@ -3,7 +3,7 @@
 //! into place, fsync the directory. A killed writer leaves at worst such a temporary file.
 
 use super::upload::Body;
-use super::{listed_name, relative_path, FileKind, Storage, Upload};
+use super::{listed_name, relative_path, temporary_name, FileKind, Storage, Temporary, Upload};
 use crate::error::{Error, Result};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -153,6 +153,54 @@ impl Storage for LocalStorage {
         self.create_layout()
     }
 
+    fn temporaries(&self) -> Result<Vec<Temporary>> {
+        let mut out = Vec::new();
+        let mut dirs: Vec<String> = vec![String::new()];
+        dirs.extend(FileKind::ALL.iter().filter(|k| !k.dir().is_empty()).map(|k| k.dir().to_string()));
+        while let Some(rel) = dirs.pop() {
+            let d = self.root.join(&rel);
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&d, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::io(&d, e))?;
+                let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+                if ft.is_dir() && rel == FileKind::Pack.dir() {
+                    // data/<xx>/: where packs went before they were written as they fill.
+                    dirs.push(format!("{rel}/{name}"));
+                } else if ft.is_file() && temporary_name(&name) {
+                    let m = entry.metadata().map_err(|e| Error::io(entry.path(), e))?;
+                    let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                    out.push(Temporary { path, bytes: m.len(), modified: m.modified().ok() });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    fn delete_temporary(&self, t: &Temporary) -> Result<()> {
+        // Only a temporary name, in the repository's own directories, is ever deleted here.
+        let (dir, name) = t.path.rsplit_once('/').unwrap_or(("", &t.path));
+        let known_dir = dir.is_empty()
+            || FileKind::ALL.iter().any(|k| !k.dir().is_empty() && k.dir() == dir)
+            || dir
+                .strip_prefix("data/")
+                .is_some_and(|sub| sub.len() == 2 && sub.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !known_dir || !temporary_name(name) || name.contains(['/', '\\']) {
+            return Err(Error::Other(format!("not a temporary file of this repository: {}", t.path)));
+        }
+        let path = self.root.join(&t.path);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("has parent")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
     fn location(&self, kind: FileKind, name: &str) -> String {
         self.path(kind, name).display().to_string()
     }
@@ -216,6 +264,46 @@ mod tests {
     fn keeps_the_storage_contract() {
         let t = tempfile::tempdir().unwrap();
         super::super::suite::run(&LocalStorage::new(t.path().join("r")));
+    }
+
+    #[test]
+    fn temporaries_are_writers_dot_tmp_files_in_the_repository_directories_only() {
+        let t = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(t.path().join("r"));
+        s.create_layout().unwrap();
+        let r = s.root().to_path_buf();
+        std::fs::create_dir_all(r.join("data/ab")).unwrap();
+        std::fs::create_dir_all(r.join("other")).unwrap();
+        std::fs::create_dir_all(r.join("data/.dir.tmp")).unwrap();
+        for f in [
+            ".config.1-aa.tmp",
+            "data/.data.2-bb.tmp",
+            "data/ab/.abcd.3-cc.tmp",
+            "index/.ef.4-dd.tmp",
+            // not temporaries: no dot, not .tmp, a directory not the repository's
+            "data/ab/abcd",
+            "index/.keep",
+            "snapshots/x.tmp",
+            "other/.o.5-ee.tmp",
+        ] {
+            std::fs::write(r.join(f), b"0123").unwrap();
+        }
+        let listed: Vec<String> = s.temporaries().unwrap().into_iter().map(|t| t.path).collect();
+        assert_eq!(listed, [".config.1-aa.tmp", "data/.data.2-bb.tmp", "data/ab/.abcd.3-cc.tmp", "index/.ef.4-dd.tmp"]);
+        assert!(s.temporaries().unwrap().iter().all(|t| t.bytes == 4 && t.modified.is_some()));
+        // Only listed kinds of path are deleted; anything else is refused, never touched.
+        for bad in ["other/.o.5-ee.tmp", "index/.keep", "data/zz/.a.tmp", "../r/data/.data.2-bb.tmp", "data/ab/abcd"] {
+            let e = s.delete_temporary(&Temporary { path: bad.into(), bytes: 0, modified: None }).unwrap_err();
+            assert!(e.to_string().contains("not a temporary file"), "{bad}: {e}");
+        }
+        for t in s.temporaries().unwrap() {
+            s.delete_temporary(&t).unwrap();
+            s.delete_temporary(&t).unwrap(); // gone already: fine
+        }
+        assert!(s.temporaries().unwrap().is_empty());
+        for kept in ["data/ab/abcd", "index/.keep", "snapshots/x.tmp", "other/.o.5-ee.tmp"] {
+            assert!(r.join(kept).exists(), "{kept} was deleted");
+        }
     }
 
     #[test]

@@ -85,6 +85,21 @@ pub(crate) fn listed_name(kind: FileKind, name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && (kind != FileKind::Config || name == "config")
 }
 
+/// A writer's temporary file (see [`Storage::temporaries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Temporary {
+    /// `/`-separated path inside the repository, e.g. `data/.data.4711-0123456789abcdef.tmp`.
+    pub path: String,
+    pub bytes: u64,
+    /// When it was last written, if the store says.
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// Whether a file name is a writer's temporary name (`.` first, `.tmp` last).
+pub(crate) fn temporary_name(name: &str) -> bool {
+    name.len() > 5 && name.starts_with('.') && name.ends_with(".tmp")
+}
+
 /// Storage for repository files. Names are plain file names (hex ids, or `config`). See the module
 /// documentation for the contract.
 pub trait Storage: Send + Sync {
@@ -126,6 +141,15 @@ pub trait Storage: Send + Sync {
     /// checks packs by their headers and leaves their bodies to `--read-data`.
     fn is_remote(&self) -> bool {
         false
+    }
+    /// Temporary files writers left behind (a local directory's `.<name>.<pid>-<random>.tmp`,
+    /// left by a writer killed mid-file). An object store has none: its writes are whole PUTs.
+    fn temporaries(&self) -> Result<Vec<Temporary>> {
+        Ok(Vec::new())
+    }
+    /// Deletes one file `temporaries` listed (a missing one is fine).
+    fn delete_temporary(&self, _t: &Temporary) -> Result<()> {
+        Ok(())
     }
     /// A human-readable location of one file, for messages.
     fn location(&self, kind: FileKind, name: &str) -> String;

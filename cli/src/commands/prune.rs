@@ -106,6 +106,20 @@ fn print_report(r: &exarch_archive::prune::PruneReport) {
             if r.dry_run { "they would be" } else { "they are" }
         ));
     }
+    if r.temporaries_removed > 0 {
+        crate::logging::out(&format!(
+            "{verb} {} temporary file(s) ({}) left by interrupted writers",
+            r.temporaries_removed,
+            bytes(r.bytes_temporaries)
+        ));
+    }
+    if r.temporaries_kept > 0 {
+        crate::logging::out(&format!(
+            "left alone: {} temporary file(s) another process may still be writing (a lock is held, or written \
+             within the last hour)",
+            r.temporaries_kept
+        ));
+    }
     if r.dry_run {
         crate::logging::out(&format!(
             "would mark {} pack(s) ({}) for deletion, {} of them after copying {} of live data out",
