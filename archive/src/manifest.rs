@@ -121,6 +121,11 @@ impl ArchivedManifest {
     pub fn folder_path(&self, idx: u32) -> Vec<String> {
         self.ancestors(idx).into_iter().map(|i| text(&self.folders[i as usize].name).into_owned()).collect()
     }
+
+    /// Every folder's path, `/`-joined, indexed by folder number (the root's is empty).
+    pub fn folder_paths(&self) -> Vec<String> {
+        (0..self.folders.len() as u32).map(|i| self.folder_path(i).join("/")).collect()
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::crypto::{Entropy, Keys};
 use crate::envelope::seal_section;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::manifest::{ArchivedManifest, Manifest, Summary};
+use crate::manifest::{ArchivedItem, ArchivedManifest, Manifest, Summary};
 use crate::manifest_check::{check_head_page, check_item_page};
 use crate::manifest_pages::{self as pages, PageTable};
 use crate::snapshot::{head_of, read_summary_sized, serialise, Page, Snapshot};
@@ -193,6 +193,23 @@ impl<'a> PageReader<'a> {
     /// The head: folders, skipped items, source state (and, for version 1, every item).
     pub fn head(&self) -> &ArchivedManifest {
         self.head.manifest()
+    }
+
+    /// Calls `f` with every item in order, the head's (all of a version 1 manifest's) and then each
+    /// page's, holding one page at a time. The first error, of a page or of `f`, ends the walk.
+    pub fn for_each_item<E: From<Error>>(
+        &mut self,
+        mut f: impl FnMut(&ArchivedItem) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        for item in self.head.manifest().items.iter() {
+            f(item)?;
+        }
+        while let Some(page) = self.next_page() {
+            for item in page?.manifest().items.iter() {
+                f(item)?;
+            }
+        }
+        Ok(())
     }
 
     /// The next item page (version 2), or `None` after the last one, when the items and bytes of

@@ -79,7 +79,7 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
         };
         let head = reader.head();
         // Folder paths, worked out once per folder.
-        let paths: Vec<String> = (0..head.folders.len() as u32).map(|f| head.folder_path(f).join("/")).collect();
+        let paths = head.folder_paths();
         let folder_ok: Vec<bool> = paths
             .iter()
             .map(|p| {
@@ -129,15 +129,13 @@ pub fn run(g: &Global, a: FindArgs) -> Result<()> {
                 (e.first_ms, e.first_snapshot, e.first_time) = (t, id, format_unix_ms(t));
             }
         };
-        head.items.iter().for_each(&mut visit);
-        while let Some(page) = reader.next_page() {
-            match page {
-                Ok(page) => page.manifest().items.iter().for_each(&mut visit),
-                Err(e) => {
-                    warn(&e);
-                    damaged += 1;
-                }
-            }
+        let walked = reader.for_each_item(|it| {
+            visit(it);
+            Ok::<(), exarch_archive::Error>(())
+        });
+        if let Err(e) = walked {
+            warn(&e);
+            damaged += 1;
         }
     }
     let mut list: Vec<Found> = found.into_values().collect();

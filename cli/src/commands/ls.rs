@@ -15,7 +15,7 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
     let id = repo.resolve_snapshot(&a.snapshot, a.mailbox.as_deref())?;
     let mut reader = repo.page_reader(&id)?;
     let head = reader.head();
-    let folders: Vec<String> = (0..head.folders.len() as u32).map(|i| head.folder_path(i).join("/")).collect();
+    let folders = head.folder_paths();
     let folder_of = |i: &ArchivedItem| folders.get(i.folder.to_native() as usize).map(String::as_str).unwrap_or("?");
     let skipped: Vec<(String, String, String)> = head
         .skipped
@@ -25,7 +25,6 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
             (f.to_string(), text(&s.source_id).into_owned(), text(&s.error).into_owned())
         })
         .collect();
-    let head_items: Vec<&ArchivedItem> = head.items.iter().collect();
     if g.json {
         let time = |ms: i64| if ms == NO_TIME { String::new() } else { format_unix_ms(ms) };
         let item_json = |i: &ArchivedItem| {
@@ -57,14 +56,7 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
             n += 1;
             Ok(())
         };
-        for i in head_items {
-            emit(&mut out, i)?;
-        }
-        while let Some(page) = reader.next_page() {
-            for i in page?.manifest().items.iter() {
-                emit(&mut out, i)?;
-            }
-        }
+        reader.for_each_item(|i| emit(&mut out, i))?;
         let skipped: Vec<_> =
             skipped.iter().map(|(f, id, e)| json!({"folder": f, "source_id": id, "error": e})).collect();
         write!(out, "\n], \"skipped\": {}", serde_json::to_string(&skipped)?)?;
@@ -94,15 +86,7 @@ pub fn run(g: &Global, a: LsArgs) -> Result<()> {
             text(&i.subject)
         )
     };
-    for i in head_items {
-        line(&mut out, i)?;
-    }
-    while let Some(page) = reader.next_page() {
-        let page = page?;
-        for i in page.manifest().items.iter() {
-            line(&mut out, i)?;
-        }
-    }
+    reader.for_each_item(|i| line(&mut out, i).map_err(anyhow::Error::from))?;
     for (folder, source_id, error) in &skipped {
         writeln!(out, "SKIPPED  {folder}  {source_id}: {error}")?;
     }
