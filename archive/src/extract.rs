@@ -5,13 +5,18 @@
 //! again and again. Here every chunk reference of every item is planned first, sorted by pack and
 //! offset, and each pack's needed blobs are read in one pass: each blob is opened, decompressed and
 //! checked against its keyed id once, then written to every place in every item that holds it.
-//! Packs are spread over the threads; a file is written under a temporary name in its own
-//! directory and renamed into place only after its last chunk arrived and the whole item matched
-//! its recorded BLAKE3 and size, so nothing unverified ever appears under an item's name.
+//! Runs of a pack are spread over the threads, each thread starting in its own stretch (so that
+//! threads mostly create files in different directories). An item read whole in one run is
+//! checked in memory and, on Linux, written as a file without a name that is then linked under
+//! its name (`linked_file`); any other item is written under a temporary name in its own directory
+//! and renamed into place only after its last chunk arrived and the whole item matched its recorded
+//! BLAKE3 and size. Either way nothing unverified, and no part of an item, ever appears under an
+//! item's name.
 
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::IndexTable;
+use crate::linked_file::Linked;
 use crate::manifest::text;
 use crate::pack::{open_blob_checked, PackEntry};
 use crate::repository::Repository;
@@ -52,6 +57,10 @@ pub struct ExtractOptions {
 /// gets its share, between 1 and 8 MiB, and three times that in plaintext (kept while the run's
 /// items are written). Two threads: 8 MiB runs; sixteen readers on an object store: 1 MiB.
 const RUN_BUDGET: u64 = 16 * 1024 * 1024;
+/// Runs below this size are not worth their read; above it, a restore is cut into at least
+/// `RUNS_PER_THREAD` runs per thread.
+const MIN_RUN: u64 = 64 * 1024;
+const RUNS_PER_THREAD: u64 = 16;
 
 /// One place a chunk goes: item `item`, at byte `at` of it.
 #[derive(Clone, Copy)]
@@ -68,6 +77,8 @@ struct Pending {
     failed: AtomicBool,
     /// Written whole from memory after its hash matched: no need to read it back.
     verified: AtomicBool,
+    /// Written under its name already (`linked_file`): no partial file to rename.
+    placed: AtomicBool,
 }
 
 /// Writes every item of a snapshot under `to/<folder path>/<item name>`. Items that fail are listed
@@ -133,7 +144,12 @@ pub fn extract(
     let mut uses: Vec<Use> = Vec::new();
     let pending: Vec<Pending> = manifest
         .items()
-        .map(|_| Pending { left: AtomicU32::new(0), failed: AtomicBool::new(false), verified: AtomicBool::new(false) })
+        .map(|_| Pending {
+            left: AtomicU32::new(0),
+            failed: AtomicBool::new(false),
+            verified: AtomicBool::new(false),
+            placed: AtomicBool::new(false),
+        })
         .collect();
     let mut empty = Vec::new();
     // Folders that will receive an item: their directories are made once, before any writer.
@@ -147,7 +163,7 @@ pub fn extract(
             }
         };
         if path.exists() && !opts.overwrite {
-            fail(i, &Error::Usage(format!("{} exists; not overwriting (use --overwrite)", path.display())));
+            fail(i, &exists(&path));
             continue;
         }
         let mut at = 0u64;
@@ -195,6 +211,9 @@ pub fn extract(
             if pending[i].failed.load(Ordering::Acquire) {
                 return Ok(false);
             }
+            if pending[i].placed.load(Ordering::Acquire) {
+                return Ok(true);
+            }
             if !item.chunks.is_empty() && !pending[i].verified.load(Ordering::Acquire) {
                 // Read back what the runs wrote, in order and streamed (an item may be larger
                 // than memory): the whole item against its BLAKE3 and size.
@@ -238,8 +257,14 @@ pub fn extract(
         finish(i);
     }
 
-    // Runs of uses: one read each (adjacent blobs of one pack, at most `max_run` bytes).
-    let max_run = (RUN_BUDGET / opts.threads.max(1) as u64).clamp(1 << 20, 8 << 20);
+    // Runs of uses: one read each (adjacent blobs of one pack, at most `max_run` bytes), and at
+    // least a few per thread, so that a small restore (100,000 small items fit in one pack) is
+    // spread over every thread too.
+    let threads = opts.threads.max(1);
+    let sealed_total: u64 = uses.iter().map(|u| u.entry.length as u64).sum();
+    let max_run = (RUN_BUDGET / threads as u64)
+        .clamp(1 << 20, 8 << 20)
+        .min((sealed_total / (threads as u64 * RUNS_PER_THREAD)).max(MIN_RUN));
     let max_raw = 3 * max_run;
     let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut s = 0;
@@ -267,14 +292,30 @@ pub fn extract(
     }
     let keys = repo.keys();
     let storage = repo.storage();
-    let next = AtomicUsize::new(0);
+    // Each thread starts in its own stretch of the runs, and helps with the others' once its own
+    // are done: neighbouring runs are mostly one folder's items, and threads that create files in
+    // one directory queue on its lock. (On an object store all threads share one stretch, so they
+    // read near each other and share its read-ahead windows.)
+    let stretches = if storage.is_remote() { 1 } else { threads };
+    let bounds: Vec<(usize, usize)> =
+        (0..stretches).map(|k| (k * runs.len() / stretches, (k + 1) * runs.len() / stretches)).collect();
+    let cursors: Vec<AtomicUsize> = bounds.iter().map(|b| AtomicUsize::new(b.0)).collect();
+    let take = |me: usize| {
+        (0..stretches).map(|k| (me + k) % stretches).find_map(|s| {
+            let r = cursors[s].fetch_add(1, Ordering::Relaxed);
+            (r < bounds[s].1).then_some(r)
+        })
+    };
+    // Whether items checked in memory can be written straight under their names (cleared the
+    // first time the file system says it cannot).
+    let linking = AtomicBool::new(true);
     std::thread::scope(|sc| {
-        for _ in 0..opts.threads.max(1) {
-            sc.spawn(|| {
+        let (take, runs, uses, packs, pending, linking) = (&take, &runs, &uses, &packs, &pending, &linking);
+        for me in 0..threads {
+            sc.spawn(move || {
                 let (mut buf, mut out) = (Vec::new(), Vec::new());
                 loop {
-                    let r = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(s, e)) = runs.get(r) else { return };
+                    let Some(&(s, e)) = take(me).and_then(|r| runs.get(r)) else { return };
                     let run = &uses[s..e];
                     let pack = packs[run[0].pack as usize];
                     let start = run[0].entry.offset as u64;
@@ -312,8 +353,29 @@ pub fn extract(
                                 for &k in group {
                                     out.extend_from_slice(blobs[blob[k]].as_ref().map_err(again)?);
                                 }
-                                whole(&tmp_of(i), &out, &item.blob_hash, what)?;
+                                if blake3::hash(&out).as_bytes() != &item.blob_hash {
+                                    return Err(mismatch(what()));
+                                }
                                 pending[i].verified.store(true, Ordering::Release);
+                                // Checked: straight under its name where the system can make it
+                                // appear whole (never over an existing file), else a partial file.
+                                if !opts.overwrite && linking.load(Ordering::Relaxed) {
+                                    let path = final_path(i)?;
+                                    let dir = path.parent().unwrap_or(to);
+                                    match crate::linked_file::write_new(dir, &path, &out) {
+                                        Ok(Linked::Written) => {
+                                            pending[i].placed.store(true, Ordering::Release);
+                                            return Ok(out.len() as u64);
+                                        }
+                                        Ok(Linked::Unsupported) => linking.store(false, Ordering::Relaxed),
+                                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                                            return Err(exists(&path));
+                                        }
+                                        Err(e) => return Err(Error::io(&path, e)),
+                                    }
+                                }
+                                let tmp = tmp_of(i);
+                                fs::write(&tmp, &out).map_err(|e| Error::io(&tmp, e))?;
                                 return Ok(out.len() as u64);
                             }
                             // contiguous pieces gathered, each written with one call
@@ -364,12 +426,8 @@ fn again(e: &Error) -> Error {
     }
 }
 
-/// A one-chunk item: its bytes checked against the recorded hash, then written whole.
-fn whole(path: &Path, data: &[u8], blob_hash: &[u8; 32], what: impl Fn() -> String) -> Result<()> {
-    if blake3::hash(data).as_bytes() != blob_hash {
-        return Err(mismatch(what()));
-    }
-    fs::write(path, data).map_err(|e| Error::io(path, e))
+fn exists(path: &Path) -> Error {
+    Error::Usage(format!("{} exists; not overwriting (use --overwrite)", path.display()))
 }
 
 /// Writes `data` at byte `at` of the file `path`, creating it if needed (several threads may write

@@ -37,6 +37,7 @@ pub use storage::{FileKind, LocalStorage, Storage};
 pub mod backup;
 pub mod extract;
 pub mod extract_names;
+mod linked_file;
 pub mod prune;
 pub mod readback;
 pub mod repair;

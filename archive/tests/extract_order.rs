@@ -99,6 +99,19 @@ fn shared_repeated_and_damaged_chunks() {
         assert_eq!(stats.items, 7);
         assert_eq!(files(&out), want);
     }
+    // Into the same place again: refused item by item without --overwrite (nothing replaced), and
+    // with it every item replaced through a partial file and a rename.
+    let out = t.path().join("out-1");
+    let (stats, failures) =
+        extract(&repo, &index, &snap, &out, &ExtractOptions { overwrite: false, threads: 2 }, &|_| {}).unwrap();
+    assert_eq!((stats.items, failures.len()), (0, 7), "{failures:?}");
+    assert!(failures.iter().all(|f| f.error.contains("not overwriting")), "{failures:?}");
+    std::fs::write(out.join("Inbox/tiny.txt"), b"changed since").unwrap();
+    let (stats, failures) =
+        extract(&repo, &index, &snap, &out, &ExtractOptions { overwrite: true, threads: 2 }, &|_| {}).unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(stats.items, 7);
+    assert_eq!(files(&out), want, "every item replaced, no partial file left");
 
     // Damage the blob of `a`'s second chunk. The items holding that chunk (a, its identical copy,
     // `twice`, and the edited copy when the edit did not reach past the first chunk: cut points
