@@ -3,6 +3,9 @@
 //! What real exports look like, roughly: many items of 5–200 KiB whose text compresses well, a
 //! minority with attachments (already-compressed, so incompressible), and popular attachments
 //! (the all-staff PDF, the signed contract) that recur across mailboxes.
+//!
+//! Included by path into benches, examples and tests, each of which uses part of it.
+#![allow(dead_code)]
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -245,8 +245,7 @@ fn logged_requests(log: &std::path::Path) -> serde_json::Value {
     let last = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["message"] == "object store requests")
-        .next_back();
+        .rfind(|e| e["message"] == "object store requests");
     last.unwrap_or_else(|| panic!("no request counts logged: {text}"))
 }
 

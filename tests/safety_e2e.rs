@@ -234,7 +234,7 @@ fn damaged_newest_snapshot_stops_retention_until_forgotten() {
         p["snapshots_removed"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(removed, vec![m1.as_str(), m2.as_str()], "{p}");
     assert!(p["bytes_deleted"].as_u64().unwrap() > 0, "{p}");
-    r.assert_whole(&[n.clone()], &before, "after");
+    r.assert_whole(std::slice::from_ref(n), &before, "after");
 }
 
 #[test]

@@ -83,6 +83,9 @@ struct Job {
     work: Work,
 }
 
+/// Every item's chunk ids, by item in submission order.
+type ChunkIds = Vec<Vec<[u8; 32]>>;
+
 enum Work {
     /// A whole item of at most `WHOLE_ITEM_MAX` bytes: the worker cuts it too, so chunking runs
     /// in parallel across items.
@@ -108,7 +111,7 @@ enum PackerMsg {
         chunks: Vec<Stored>,
     },
     /// Store the open pack and pending index entries once every job before `seq` has arrived.
-    Flush(u64, Sender<Result<Vec<Vec<[u8; 32]>>>>),
+    Flush(u64, Sender<Result<ChunkIds>>),
 }
 
 #[derive(Default)]
@@ -123,7 +126,7 @@ pub(crate) struct PackerStats {
 /// What the packer hands back: its counters and the chunk ids of every item read in this run.
 struct PackerOutput {
     stats: PackerStats,
-    chunk_ids: Vec<Vec<[u8; 32]>>,
+    chunk_ids: ChunkIds,
 }
 
 /// Chunks known to be stored: the repository's index plus what this run has claimed. Shared by
@@ -505,14 +508,14 @@ fn fill_packs(
     writer: &Sender<WriterMsg>,
     storage: &dyn Storage,
     pack_size: usize,
-) -> Result<(PackerStats, Vec<Vec<[u8; 32]>>)> {
+) -> Result<(PackerStats, ChunkIds)> {
     let mut stats = PackerStats::default();
-    let mut chunk_ids: Vec<Vec<[u8; 32]>> = Vec::new();
+    let mut chunk_ids: ChunkIds = Vec::new();
     // The pack being filled; started with its first blob.
     let mut builder: Option<PackBuilder> = None;
     let mut pending: BTreeMap<u64, (usize, Vec<Stored>)> = BTreeMap::new();
     let mut next = 0u64;
-    let mut flushes: Vec<(u64, Sender<Result<Vec<Vec<[u8; 32]>>>>)> = Vec::new();
+    let mut flushes: Vec<(u64, Sender<Result<ChunkIds>>)> = Vec::new();
     let writer_gone = || Error::Other("the pack writer stopped".into());
 
     for msg in rx {

@@ -185,7 +185,7 @@ fn sweep_temporaries(repo: &Repository, opts: &PruneOptions, report: &mut PruneR
     let now = std::time::SystemTime::now();
     for t in temporaries {
         let age = t.modified.and_then(|m| now.duration_since(m).ok());
-        if !age.is_some_and(|a| a >= TEMPORARY_AGE) {
+        if age.is_none_or(|a| a < TEMPORARY_AGE) {
             report.temporaries_kept += 1;
             continue;
         }

@@ -128,6 +128,10 @@ fn unreadable_or_missing(all: &[SnapshotInfo], what: &str, intact: &str) -> Erro
     )
 }
 
+/// Snapshots chosen one per mailbox, as (mailbox, id) sorted by mailbox, and the snapshots whose
+/// summary does not open (their mailbox is unknown), for the caller to report.
+pub type SnapshotsByMailbox = (Vec<(String, Id)>, Vec<Id>);
+
 impl Repository {
     /// Creates a repository in empty storage and opens it.
     pub fn init(storage: Arc<dyn Storage>, passphrase: &[u8], opts: InitOptions, ctx: Context) -> Result<Repository> {
@@ -328,7 +332,7 @@ impl Repository {
 
     /// The newest snapshot of every mailbox (store), by mailbox name; and the snapshots whose
     /// summary does not open (their mailbox is unknown), for the caller to report.
-    pub fn latest_per_mailbox(&self) -> Result<(Vec<(String, Id)>, Vec<Id>)> {
+    pub fn latest_per_mailbox(&self) -> Result<SnapshotsByMailbox> {
         let mut newest: std::collections::BTreeMap<String, (i64, Id)> = std::collections::BTreeMap::new();
         let mut unreadable = Vec::new();
         for s in self.snapshots()? {
@@ -347,7 +351,7 @@ impl Repository {
 
     /// Every snapshot of one backup run, given its run id or a unique prefix of 8+ hex digits:
     /// (mailbox, id) by mailbox; and the snapshots whose summary does not open.
-    pub fn snapshots_of_run(&self, run: &str) -> Result<(Vec<(String, Id)>, Vec<Id>)> {
+    pub fn snapshots_of_run(&self, run: &str) -> Result<SnapshotsByMailbox> {
         let want = run.to_ascii_lowercase();
         if want.len() < 8 || want.len() > 32 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::Usage(format!(

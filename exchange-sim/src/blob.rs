@@ -91,7 +91,7 @@ fn prop_binary(out: &mut Vec<u8>, tag: u32, b: &[u8]) {
 
 /// Attachments that recur across mailboxes (the all-staff PDF): 8 of 64 KiB–1 MiB.
 fn shared_attachment(seed: u64, n: u64) -> Vec<u8> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa77a_c4 ^ (n << 32));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00a7_7ac4 ^ (n << 32));
     let mut b = vec![0u8; rng.gen_range(64 * 1024..1024 * 1024)];
     rng.fill(&mut b[..]);
     b

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 /// How the app proves who it is.
 pub enum Credential {
     Secret(secrecy::SecretString),
-    Certificate(CertificateKey),
+    Certificate(Box<CertificateKey>),
 }
 
 impl std::fmt::Debug for Credential {

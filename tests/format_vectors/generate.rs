@@ -109,13 +109,16 @@ pub const PASSPHRASE_2_TYPED: &str = "Gr\u{fc}\u{df}e, caf\u{e9} na\u{ef}ve \u{2
 pub const NOT_UTF8_PLACEHOLDER: &str = "NOT-UTF8.eml";
 pub const NOT_UTF8: &[u8] = b"caf\xe9 \xff\xfe.eml";
 
-/// The items of `repo-2`: (root number, folder path, name, flags, bytes).
-pub fn repo2_items() -> Vec<(u32, Vec<&'static str>, String, u32, Vec<u8>)> {
+/// One item of `repo-2`: (root number, folder path, name, flags, bytes).
+pub type VectorItem = (u32, Vec<&'static str>, String, u32, Vec<u8>);
+
+/// The items of `repo-2`.
+pub fn repo2_items() -> Vec<VectorItem> {
     let long_a = "x".repeat(246) + "a.eml";
     let long_b = "x".repeat(246) + "b.eml";
     let mut big = vec![0u8; 300 * 1024];
     blake3::Hasher::new_derive_key("exarch test vector 2 big item").finalize_xof().fill(&mut big);
-    let mut v: Vec<(u32, Vec<&str>, String, u32, Vec<u8>)> = [
+    let mut v: Vec<VectorItem> = [
         (0, vec!["Inbox"], "a:b.eml"),
         (0, vec!["Inbox"], "a_b.eml"),
         (0, vec!["Inbox"], "A_B.eml"),
@@ -154,7 +157,7 @@ pub fn repo2_items() -> Vec<(u32, Vec<&'static str>, String, u32, Vec<u8>)> {
 pub fn generate2(dir: &Path) {
     use exarch_archive::manifest::{Manifest, NO_PARENT};
     let passphrase = exarch_archive::passphrase::first_line(PASSPHRASE_2_FILE);
-    let repo = small_repo(dir, "vector-cache-2", "", &passphrase);
+    let repo = small_repo(dir, "vector-cache-2", "", passphrase);
     let index = repo.index().unwrap();
     let opts = BackupOptions {
         mailbox: "names@example.com".into(),

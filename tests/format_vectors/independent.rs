@@ -216,8 +216,11 @@ fn name_of(p: &Path) -> String {
     p.file_name().unwrap().to_str().unwrap().to_string()
 }
 
+/// Each snapshot's extracted files (path → bytes) with its structure.
+pub type SnapFiles = Vec<(HashMap<String, Vec<u8>>, Snap)>;
+
 /// Like `read`, with each snapshot's structure too.
-pub fn read_snaps(repo: &Path, passphrase: &str) -> (Vec<(HashMap<String, Vec<u8>>, Snap)>, serde_json::Value) {
+pub fn read_snaps(repo: &Path, passphrase: &str) -> (SnapFiles, serde_json::Value) {
     use unicode_normalization::UnicodeNormalization;
     // 1. key slot → master key; the passphrase's NFC bytes enter Argon2id (§4.1)
     let slot_path = sorted_files(&repo.join("keys")).remove(0);

@@ -19,7 +19,7 @@ fn credential(a: &GraphConnArgs) -> Result<Credential> {
         }
         let name = cert.display().to_string();
         return exarch_graph_source::assertion::CertificateKey::from_pem(&pem, &name)
-            .map(Credential::Certificate)
+            .map(|k| Credential::Certificate(Box::new(k)))
             .map_err(|e| usage(e.to_string()));
     }
     let secret = match (&a.client_secret_file, std::env::var("EXARCH_GRAPH_CLIENT_SECRET")) {
