@@ -199,3 +199,78 @@ fn backups_run_while_prune_runs_and_marked_packs_go_later() {
     env.extract_latest("b", &out);
     util::assert_same_tree(&b, &out);
 }
+
+/// Temporary files in `data/` (packs being filled).
+fn temporaries(repo: &Path) -> Vec<std::path::PathBuf> {
+    fs::read_dir(repo.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with('.') && p.is_file())
+        .collect()
+}
+
+/// A backup killed while it fills a pack leaves that pack's temporary file; prune leaves it while
+/// it may be a running writer's (written within the hour), and removes it once it is old, without
+/// touching anything a snapshot needs.
+#[test]
+fn a_killed_backups_temporary_pack_is_removed_by_a_later_prune() {
+    let env = Env::new();
+    env.init();
+    let r = env.repo();
+    let rs = r.to_str().unwrap();
+    let src = env.path("src");
+    tree_for_day(&src, 1);
+    env.pack(&src, "m", &["--time", &day_time(1)]);
+    // Enough incompressible data for several packs, so the kill finds one being filled.
+    let big = env.path("big");
+    fs::create_dir_all(big.join("Inbox")).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for i in 0..40 {
+        let mut b = vec![0u8; 1_500_000];
+        rng.fill(&mut b[..]);
+        fs::write(big.join("Inbox").join(format!("{i}.eml")), b).unwrap();
+    }
+    let bigs = big.to_str().unwrap();
+    let mut left = Vec::new();
+    for _attempt in 0..20 {
+        let mut child = env.cmd(&["pack", "--repo", rs, "--from-dir", bigs, "--mailbox", "big", "-q"]).spawn().unwrap();
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(30) && child.try_wait().unwrap().is_none() {
+            if !temporaries(&r).is_empty() {
+                let _ = child.kill(); // SIGKILL: no chance to clean up
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        left = temporaries(&r);
+        if !left.is_empty() {
+            break;
+        }
+    }
+    assert!(!left.is_empty(), "no kill landed while a pack was being filled");
+
+    // Written just now: kept, and said so.
+    let p = env.json(&["prune", "--repo", rs, "--keep-last", "1"]);
+    assert_eq!(p["temporaries_removed"], 0, "{p}");
+    assert_eq!(p["temporaries_kept"].as_u64().unwrap(), left.len() as u64, "{p}");
+    assert!(left.iter().all(|f| f.exists()));
+    let text = env.ok(&["prune", "--repo", rs, "--keep-last", "1"]);
+    assert!(text.contains("left alone") && text.contains("temporary file(s)"), "{text}");
+
+    // Two hours later (as far as the files' times say): removed, the repository whole.
+    let bytes: u64 = left.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+    for f in &left {
+        let h = fs::File::options().write(true).open(f).unwrap();
+        h.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200)).unwrap();
+    }
+    let p = env.json(&["prune", "--repo", rs, "--keep-last", "1"]);
+    assert_eq!(p["temporaries_removed"].as_u64().unwrap(), left.len() as u64, "{p}");
+    assert_eq!(p["bytes_temporaries"].as_u64().unwrap(), bytes, "{p}");
+    assert!(temporaries(&r).is_empty());
+    env.ok(&["verify", "--repo", rs, "--read-data"]);
+    let out = env.path("out");
+    env.extract_latest("m", &out);
+    util::assert_same_tree(&src, &out);
+}
