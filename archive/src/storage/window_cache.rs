@@ -17,8 +17,14 @@ pub(super) const WINDOW: u64 = 4 * 1024 * 1024;
 /// Most bytes kept in the temporary file.
 const KEEP_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
-/// Where a window is in the file: (offset, length), or why it could not be fetched.
-type Kept = Arc<OnceLock<std::result::Result<(u64, u64), String>>>;
+/// A window: its place in the file, given when it is first asked for, and once fetched its
+/// (offset, length) there, or why it could not be fetched.
+struct Window {
+    slot: u64,
+    got: OnceLock<std::result::Result<(u64, u64), String>>,
+}
+
+type Kept = Arc<Window>;
 
 #[derive(Default)]
 pub(super) struct WindowCache {
@@ -71,10 +77,10 @@ impl WindowCache {
         }
         let Some(file) = self.file() else { return Ok(false) };
         let key = (name.to_string(), start);
-        let (cell, slot) = {
+        let window = {
             let mut s = self.state.lock().expect("window cache");
             match s.windows.get(&key) {
-                Some(c) => (c.clone(), None),
+                Some(w) => w.clone(),
                 None if s.used + (end - start) > KEEP_BYTES => {
                     // Full: fetched for this read only.
                     drop(s);
@@ -84,24 +90,19 @@ impl WindowCache {
                     return Ok(true);
                 }
                 None => {
-                    let c: Kept = Arc::default();
-                    s.windows.insert(key.clone(), c.clone());
-                    let slot = s.used;
+                    let w: Kept = Arc::new(Window { slot: s.used, got: OnceLock::new() });
+                    s.windows.insert(key.clone(), w.clone());
                     s.used += end - start;
-                    (c, Some(slot))
+                    w
                 }
             }
         };
-        // The thread that made the cell fills it; the others wait for it (another thread can
-        // reach the cell before its maker does, so it must not try to fill it).
-        let got = match slot {
-            Some(slot) => cell.get_or_init(|| {
-                let w = fetch(start, (end - start) as usize).map_err(|e| e.to_string())?;
-                write_at(file, &w, slot).map_err(|e| e.to_string())?;
-                Ok((slot, w.len() as u64))
-            }),
-            None => cell.wait(),
-        };
+        // Whichever thread comes first fetches the window into its slot; the others wait for it.
+        let got = window.got.get_or_init(|| {
+            let w = fetch(start, (end - start) as usize).map_err(|e| e.to_string())?;
+            write_at(file, &w, window.slot).map_err(|e| e.to_string())?;
+            Ok((window.slot, w.len() as u64))
+        });
         match got {
             Ok((at, _)) => {
                 read_exact_at(file, buf, at + (offset - start))
