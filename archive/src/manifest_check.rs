@@ -171,7 +171,7 @@ impl Walk<'_> {
     }
 
     fn root(buf: &[u8], size: usize, align: usize, what: &str, inner: impl FnOnce(&mut Walk) -> Check) -> Check {
-        if buf.len() < size || (buf.len() - size) % align != 0 {
+        if buf.len() < size || !(buf.len() - size).is_multiple_of(align) {
             return Err(broken(
                 Rule::Root,
                 format!(

@@ -107,7 +107,7 @@ impl ClassSizing {
         self.secs_per_item = Some(self.secs_per_item.map_or(per, |old| 0.7 * old + 0.3 * per));
         let Some(size) = self.size else { return };
         self.successes += 1;
-        let mut next = if self.successes % GROW_AFTER == 0 { size + (size / 8).max(1) } else { size };
+        let mut next = if self.successes.is_multiple_of(GROW_AFTER) { size + (size / 8).max(1) } else { size };
         if let Some(f) = self.fits() {
             next = next.min(f);
         }

@@ -159,7 +159,7 @@ impl Walk<'_> {
 }
 
 fn check_layout(b: &[u8], root_size: usize, root_align: usize, fields: &dyn Fn(&mut Walk, usize)) {
-    assert!(b.len() >= root_size && (b.len() - root_size) % root_align == 0, "L1");
+    assert!(b.len() >= root_size && (b.len() - root_size).is_multiple_of(root_align), "L1");
     let mut w = Walk { b, lo: 0, hi: b.len() };
     let r = b.len() - root_size;
     w.claim(r as i64, root_size, root_align, |w| fields(w, r));
