@@ -14,7 +14,7 @@ use crate::id::Id;
 use crate::index::IndexTable;
 use crate::lock::LockWatch;
 use crate::manifest::{Folder, Item, Manifest, Skipped, Summary, NO_PARENT};
-use crate::pack::{seal_blob, PackBuilder, SealedBlob, PACK_SLACK};
+use crate::pack::{seal_blob, PackBuilder, SealedBlob};
 use crate::pack_writer::{run_writer, WriterMsg};
 use crate::repository::Repository;
 use crate::snapshot;
@@ -539,14 +539,9 @@ fn fill_packs(
                 let Some(blob) = blob else { continue };
                 stats.chunks_new += 1;
                 stats.bytes_new += blob.raw_length as u64;
-                let b = match &mut builder {
-                    Some(b) => b,
-                    None => {
-                        builder.insert(PackBuilder::new(storage.start_upload(FileKind::Pack, pack_size + PACK_SLACK)?))
-                    }
-                };
+                let b = PackBuilder::current(&mut builder, storage, pack_size)?;
                 b.add(blob)?;
-                if b.len() >= pack_size as u64 {
+                if b.written() >= pack_size as u64 {
                     writer
                         .send(WriterMsg::Pack(Box::new(builder.take().expect("filled"))))
                         .map_err(|_| writer_gone())?;

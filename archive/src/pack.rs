@@ -20,7 +20,7 @@ const TRAILER_LEN: usize = 4 + 8;
 
 /// Room reserved beyond the pack size where a pack is gathered in memory (an object store): the
 /// last blob passes the size, and the header and trailer follow.
-pub const PACK_SLACK: usize = 1024 * 1024;
+const PACK_SLACK: usize = 1024 * 1024;
 
 /// Where a blob lives inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,13 +99,23 @@ impl PackBuilder {
         PackBuilder { upload, hasher: blake3::Hasher::new(), entries: Vec::new() }
     }
 
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.upload.len()
+    /// The pack being filled in `slot`; a new one (an upload of `storage` with room for a pack of
+    /// `pack_size` bytes) if there is none. Writers keep `None` until their first blob, so a pack
+    /// is never started without one.
+    pub fn current<'a>(
+        slot: &'a mut Option<PackBuilder>,
+        storage: &dyn Storage,
+        pack_size: usize,
+    ) -> Result<&'a mut PackBuilder> {
+        match slot {
+            Some(b) => Ok(b),
+            None => Ok(slot.insert(PackBuilder::new(storage.start_upload(FileKind::Pack, pack_size + PACK_SLACK)?))),
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.upload.len()
     }
 
     pub fn add(&mut self, blob: SealedBlob) -> Result<()> {

@@ -32,7 +32,7 @@ use crate::id::Id;
 use crate::index::{read_index_file, write_index_file, BlobLocation, MAX_ENTRIES_PER_FILE};
 use crate::lock::{live_locks, LockInfo};
 use crate::manifest::text;
-use crate::pack::{read_header, FinishedPack, PackBuilder, SealedBlob, PACK_SLACK};
+use crate::pack::{read_header, FinishedPack, PackBuilder, SealedBlob};
 use crate::repository::Repository;
 use crate::retention::{self, Policy};
 use crate::storage::FileKind;
@@ -361,17 +361,14 @@ fn repack(repo: &Repository, usage: &Usage, to_repack: &[Id], report: &mut Prune
             else {
                 continue;
             };
-            let b = match &mut builder {
-                Some(b) => b,
-                None => builder.insert(PackBuilder::new(storage.start_upload(FileKind::Pack, pack_size + PACK_SLACK)?)),
-            };
+            let b = PackBuilder::current(&mut builder, storage.as_ref(), pack_size)?;
             b.add(SealedBlob {
                 id: entry.id,
                 compression: entry.compression,
                 raw_length: entry.raw_length,
                 bytes: sealed.to_vec(),
             })?;
-            if b.len() >= pack_size as u64 {
+            if b.written() >= pack_size as u64 {
                 store_pack(repo, builder.take().expect("filled"), &mut new_locs, report)?;
             }
         }
