@@ -75,13 +75,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         let mut f = create_new(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        drop(f);
+        place(&tmp, path)
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
     }
-    sync_dir(dir)
+    result
 }
 
 /// A fresh temporary name `.<name>.<pid>-<random>.tmp` in `dir` (no listing shows a name that
