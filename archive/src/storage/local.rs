@@ -108,17 +108,9 @@ impl Storage for LocalStorage {
 
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let dir = self.root.join(kind.dir());
-        let mut dirs = vec![dir];
+        let mut dirs = vec![self.root.join(kind.dir())];
         while let Some(d) = dirs.pop() {
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&d, e)),
-            };
-            for entry in rd {
-                let entry = entry.map_err(|e| Error::io(&d, e))?;
-                let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+            for (entry, ft) in entries(&d)? {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if ft.is_dir() && kind == FileKind::Pack {
                     dirs.push(entry.path());
@@ -158,15 +150,7 @@ impl Storage for LocalStorage {
         let mut dirs: Vec<String> = vec![String::new()];
         dirs.extend(FileKind::ALL.iter().filter(|k| !k.dir().is_empty()).map(|k| k.dir().to_string()));
         while let Some(rel) = dirs.pop() {
-            let d = self.root.join(&rel);
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&d, e)),
-            };
-            for entry in rd {
-                let entry = entry.map_err(|e| Error::io(&d, e))?;
-                let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+            for (entry, ft) in entries(&self.root.join(&rel))? {
                 let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
                 if ft.is_dir() && rel == FileKind::Pack.dir() {
                     // data/<xx>/: where packs went before they were written as they fill.
@@ -210,16 +194,24 @@ impl Storage for LocalStorage {
     }
 }
 
-/// Whether `dir` or a directory below it holds anything but directories.
-fn holds_a_file(dir: &Path) -> Result<bool> {
+/// The entries of `dir` with their types (not following links); none for a missing directory.
+fn entries(dir: &Path) -> Result<Vec<(fs::DirEntry, fs::FileType)>> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(dir, e)),
     };
-    for entry in rd {
+    rd.map(|entry| {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+        Ok((entry, ft))
+    })
+    .collect()
+}
+
+/// Whether `dir` or a directory below it holds anything but directories.
+fn holds_a_file(dir: &Path) -> Result<bool> {
+    for (entry, ft) in entries(dir)? {
         if !ft.is_dir() || holds_a_file(&entry.path())? {
             return Ok(true);
         }
