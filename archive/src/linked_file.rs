@@ -48,7 +48,7 @@ pub fn write_new(dir: &Path, path: &Path, data: &[u8]) -> io::Result<Linked> {
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
         // No /proc to name the file by.
-        Some(libc::ENOENT) if !path.parent().is_some_and(Path::exists) => Err(e),
+        Some(libc::ENOENT) if !dir.exists() => Err(e),
         Some(libc::ENOENT | libc::EOPNOTSUPP | libc::EPERM) => Ok(Linked::Unsupported),
         _ => Err(e),
     }

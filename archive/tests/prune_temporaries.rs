@@ -13,22 +13,27 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// A backup of mailbox `m` at `time_ms`, without a lock.
+fn backup_at(time_ms: i64) -> BackupOptions {
+    BackupOptions {
+        mailbox: "m".into(),
+        source: "test".into(),
+        time_ms,
+        parent: None,
+        run_id: [0; 16],
+        workers: 1,
+        lock: LockWatch::unlocked(),
+    }
+}
+
+/// A repository with one snapshot of mailbox `m` (one item).
 fn repository(t: &Path) -> Repository {
     let local = LocalStorage::new(t.join("repo"));
     local.create_layout().unwrap();
     let storage: Arc<dyn Storage> = Arc::new(local);
     let opts = InitOptions { kdf: KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 }, ..InitOptions::default() };
     let repo = Repository::init(storage, b"pw", opts, Context::new(t.join("cache"))).unwrap();
-    let o = BackupOptions {
-        mailbox: "m".into(),
-        source: "test".into(),
-        time_ms: 1_767_268_800_000,
-        parent: None,
-        run_id: [0; 16],
-        workers: 1,
-        lock: LockWatch::unlocked(),
-    };
-    let mut b = Backup::start(&repo, Arc::new(repo.index().unwrap()), o).unwrap();
+    let mut b = Backup::start(&repo, Arc::new(repo.index().unwrap()), backup_at(1_767_268_800_000)).unwrap();
     let f = b.folder_path(&["Inbox"]);
     let meta = ItemMeta { folder: f, name: "1.eml".into(), source_id: "1".into(), ..Default::default() };
     b.add_item(meta, vec![42u8; 100_000]).unwrap();
@@ -108,16 +113,7 @@ fn prune_removes_only_old_temporaries_when_no_one_else_holds_a_lock() {
 fn a_backup_dropped_unfinished_leaves_no_temporary_file() {
     let t = tempfile::tempdir().unwrap();
     let repo = repository(t.path());
-    let o = BackupOptions {
-        mailbox: "m".into(),
-        source: "test".into(),
-        time_ms: 1_767_268_900_000,
-        parent: None,
-        run_id: [0; 16],
-        workers: 1,
-        lock: LockWatch::unlocked(),
-    };
-    let mut b = Backup::start(&repo, Arc::new(repo.index().unwrap()), o).unwrap();
+    let mut b = Backup::start(&repo, Arc::new(repo.index().unwrap()), backup_at(1_767_268_900_000)).unwrap();
     let f = b.folder_path(&["Inbox"]);
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 253) as u8).collect();
     let meta = ItemMeta { folder: f, name: "2.eml".into(), source_id: "2".into(), ..Default::default() };
